@@ -18,15 +18,17 @@ __all__ = [
 ]
 
 
-def get_executor(name: str = "subprocess") -> Executor:
+def get_executor(name: str = "auto", *, allow_unsandboxed: bool = False) -> Executor:
     """Return the executor registered under ``name``.
 
     Args:
-        name: ``"subprocess"`` (the unhardened floor).
+        name: ``"auto"`` (the strongest available) or ``"subprocess"`` (the
+            unhardened floor).
+        allow_unsandboxed: Accept an executor without OS-level isolation.
 
     Raises:
         ValueError: If no executor has that name.
     """
-    if name == "subprocess":
+    if name in ("auto", "subprocess"):
         return SubprocessExecutor()
-    raise ValueError(f"unknown executor {name!r}; known: 'subprocess'")
+    raise ValueError(f"unknown executor {name!r}; known: 'auto', 'subprocess'")

@@ -1,0 +1,187 @@
+"""Reading models' replies: tool code, validation calls and call expressions.
+
+Everything here works on the syntax tree (``ast``) only; no generated code is
+ever executed in the host process.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+MAX_CODE_CHARS = 100_000
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+class ReplyError(ValueError):
+    """A model's reply cannot be used; the message says why, for feedback."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A tool proposed by the maker.
+
+    Attributes:
+        code: The tool module (imports, helpers, the tool function).
+        entry: The name of the tool function.
+        calls: One call expression per validation question, in order.
+    """
+
+    code: str
+    entry: str
+    calls: list[str]
+
+
+def code_blocks(text: str) -> list[str]:
+    """Return the fenced code blocks of a reply that look like Python."""
+    blocks = []
+    for lang, body in _FENCE.findall(text):
+        if lang.lower() in ("", "python", "py", "python3"):
+            blocks.append(body.strip("\n"))
+    return [b for b in blocks if b.strip()]
+
+
+def _parse(source: str) -> ast.Module:
+    if len(source) > MAX_CODE_CHARS:
+        raise ReplyError(f"the code is longer than {MAX_CODE_CHARS} characters")
+    try:
+        return ast.parse(source)
+    except SyntaxError as exc:
+        raise ReplyError(f"the code has a syntax error: {exc.msg} (line {exc.lineno})") from exc
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise ReplyError(f"the code cannot be parsed: {type(exc).__name__}") from exc
+
+
+def _called_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id
+    return None
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.If) and "__name__" in ast.unparse(stmt.test)
+
+
+def _keep(stmt: ast.stmt) -> bool:
+    """Whether a top-level statement belongs in the tool module."""
+    if isinstance(stmt, ast.Expr):
+        return isinstance(stmt.value, ast.Constant)  # docstrings only, no demo prints
+    return not _is_main_guard(stmt)
+
+
+def parse_proposal(reply: str) -> Proposal:
+    """Split the maker's reply into tool code and validation calls.
+
+    The reply holds fenced Python: the tool function (with any imports and
+    helpers) and a list ``CALLS = [tool(...), ...]`` with one call per
+    validation question. Top-level demo code (prints, ``__main__`` blocks) is
+    dropped from the tool.
+
+    Args:
+        reply: The maker's whole reply.
+
+    Returns:
+        The proposal.
+
+    Raises:
+        ReplyError: The reply has no code, code that does not parse, or no function.
+    """
+    blocks = code_blocks(reply)
+    if not blocks:
+        stripped = reply.strip()
+        if stripped.startswith(("def ", "import ", "from ")):
+            blocks = [stripped]
+        else:
+            raise ReplyError("the reply contains no Python code block")
+    source = "\n\n".join(blocks)
+    module = _parse(source)
+    calls: list[str] = []
+    kept: list[ast.stmt] = []
+    for stmt in module.body:
+        target = stmt.targets[0] if isinstance(stmt, ast.Assign) and stmt.targets else None
+        if isinstance(target, ast.Name) and target.id == "CALLS":
+            value = stmt.value if isinstance(stmt, ast.Assign) else None
+            if isinstance(value, ast.List | ast.Tuple):
+                calls = [ast.unparse(elt) for elt in value.elts]
+            continue
+        if _keep(stmt):
+            kept.append(stmt)
+    functions = [
+        s.name for s in kept if isinstance(s, ast.FunctionDef) and not s.name.startswith("_")
+    ]
+    if not functions:
+        raise ReplyError("the code defines no public function")
+    called = Counter(
+        name for call in calls if (name := _called_name(ast.parse(call, mode="eval").body))
+    )
+    entry = next((n for n, _ in called.most_common() if n in functions), functions[-1])
+    code = "\n\n".join(ast.get_source_segment(source, s) or ast.unparse(s) for s in kept)
+    _with_decorators = [s for s in kept if getattr(s, "decorator_list", None)]
+    if _with_decorators:  # get_source_segment drops decorators; unparse keeps them
+        code = "\n\n".join(ast.unparse(s) for s in kept)
+    return Proposal(code=code.strip() + "\n", entry=entry, calls=calls)
+
+
+def function_info(code: str, entry: str) -> tuple[str, str]:
+    """Return the signature line and docstring of ``entry`` in ``code``."""
+    module = _parse(code)
+    for stmt in module.body:
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == entry:
+            returns = f" -> {ast.unparse(stmt.returns)}" if stmt.returns else ""
+            signature = f"def {stmt.name}({ast.unparse(stmt.args)}){returns}"
+            return signature, ast.get_docstring(stmt) or ""
+    raise ReplyError(f"the code defines no function named {entry!r}")
+
+
+def _find_call(node: ast.AST, entry: str) -> ast.expr | None:
+    """The expression to evaluate in ``node``: a call of ``entry``, or one wrapping it."""
+    if isinstance(node, ast.Expression | ast.Expr):
+        node = node.body if isinstance(node, ast.Expression) else node.value
+    elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+        node = node.value
+    elif isinstance(node, ast.Return) and node.value is not None:
+        node = node.value
+    if not isinstance(node, ast.expr):
+        return None
+    if _called_name(node) == "print" and isinstance(node, ast.Call) and len(node.args) == 1:
+        node = node.args[0]
+    if any(_called_name(sub) == entry for sub in ast.walk(node)):
+        return node
+    return None
+
+
+def parse_call(reply: str, entry: str) -> str:
+    """Extract the expression that calls ``entry`` from the user model's reply.
+
+    Accepts a bare expression, ``result = entry(...)``, ``print(entry(...))``,
+    fenced or not; the last such line wins.
+
+    Args:
+        reply: The user model's reply.
+        entry: The tool function's name.
+
+    Returns:
+        The call expression's source.
+
+    Raises:
+        ReplyError: No expression in the reply calls the tool.
+    """
+    snippets = code_blocks(reply) or [reply.strip().strip("`")]
+    for snippet in reversed(snippets):
+        candidates = [snippet, *reversed(snippet.splitlines())]
+        for candidate in candidates:
+            candidate = candidate.strip()
+            if not candidate or len(candidate) > MAX_CODE_CHARS:
+                continue
+            try:
+                module = ast.parse(candidate)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+            if len(module.body) != 1:
+                continue
+            found = _find_call(module.body[0], entry)
+            if found is not None:
+                return ast.unparse(found)
+    raise ReplyError(f"the reply has no Python expression that calls {entry}()")

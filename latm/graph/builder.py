@@ -1,0 +1,81 @@
+"""LATM's graph: the paper's diagram, wired.
+
+    START → dispatcher ─hit──────────────────────────────→ use → END
+                       └miss→ propose → verify ─pass→ wrap ─┘
+                                 ↑          ├retry (attempts left)
+                                 └──────────┘
+                                            └fail (exhausted) → END
+    Any node that sets ``error`` ends the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from latm.graph.context import Context
+from latm.graph.state import InputState, OutputState, State
+from latm.nodes import dispatcher, propose, use, verify, wrap
+from latm.nodes.verify import passed
+
+
+def route_dispatch(state: State) -> Literal["use", "propose", "__end__"]:
+    """A cache hit goes to ``use``, a miss to ``propose``; a bad request ends."""
+    route = state.get("route")
+    return "use" if route == "hit" else "propose" if route == "miss" else END
+
+
+def route_verify(state: State) -> Literal["wrap", "propose", "__end__"]:
+    """Verified → ``wrap``; failed with attempts left → ``propose``; otherwise end."""
+    if state.get("error"):
+        return END
+    return "wrap" if passed(state) else "propose"
+
+
+def unless_error(then: str) -> Callable[[State], str]:
+    """A route to ``then`` that ends the run instead when a node set ``error``."""
+
+    def route(state: State) -> str:
+        if state.get("error") or (then == "use" and not (state.get("task") or "").strip()):
+            return END
+        return then
+
+    route.__name__ = f"to_{then}_unless_error"
+    return route
+
+
+def build_graph(**compile_kwargs: Any) -> CompiledStateGraph[State, Context, InputState, OutputState]:
+    """Build and compile LATM.
+
+    Args:
+        **compile_kwargs: Passed to ``compile``: ``checkpointer``, ``store``,
+            ``interrupt_before`` and so on. Without a store, the nodes use the
+            local SQLite repository.
+
+    Returns:
+        The compiled graph.
+    """
+    builder = StateGraph(
+        State, context_schema=Context, input_schema=InputState, output_schema=OutputState
+    )
+    builder.add_node("dispatcher", dispatcher)
+    builder.add_node("propose", propose)
+    builder.add_node("verify", verify)
+    builder.add_node("wrap", wrap)
+    builder.add_node("use", use)
+
+    builder.add_edge(START, "dispatcher")
+    builder.add_conditional_edges("dispatcher", route_dispatch, ["use", "propose", END])
+    builder.add_conditional_edges("propose", unless_error("verify"), ["verify", END])
+    builder.add_conditional_edges("verify", route_verify, ["wrap", "propose", END])
+    builder.add_conditional_edges("wrap", unless_error("use"), ["use", END])
+    builder.add_edge("use", END)
+    compile_kwargs.setdefault("name", "LATM")
+    return builder.compile(**compile_kwargs)
+
+
+graph = build_graph()
+"""The compiled graph, with no checkpointer or store (a server supplies its own)."""

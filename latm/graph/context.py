@@ -1,0 +1,114 @@
+"""The runtime context of a LATM run: models, limits and the repository namespace.
+
+Nodes read it through ``runtime: Runtime[Context]``. Every field has a default
+taken from an environment variable (named in its description) when the
+context is created, so ``Context()`` picks up the deployment's settings and a
+caller can still override any field per run: ``graph.invoke(..., context=Context(max_attempts=5))``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env_str(name: str, default: str | None) -> Any:
+    return field(default_factory=lambda: os.environ.get(name) or default)
+
+
+def _env_float(name: str, default: float) -> Any:
+    return field(default_factory=lambda: float(os.environ.get(name) or default))
+
+
+def _env_int(name: str, default: int) -> Any:
+    return field(default_factory=lambda: int(os.environ.get(name) or default))
+
+
+def _env_bool(name: str, default: bool) -> Any:
+    def read() -> bool:
+        raw = os.environ.get(name)
+        if raw is None or raw == "":
+            return default
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+
+    return field(default_factory=read)
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Settings of one LATM run (maker and user models, limits, repository).
+
+    Attributes:
+        maker_model: Model name of the tool maker (env ``LATM_MAKER_MODEL``).
+        maker_base_url: OpenAI-compatible base URL of the maker; ``None`` means
+            OpenAI's (env ``LATM_MAKER_BASE_URL``).
+        maker_api_key_env: Name of the env var holding the maker's API key
+            (env ``LATM_MAKER_API_KEY_ENV``, default ``OPENAI_API_KEY``).
+        maker_temperature: Sampling temperature of the maker (env ``LATM_MAKER_TEMPERATURE``).
+        maker_max_tokens: Cap on the maker's reply length (env ``LATM_MAKER_MAX_TOKENS``).
+        user_model: Model name of the tool user and dispatcher (env ``LATM_USER_MODEL``).
+        user_base_url: OpenAI-compatible base URL of the user (env ``LATM_USER_BASE_URL``).
+        user_api_key_env: Name of the env var holding the user's API key
+            (env ``LATM_USER_API_KEY_ENV``, default ``OPENAI_API_KEY``).
+        user_temperature: Sampling temperature of the user (env ``LATM_USER_TEMPERATURE``).
+        user_max_tokens: Cap on the user's reply length (env ``LATM_USER_MAX_TOKENS``).
+        request_timeout_s: Timeout of one model request (env ``LATM_REQUEST_TIMEOUT``).
+        max_retries: Retries of a failed model request (env ``LATM_MAX_RETRIES``).
+        max_attempts: Proposals the maker may make before giving up (env ``LATM_MAX_ATTEMPTS``).
+        n_demos: Examples shown to the maker (env ``LATM_N_DEMOS``).
+        n_validation: Held-out examples the tool must pass (env ``LATM_N_VALIDATION``).
+        exec_timeout_s: Wall-clock limit of one tool call (env ``LATM_EXEC_TIMEOUT``).
+        exec_memory_mb: Memory limit of one tool call in MiB (env ``LATM_EXEC_MEMORY_MB``).
+        exec_max_output_bytes: Cap on a tool's answer and output (env ``LATM_EXEC_MAX_OUTPUT``).
+        executor: Which executor runs generated code (env ``LATM_EXECUTOR``,
+            ``auto`` picks the strongest isolation available).
+        allow_unsandboxed: Run generated code even without OS-level isolation
+            (env ``LATM_ALLOW_UNSANDBOXED``; off by default).
+        namespace: Repository namespace, one per tenant or app (env ``LATM_NAMESPACE``).
+        dispatch_candidates: Tools the dispatcher shows the user model (env ``LATM_DISPATCH_K``).
+        store_path: SQLite file of the local repository, used when the graph
+            runs without a store (env ``LATM_STORE_PATH``; default in the user data dir).
+        maker_llm: A chat model object to use as the maker instead of building one
+            (in-process only; for tests and custom providers).
+        user_llm: Likewise for the user model.
+    """
+
+    maker_model: str = _env_str("LATM_MAKER_MODEL", "gpt-4o")
+    maker_base_url: str | None = _env_str("LATM_MAKER_BASE_URL", None)
+    maker_api_key_env: str = _env_str("LATM_MAKER_API_KEY_ENV", "OPENAI_API_KEY")
+    maker_temperature: float = _env_float("LATM_MAKER_TEMPERATURE", 0.0)
+    maker_max_tokens: int = _env_int("LATM_MAKER_MAX_TOKENS", 2048)
+    user_model: str = _env_str("LATM_USER_MODEL", "gpt-4o-mini")
+    user_base_url: str | None = _env_str("LATM_USER_BASE_URL", None)
+    user_api_key_env: str = _env_str("LATM_USER_API_KEY_ENV", "OPENAI_API_KEY")
+    user_temperature: float = _env_float("LATM_USER_TEMPERATURE", 0.0)
+    user_max_tokens: int = _env_int("LATM_USER_MAX_TOKENS", 512)
+    request_timeout_s: float = _env_float("LATM_REQUEST_TIMEOUT", 300.0)
+    max_retries: int = _env_int("LATM_MAX_RETRIES", 2)
+    max_attempts: int = _env_int("LATM_MAX_ATTEMPTS", 3)
+    n_demos: int = _env_int("LATM_N_DEMOS", 3)
+    n_validation: int = _env_int("LATM_N_VALIDATION", 3)
+    exec_timeout_s: float = _env_float("LATM_EXEC_TIMEOUT", 5.0)
+    exec_memory_mb: int = _env_int("LATM_EXEC_MEMORY_MB", 512)
+    exec_max_output_bytes: int = _env_int("LATM_EXEC_MAX_OUTPUT", 65_536)
+    executor: str = _env_str("LATM_EXECUTOR", "auto")
+    allow_unsandboxed: bool = _env_bool("LATM_ALLOW_UNSANDBOXED", False)
+    namespace: str = _env_str("LATM_NAMESPACE", "default")
+    dispatch_candidates: int = _env_int("LATM_DISPATCH_K", 3)
+    store_path: str | None = _env_str("LATM_STORE_PATH", None)
+    maker_llm: Any = field(default=None, repr=False, compare=False)
+    user_llm: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Check the numeric settings."""
+        for name in ("max_attempts", "n_demos", "n_validation", "dispatch_candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Context.{name} must be at least 1")
+        if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
+            raise ValueError("Context execution limits are too small")
+
+
+def context_fields() -> list[str]:
+    """Names of the settings a caller may pass (the model objects excluded)."""
+    return [f.name for f in fields(Context) if f.name not in ("maker_llm", "user_llm")]

@@ -1,0 +1,148 @@
+"""Building the maker and user chat models and calling them.
+
+Both roles are reached through ``langchain_openai.ChatOpenAI``, so any
+OpenAI-compatible server works (OpenAI, vLLM, llama.cpp, Ollama, ...). Models
+are built inside nodes from the run's :class:`~latm.graph.context.Context`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import BaseModel, ValidationError
+
+from latm.graph.context import Context
+from latm.graph.state import Role, TokenUsage
+
+NO_KEY = "sk-no-key-required"
+M = TypeVar("M", bound=BaseModel)
+
+
+class ModelError(RuntimeError):
+    """A model could not be built or reached; the message says which and why."""
+
+
+def build_model(ctx: Context, role: Role) -> BaseChatModel:
+    """Return the chat model for ``role`` (``maker`` or ``user``).
+
+    An injected model (``ctx.maker_llm``/``ctx.user_llm``) wins; otherwise a
+    ``ChatOpenAI`` is built from the context. A custom base URL without a key
+    gets a placeholder key, as local servers need none.
+
+    Raises:
+        ModelError: No API key and no base URL are configured.
+    """
+    injected = ctx.maker_llm if role == "maker" else ctx.user_llm
+    if injected is not None:
+        return injected  # type: ignore[no-any-return]
+    from langchain_openai import ChatOpenAI
+
+    model = ctx.maker_model if role == "maker" else ctx.user_model
+    base_url = ctx.maker_base_url if role == "maker" else ctx.user_base_url
+    key_env = ctx.maker_api_key_env if role == "maker" else ctx.user_api_key_env
+    api_key = os.environ.get(key_env) or (NO_KEY if base_url else None)
+    if api_key is None:
+        upper = role.upper()
+        raise ModelError(
+            f"no {role} model is configured: set {key_env} for OpenAI, or "
+            f"LATM_{upper}_BASE_URL (and LATM_{upper}_MODEL) for another OpenAI-compatible server"
+        )
+    return ChatOpenAI(
+        model=model,
+        base_url=base_url,
+        api_key=api_key,  # type: ignore[arg-type]
+        temperature=ctx.maker_temperature if role == "maker" else ctx.user_temperature,
+        max_completion_tokens=ctx.maker_max_tokens if role == "maker" else ctx.user_max_tokens,
+        timeout=ctx.request_timeout_s,
+        max_retries=ctx.max_retries,
+    )
+
+
+def usage_of(message: BaseMessage) -> TokenUsage:
+    """Token usage a model reported for one reply (zeros when it reported none)."""
+    meta = getattr(message, "usage_metadata", None) or {}
+    input_tokens = int(meta.get("input_tokens", 0))
+    output_tokens = int(meta.get("output_tokens", 0))
+    return TokenUsage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=int(meta.get("total_tokens", input_tokens + output_tokens)),
+        calls=1,
+    )
+
+
+def _describe(role: Role, ctx: Context, exc: Exception) -> str:
+    name = ctx.maker_model if role == "maker" else ctx.user_model
+    url = (ctx.maker_base_url if role == "maker" else ctx.user_base_url) or "OpenAI"
+    if (role == "maker" and ctx.maker_llm is not None) or (role == "user" and ctx.user_llm):
+        name, url = type(ctx.maker_llm if role == "maker" else ctx.user_llm).__name__, "in-process"
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"the {role} model {name!r} at {url} failed: {type(exc).__name__}: {detail}"
+
+
+def invoke(
+    ctx: Context, role: Role, messages: Sequence[BaseMessage]
+) -> tuple[AIMessage, dict[str, TokenUsage]]:
+    """Call the ``role`` model once.
+
+    Returns:
+        The reply and the usage update for the state (``{role: usage}``).
+
+    Raises:
+        ModelError: The model cannot be built, reached or answered with an error.
+    """
+    model = build_model(ctx, role)
+    try:
+        reply = model.invoke(list(messages))
+    except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
+        raise ModelError(_describe(role, ctx, exc)) from exc
+    if not isinstance(reply, AIMessage):
+        reply = AIMessage(content=str(reply.content))
+    return reply, {role: usage_of(reply)}
+
+
+_JSON = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def invoke_structured(
+    ctx: Context, role: Role, messages: Sequence[BaseMessage], schema: type[M]
+) -> tuple[M | None, dict[str, TokenUsage]]:
+    """Call the ``role`` model for a reply of the shape ``schema``.
+
+    A ``ChatOpenAI`` model is asked for JSON-schema structured output; any
+    other model is called plainly. Either way the JSON object in the reply's
+    text is parsed, so a model that ignores the schema but writes JSON works.
+
+    Returns:
+        The parsed object (``None`` when the reply holds none) and the usage update.
+
+    Raises:
+        ModelError: The model cannot be built, reached or answered with an error.
+    """
+    model = build_model(ctx, role)
+    runnable: Any = model
+    if type(model).__name__ == "ChatOpenAI":
+        runnable = model.with_structured_output(schema, method="json_schema", include_raw=True)
+    try:
+        out = runnable.invoke(list(messages))
+    except Exception as exc:
+        raise ModelError(_describe(role, ctx, exc)) from exc
+    raw = out["raw"] if isinstance(out, dict) else out
+    usage = {role: usage_of(raw)}
+    parsed = out.get("parsed") if isinstance(out, dict) else None
+    if isinstance(parsed, schema):
+        return parsed, usage
+    text = raw.content if isinstance(raw.content, str) else json.dumps(raw.content)
+    match = _JSON.search(text)
+    if match:
+        try:
+            return schema.model_validate_json(match.group(0)), usage
+        except ValidationError:
+            pass
+    return None, usage

@@ -1,0 +1,62 @@
+"""What the nodes share: the run's context, repository, executor and progress events."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from latm.graph.context import Context
+from latm.graph.state import Example, State
+from latm.repository import ToolRepository, open_local_store
+from latm.sandbox import ExecLimits, Executor, get_executor
+
+
+def get_context(runtime: Runtime[Context]) -> Context:
+    """The run's context; defaults (from the environment) when none was given."""
+    ctx: Any = runtime.context
+    if isinstance(ctx, Context):
+        return ctx
+    if isinstance(ctx, dict):
+        names = {f.name for f in dataclasses.fields(Context)}
+        return Context(**{k: v for k, v in ctx.items() if k in names})
+    return Context()
+
+
+def get_repository(runtime: Runtime[Context], ctx: Context) -> ToolRepository:
+    """The tool repository: the run's store, or the local SQLite file without one."""
+    store = runtime.store if runtime.store is not None else open_local_store(ctx.store_path)
+    return ToolRepository(store, ctx.namespace)
+
+
+def get_limits(ctx: Context) -> ExecLimits:
+    """Execution limits of one tool call, from the context."""
+    return ExecLimits(
+        timeout_s=ctx.exec_timeout_s,
+        memory_mb=ctx.exec_memory_mb,
+        max_output_bytes=ctx.exec_max_output_bytes,
+    )
+
+
+def get_tool_executor(ctx: Context) -> Executor:
+    """The executor that runs generated code, as the context chooses it."""
+    return get_executor(ctx.executor, allow_unsandboxed=ctx.allow_unsandboxed)
+
+
+def split_examples(state: State, ctx: Context) -> tuple[list[Example], list[Example]]:
+    """Split the request's examples into the maker's demos and the validation set.
+
+    The first ``n_demos`` are demos and the next ``n_validation`` validate.
+    With no examples beyond the demos, the demos validate too (a weaker check,
+    which the verification report shows).
+    """
+    examples = list(state.get("examples") or [])
+    demos = examples[: ctx.n_demos]
+    validation = examples[ctx.n_demos : ctx.n_demos + ctx.n_validation] or demos
+    return demos, validation
+
+
+def emit(runtime: Runtime[Context], node: str, event: str, **data: Any) -> None:
+    """Write a structured progress event to the custom stream."""
+    runtime.stream_writer({"node": node, "event": event, **data})

@@ -1,0 +1,157 @@
+"""The dispatcher: send a request to a cached tool (a hit) or to tool making (a miss)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
+from pydantic import BaseModel, Field
+
+from latm.graph.context import Context
+from latm.graph.state import Example, State
+from latm.llm import ModelError, invoke_structured
+from latm.nodes.common import emit, get_context, get_repository
+from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
+from latm.repository import ToolRecord
+
+TASK_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class DispatchChoice(BaseModel):
+    """The user model's pick among the candidate tools."""
+
+    tool: str = Field(description="the name of the fitting tool, or 'none'")
+
+
+def _fresh_run() -> dict[str, Any]:
+    """State updates that clear what an earlier run on the same thread left."""
+    return {
+        "answer": None,
+        "tool": None,
+        "cache_hit": False,
+        "error": None,
+        "usage": Overwrite({}),
+        "candidates": [],
+        "tool_record": None,
+        "code": None,
+        "entry": None,
+        "calls": [],
+        "report": [],
+        "problem": None,
+        "attempts": 0,
+        "maker_messages": Overwrite([]),
+    }
+
+
+def check_request(state: State) -> tuple[str | None, list[Example]]:
+    """Validate the caller's input.
+
+    Returns:
+        An error message (``None`` when the input is fine) and the examples,
+        with numeric fields turned into text.
+    """
+    task = state.get("task", "")
+    if not isinstance(task, str):
+        return "'task' must be a string", []
+    raw = state.get("examples") or []
+    if not isinstance(raw, list):
+        return "'examples' must be a list of {input, target} objects", []
+    examples: list[Example] = []
+    for i, ex in enumerate(raw):
+        if not isinstance(ex, dict) or not {"input", "target"} <= ex.keys():
+            return f"example {i} must be an object with 'input' and 'target'", []
+        fields = [ex["input"], ex["target"]]
+        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in fields):
+            return f"example {i}: 'input' and 'target' must be text", []
+        examples.append(Example(input=str(ex["input"]), target=str(ex["target"])))
+        if not examples[-1]["input"].strip():
+            return f"example {i} has an empty 'input'", []
+    task_type = state.get("task_type")
+    if task_type is not None and (not isinstance(task_type, str) or not TASK_TYPE.match(task_type)):
+        return "'task_type' must be 1-64 letters, digits, '_' or '-'", []
+    if not task.strip() and not examples:
+        return "the request has no 'task' (and no 'examples' to make a tool from)", []
+    if state.get("make") and not examples:
+        return "'make' needs 'examples' to make a tool from", []
+    return None, examples
+
+
+def _hit(record: ToolRecord, **extra: Any) -> dict[str, Any]:
+    return {
+        "route": "hit",
+        "cache_hit": True,
+        "tool_record": record.model_dump(mode="json"),
+        "tool": {"name": record.name, "task_type": record.task_type, "version": record.version},
+        **extra,
+    }
+
+
+def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Route the request: a fitting cached tool answers it, or a new tool is made.
+
+    An exact ``task_type`` match wins without any model call. Otherwise the
+    repository is searched and the user model confirms the best candidate or
+    answers "none". A miss without examples ends the run with an error that
+    names the closest tools.
+    """
+    update = _fresh_run()
+    problem, examples = check_request(state)
+    if problem:
+        emit(runtime, "dispatcher", "invalid", error=problem)
+        return {**update, "route": "stop", "error": f"invalid request: {problem}"}
+    update["examples"] = examples
+    ctx = get_context(runtime)
+    repo = get_repository(runtime, ctx)
+    task = state.get("task", "").strip()
+    task_type = state.get("task_type")
+
+    if examples and (state.get("make") or not task):
+        emit(runtime, "dispatcher", "miss", reason="tool making was asked for")
+        return {**update, "route": "miss"}
+    if task_type:
+        record = repo.get(task_type)
+        if record is not None:
+            emit(runtime, "dispatcher", "hit", tool=record.task_type, by="task_type")
+            return {**update, **_hit(record)}
+        if examples:
+            emit(runtime, "dispatcher", "miss", reason=f"no tool for task type {task_type!r}")
+            return {**update, "route": "miss"}
+        return {
+            **update,
+            "route": "stop",
+            "error": f"no tool for task type {task_type!r} and no examples to make one",
+        }
+
+    found = repo.search(task, limit=ctx.dispatch_candidates)
+    update["candidates"] = [r.task_type for r, _ in found]
+    if found:
+        tools = "\n".join(f"- {r.task_type}: {r.description}" for r, _ in found)
+        messages = [
+            SystemMessage(DISPATCH_SYSTEM),
+            HumanMessage(DISPATCH_USER.format(task=task, tools=tools)),
+        ]
+        try:
+            choice, usage = invoke_structured(ctx, "user", messages, DispatchChoice)
+        except ModelError as exc:
+            return {**update, "route": "stop", "error": str(exc)}
+        update["usage"] = Overwrite(usage)
+        picked = {r.task_type: r for r, _ in found}.get(choice.tool.strip() if choice else "")
+        if picked is not None:
+            emit(runtime, "dispatcher", "hit", tool=picked.task_type, by="search")
+            return {**update, **_hit(picked)}
+    if examples:
+        emit(runtime, "dispatcher", "miss", reason="no cached tool fits")
+        return {**update, "route": "miss"}
+    closest = ", ".join(update["candidates"]) or "none (the repository is empty)"
+    return {
+        **update,
+        "route": "stop",
+        "error": (
+            "no cached tool fits this request and no examples were given to make one; "
+            f"closest tools: {closest}. Pass 'examples' (worked {{input, target}} pairs) "
+            "to make a tool, or 'task_type' to name one."
+        ),
+    }

@@ -1,0 +1,64 @@
+"""Wrap: package the verified function as a tool and store it (paper, stage 3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from latm.codeparse import ReplyError, function_info
+from latm.graph.context import Context
+from latm.graph.state import State
+from latm.nodes.common import emit, get_context, get_repository, split_examples
+from latm.repository import ToolRecord, UsageDemo
+
+
+def describe(docstring: str, task_type: str) -> str:
+    """A tool's description: its docstring's first paragraph, or a default."""
+    first = docstring.strip().split("\n\n")[0]
+    return " ".join(first.split()) or f"Solves {task_type.replace('_', ' ')} problems."
+
+
+def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Build the tool record (signature, docstring, usage demos, report) and store it.
+
+    This is the only node that writes to the repository, and it runs only
+    after verification passed.
+    """
+    ctx = get_context(runtime)
+    repo = get_repository(runtime, ctx)
+    code, entry = state.get("code") or "", state.get("entry") or ""
+    try:
+        signature, docstring = function_info(code, entry)
+    except ReplyError as exc:
+        return {"error": f"cannot wrap the verified tool: {exc}"}
+    task_type = state.get("task_type") or entry
+    _, validation = split_examples(state, ctx)
+    demos = [
+        UsageDemo(question=ex["input"], call=call, answer=ex["target"])
+        for ex, call in zip(validation, state.get("calls") or [], strict=False)
+    ]
+    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
+    record = ToolRecord(
+        name=entry,
+        task_type=task_type,
+        description=describe(docstring, task_type),
+        signature=signature,
+        docstring=docstring,
+        code=code,
+        demos=demos,
+        maker_model=maker,
+        verification=state.get("report") or [],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        version=repo.next_version(task_type),
+    )
+    try:
+        repo.put(record)
+    except Exception as exc:  # the store is gone or refuses the write
+        return {"error": f"cannot store the tool {task_type!r}: {type(exc).__name__}: {exc}"}
+    emit(runtime, "wrap", "stored", tool=task_type, version=record.version)
+    return {
+        "tool_record": record.model_dump(mode="json"),
+        "tool": {"name": record.name, "task_type": task_type, "version": record.version},
+    }

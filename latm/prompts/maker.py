@@ -1,0 +1,52 @@
+"""Prompts of the tool maker (the ``propose`` node)."""
+
+MAKER_SYSTEM = """\
+You are a tool maker. From a few worked examples of a task you write a reusable, \
+generic Python function that solves any problem of that type, not only the examples.
+Rules:
+- Python 3 standard library only; no network, no files, no input().
+- The function takes the problem's data as arguments (already parsed values, not the \
+whole question text) and RETURNS the final answer as a string formatted exactly like \
+the answers in the examples.
+- Give the function a descriptive snake_case name, type hints and a docstring that \
+says what it solves.
+- Never hard-code the answers of the examples."""
+
+PROPOSE_USER = """\
+Here are worked examples of a task.
+
+{demos}
+
+Write a generic Python function for this type of problem.
+
+Then convert each of the following questions into a call of your function, with the \
+data of the question written out as literal arguments:
+
+{questions}
+
+Reply with ONE fenced ```python block that contains the function (with any imports \
+and helpers) followed by a list named CALLS with exactly {n_calls} call(s), one per \
+question, in order:
+
+```python
+def your_function(...):
+    ...
+
+CALLS = [
+    your_function(...),  # question 1
+]
+```"""
+
+RETRY_FAILED_CASES = """\
+Your function did not pass verification. These cases failed:
+
+{failures}
+
+Find the bug, then reply again with ONE fenced ```python block holding the corrected \
+function and the list CALLS (one call per question, same order as before)."""
+
+RETRY_BAD_REPLY = """\
+Your reply could not be used: {problem}.
+
+Reply again with ONE fenced ```python block holding the function and the list CALLS \
+(one call per question, same order as before)."""

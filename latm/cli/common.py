@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
 from rich.console import Console
+
+from latm.graph.context import Context
+from latm.graph.state import Example
+from latm.repository import ToolRepository, open_local_store
 
 
 class UserError(Exception):
@@ -11,3 +21,64 @@ class UserError(Exception):
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
+    """The run's context: environment defaults, then the global CLI options."""
+    if getattr(args, "store", None):
+        overrides.setdefault("store_path", args.store)
+    if getattr(args, "namespace", None):
+        overrides.setdefault("namespace", args.namespace)
+    try:
+        return Context(**overrides)
+    except ValueError as exc:  # a malformed LATM_* number, or a limit out of range
+        raise UserError(f"bad setting: {exc}") from exc
+
+
+def repository_from_args(args: argparse.Namespace) -> ToolRepository:
+    """The repository the CLI works on (the local SQLite file)."""
+    ctx = context_from_args(args)
+    try:
+        store = open_local_store(ctx.store_path)
+    except Exception as exc:
+        raise UserError(f"cannot open the tool repository: {exc}") from exc
+    return ToolRepository(store, ctx.namespace)
+
+
+def load_examples(path: str) -> list[Example]:
+    """Read worked examples from a JSON or JSONL file.
+
+    Accepts a JSON list of ``{"input", "target"}`` objects, an object with an
+    ``"examples"`` list (the BIG-Bench format), or one object per line.
+
+    Raises:
+        UserError: The file is missing, unreadable or not in one of these forms.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise UserError(f"{path} is neither JSON nor JSON lines: {exc}") from exc
+    if isinstance(data, dict):
+        data = data.get("examples")
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{path} holds no list of examples")
+    examples: list[Example] = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "input" not in item or "target" not in item:
+            raise UserError(f"{path}: example {i} needs 'input' and 'target'")
+        examples.append(Example(input=str(item["input"]), target=str(item["target"])))
+    return examples
+
+
+def task_type_from_path(path: str) -> str:
+    """A task type named after an examples file (``word_sorting.json`` → ``word_sorting``)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).name.split(".")[0]).strip("_-")
+    return name[:64] or "task"

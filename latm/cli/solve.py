@@ -1,0 +1,37 @@
+"""``latm solve``: answer a question with a cached tool (or make one from examples)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from latm.cli.common import context_from_args, load_examples
+from latm.cli import run as cli_run
+from latm.cli.run import print_result, run_graph
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``solve`` sub-command."""
+    parser = subparsers.add_parser(
+        "solve",
+        help="answer a question with a cached tool",
+        description="Answer a question: the dispatcher picks a cached tool and the user "
+        "model calls it; with --examples, a tool is made when none fits.",
+    )
+    parser.add_argument("question", help="the question to answer")
+    parser.add_argument("--task-type", metavar="NAME", help="use the tool of this task type")
+    parser.add_argument("--examples", metavar="FILE",
+                        help="worked examples to make a tool from if none fits")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Answer the question and print the answer."""
+    inputs: dict[str, Any] = {"task": args.question}
+    if args.task_type:
+        inputs["task_type"] = args.task_type
+    if args.examples:
+        inputs["examples"] = load_examples(args.examples)
+    ctx = cli_run.configure_models(context_from_args(args))
+    return print_result(run_graph(inputs, ctx), as_json=args.json)

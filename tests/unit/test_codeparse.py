@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+
+from latm.codeparse import ReplyError, function_info, parse_call, parse_proposal
+
+REPLY = '''Sure.
+
+```python
+import re
+
+def _helper(x):
+    return x
+
+def sort_words(words: list[str]) -> str:
+    """Sort words."""
+    return " ".join(sorted(words))
+
+print(sort_words(["b", "a"]))
+
+if __name__ == "__main__":
+    print("demo")
+
+CALLS = [
+    sort_words(["b", "a"]),
+    sort_words(["d", "c"]),
+]
+```
+'''
+
+
+def test_proposal_splits_code_and_calls_and_drops_demo_code():
+    p = parse_proposal(REPLY)
+    assert p.entry == "sort_words"
+    assert p.calls == ["sort_words(['b', 'a'])", "sort_words(['d', 'c'])"]
+    assert "import re" in p.code and "def _helper" in p.code
+    assert "print(" not in p.code and "__main__" not in p.code and "CALLS" not in p.code
+
+
+def test_proposal_across_two_blocks_and_unfenced_code():
+    two = "```python\ndef f(x):\n    return x\n```\nand\n```py\nCALLS = [f(1)]\n```"
+    assert parse_proposal(two).calls == ["f(1)"]
+    assert parse_proposal("def g(x):\n    return x\n").entry == "g"
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [("I cannot do that.", "no Python code block"),
+     ("```python\ndef f(:\n```", "syntax error"),
+     ("```python\nx = 1\n```", "defines no public function")],
+)
+def test_unusable_replies(reply, message):
+    with pytest.raises(ReplyError, match=message):
+        parse_proposal(reply)
+
+
+def test_function_info():
+    code = parse_proposal(REPLY).code
+    assert function_info(code, "sort_words") == (
+        "def sort_words(words: list[str]) -> str", "Sort words."
+    )
+    with pytest.raises(ReplyError):
+        function_info(code, "missing")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["sort_words(['a', 'b'])",
+     "```python\nsort_words(['a', 'b'])\n```",
+     "```python\nresult = sort_words(['a', 'b'])\n```",
+     "Call:\n```python\nprint(sort_words(['a', 'b']))\n```",
+     "Here you go: `sort_words(['a', 'b'])`\nsort_words(['a', 'b'])"],
+)
+def test_parse_call_accepts_common_shapes(reply):
+    assert parse_call(reply, "sort_words") == "sort_words(['a', 'b'])"
+
+
+def test_parse_call_keeps_wrapping_expressions_and_rejects_answers():
+    assert parse_call("' '.join(sort_words(['a']))", "sort_words") == "' '.join(sort_words(['a']))"
+    with pytest.raises(ReplyError, match=r"calls sort_words\(\)"):
+        parse_call("The answer is 'a b'", "sort_words")
+    with pytest.raises(ReplyError):
+        parse_call("other(['a'])", "sort_words")

@@ -139,9 +139,7 @@ def _find_call(node: ast.AST, entry: str) -> ast.expr | None:
     """The expression to evaluate in ``node``: a call of ``entry``, or one wrapping it."""
     if isinstance(node, ast.Expression | ast.Expr):
         node = node.body if isinstance(node, ast.Expression) else node.value
-    elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
-        node = node.value
-    elif isinstance(node, ast.Return) and node.value is not None:
+    elif isinstance(node, ast.Assign | ast.AnnAssign | ast.Return) and node.value is not None:
         node = node.value
     if not isinstance(node, ast.expr):
         return None

@@ -104,7 +104,8 @@ def invoke(
         raise ModelError(_describe(role, ctx, exc)) from exc
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=str(reply.content))
-    return reply, {role: usage_of(reply)}
+    usage: dict[str, TokenUsage] = {role: usage_of(reply)}
+    return reply, usage
 
 
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
@@ -134,7 +135,7 @@ def invoke_structured(
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
     raw = out["raw"] if isinstance(out, dict) else out
-    usage = {role: usage_of(raw)}
+    usage: dict[str, TokenUsage] = {role: usage_of(raw)}
     parsed = out.get("parsed") if isinstance(out, dict) else None
     if isinstance(parsed, schema):
         return parsed, usage

@@ -29,8 +29,38 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to "
-    "was were what which with you your".split()
+    (
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "which",
+        "with",
+        "you",
+        "your",
+    )
 )
 
 
@@ -162,7 +192,7 @@ class ToolRepository:
         self.store.delete(self.namespace, task_type)
         return True
 
-    def list(self) -> list[ToolRecord]:
+    def records(self) -> list[ToolRecord]:
         """All readable tools, sorted by task type."""
         records = []
         offset = 0
@@ -199,7 +229,7 @@ class ToolRepository:
         if items and all(item.score is not None for item in items):
             found = [(self._load(i.value, i.key), float(i.score or 0.0)) for i in items]
             return [(r, s) for r, s in found if r is not None]
-        records = {r.task_type: r for r in self.list()}
+        records = {r.task_type: r for r in self.records()}
         ranked = lexical_rank(query, {k: r.search_text for k, r in records.items()})
         return [(records[key], score) for key, score in ranked[:limit]]
 

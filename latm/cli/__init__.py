@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "latm.cli.make",
     "latm.cli.solve",
     "latm.cli.tools",
+    "latm.cli.demo",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from latm.cli import run as cli_run
 from latm.cli.common import (
     UserError,
     context_from_args,
@@ -12,7 +13,6 @@ from latm.cli.common import (
     repository_from_args,
     task_type_from_path,
 )
-from latm.cli import run as cli_run
 from latm.cli.run import print_result, run_graph
 
 
@@ -25,10 +25,12 @@ def register(subparsers: Any) -> None:
         "the first 3 are shown to the maker, the next 3 verify its tool.",
     )
     parser.add_argument("--examples", required=True, metavar="FILE", help="examples file")
-    parser.add_argument("--task-type", metavar="NAME",
-                        help="name of the task type (default: the file's name)")
-    parser.add_argument("--force", action="store_true",
-                        help="make a new version even if the task type has a tool")
+    parser.add_argument(
+        "--task-type", metavar="NAME", help="name of the task type (default: the file's name)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="make a new version even if the task type has a tool"
+    )
     parser.add_argument("--max-attempts", type=int, metavar="N", help="maker attempts (default 3)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=handle)

@@ -7,11 +7,13 @@ import os
 import time
 from typing import Any
 
+from langgraph.types import StreamMode
 from rich.markup import escape
 
 from latm.cli.common import UserError, console, err_console
 from latm.graph.builder import build_graph
 from latm.graph.context import Context
+from latm.graph.state import InputState
 from latm.repository import open_local_store
 
 
@@ -85,17 +87,18 @@ def render_event(event: dict[str, Any]) -> str | None:
     return head + text if text else None
 
 
-def run_graph(inputs: dict[str, Any], ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
+def run_graph(inputs: InputState, ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """Run LATM once, printing each node's progress, and return its output."""
     app = build_graph(store=open_local_store(ctx.store_path))
     output: dict[str, Any] = {}
     started = time.perf_counter()
-    for mode, chunk in app.stream(inputs, context=ctx, stream_mode=["custom", "values"]):
+    modes: list[StreamMode] = ["custom", "values"]
+    for mode, chunk in app.stream(inputs, context=ctx, stream_mode=modes):
         if mode == "custom" and not quiet and isinstance(chunk, dict):
             line = render_event(chunk)
             if line:
                 err_console.print(line)
-        elif mode == "values":
+        elif mode == "values" and isinstance(chunk, dict):
             output = dict(chunk)
     output["seconds"] = round(time.perf_counter() - started, 3)
     return output
@@ -103,7 +106,8 @@ def run_graph(inputs: dict[str, Any], ctx: Context, *, quiet: bool = False) -> d
 
 def print_result(output: dict[str, Any], *, as_json: bool) -> int:
     """Print a run's output; returns the exit status (1 when it failed)."""
-    result = {k: output.get(k) for k in ("answer", "tool", "cache_hit", "error", "usage", "seconds")}
+    keys = ("answer", "tool", "cache_hit", "error", "usage", "seconds")
+    result = {k: output.get(k) for k in keys}
     if as_json:
         console.print_json(json.dumps(result))
     else:
@@ -112,11 +116,14 @@ def print_result(output: dict[str, Any], *, as_json: bool) -> int:
         elif result["answer"] is not None:
             console.print(escape(str(result["answer"])))
         usage = result.get("usage") or {}
-        tokens = ", ".join(f"{role} {u['total_tokens']} tokens/{u['calls']} calls"
-                           for role, u in sorted(usage.items()))
+        tokens = ", ".join(
+            f"{role} {u['total_tokens']} tokens/{u['calls']} calls"
+            for role, u in sorted(usage.items())
+        )
         tool = result.get("tool")
         where = f"{tool['task_type']} v{tool['version']}" if tool else "no tool"
         hit = "cache hit" if result.get("cache_hit") else "no cache hit"
-        err_console.print(f"[dim]{where}; {hit}; {tokens or 'no model calls'}; "
-                          f"{result['seconds']:.1f} s[/]")
+        err_console.print(
+            f"[dim]{where}; {hit}; {tokens or 'no model calls'}; {result['seconds']:.1f} s[/]"
+        )
     return 1 if result["error"] else 0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from latm.cli.common import context_from_args, load_examples
 from latm.cli import run as cli_run
+from latm.cli.common import context_from_args, load_examples
 from latm.cli.run import print_result, run_graph
+from latm.graph.state import InputState
 
 
 def register(subparsers: Any) -> None:
@@ -20,15 +21,16 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("question", help="the question to answer")
     parser.add_argument("--task-type", metavar="NAME", help="use the tool of this task type")
-    parser.add_argument("--examples", metavar="FILE",
-                        help="worked examples to make a tool from if none fits")
+    parser.add_argument(
+        "--examples", metavar="FILE", help="worked examples to make a tool from if none fits"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Answer the question and print the answer."""
-    inputs: dict[str, Any] = {"task": args.question}
+    inputs: InputState = {"task": args.question}
     if args.task_type:
         inputs["task_type"] = args.task_type
     if args.examples:

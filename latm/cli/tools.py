@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 
 def list_tools(args: argparse.Namespace) -> int:
     """Print a table of the tools."""
-    records = repository_from_args(args).list()
+    records = repository_from_args(args).records()
     if not records:
         console.print("no tools yet: make one with 'latm make --examples FILE'")
         return 0
@@ -42,8 +42,14 @@ def list_tools(args: argparse.Namespace) -> int:
     for column in ("version", "function", "maker", "created", "description"):
         table.add_column(column)
     for r in records:
-        table.add_row(r.task_type, str(r.version), r.name, r.maker_model, r.created_at,
-                      escape(r.description[:80]))
+        table.add_row(
+            r.task_type,
+            str(r.version),
+            r.name,
+            r.maker_model,
+            r.created_at,
+            escape(r.description[:80]),
+        )
     console.print(table)
     return 0
 
@@ -63,8 +69,9 @@ def show_tool(args: argparse.Namespace) -> int:
     console.print(Syntax(r.code, "python", line_numbers=False))
     console.print("[bold]Usage demos[/]")
     for d in r.demos:
-        console.print(f"  Q: {escape(d.question[:200])}\n  → {escape(d.call[:200])} = "
-                      f"{escape(d.answer)!r}")
+        console.print(
+            f"  Q: {escape(d.question[:200])}\n  → {escape(d.call[:200])} = {escape(d.answer)!r}"
+        )
     passed = sum(c["passed"] for c in r.verification)
     console.print(f"[bold]Verification[/]: {passed}/{len(r.verification)} passed")
     return 0
@@ -89,7 +96,7 @@ def export_tools(args: argparse.Namespace) -> int:
                 raise UserError(f"no tool named {name!r} (see 'latm tools list')")
             records.append(record)
     else:
-        records = repo.list()
+        records = repo.records()
     text = json.dumps({"tools": [r.model_dump(mode="json") for r in records]}, indent=2)
     if args.output:
         try:

@@ -1,17 +1,9 @@
-"""LATM's graph: the paper's diagram, wired.
-
-    START → dispatcher ─hit──────────────────────────────→ use → END
-                       └miss→ propose → verify ─pass→ wrap ─┘
-                                 ↑          ├retry (attempts left)
-                                 └──────────┘
-                                            └fail (exhausted) → END
-    Any node that sets ``error`` ends the run.
-"""
+"""LATM's graph: the paper's diagram, wired (see ``build_graph``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -22,13 +14,13 @@ from latm.nodes import dispatcher, propose, use, verify, wrap
 from latm.nodes.verify import passed
 
 
-def route_dispatch(state: State) -> Literal["use", "propose", "__end__"]:
+def route_dispatch(state: State) -> str:
     """A cache hit goes to ``use``, a miss to ``propose``; a bad request ends."""
     route = state.get("route")
     return "use" if route == "hit" else "propose" if route == "miss" else END
 
 
-def route_verify(state: State) -> Literal["wrap", "propose", "__end__"]:
+def route_verify(state: State) -> str:
     """Verified → ``wrap``; failed with attempts left → ``propose``; otherwise end."""
     if state.get("error"):
         return END
@@ -47,7 +39,10 @@ def unless_error(then: str) -> Callable[[State], str]:
     return route
 
 
-def build_graph(**compile_kwargs: Any) -> CompiledStateGraph[State, Context, InputState, OutputState]:
+LATMGraph = CompiledStateGraph[State, Context, InputState, OutputState]
+
+
+def build_graph(**compile_kwargs: Any) -> LATMGraph:
     """Build and compile LATM.
 
     Args:
@@ -67,6 +62,13 @@ def build_graph(**compile_kwargs: Any) -> CompiledStateGraph[State, Context, Inp
     builder.add_node("wrap", wrap)
     builder.add_node("use", use)
 
+    #  START ─► dispatcher ──hit──────────────────────────────► use ─► END
+    #               │                                           ▲
+    #               └──miss──► propose ─► verify ──pass─► wrap ──┘
+    #                             ▲          │
+    #                             └──retry───┤  (attempts left)
+    #                                        └──exhausted──► END
+    #  Any node that sets `error` ends the run (a bad request, a dead model, ...).
     builder.add_edge(START, "dispatcher")
     builder.add_conditional_edges("dispatcher", route_dispatch, ["use", "propose", END])
     builder.add_conditional_edges("propose", unless_error("verify"), ["verify", END])

@@ -65,9 +65,10 @@ def merge_usage(
     Returns:
         The summed usage per role.
     """
-    merged: dict[str, TokenUsage] = {role: TokenUsage(**u) for role, u in (left or {}).items()}
+    merged = {role: TokenUsage(**u) for role, u in (left or {}).items()}
     for role, usage in (right or {}).items():
-        base = merged.get(role, TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0, calls=0))
+        zero = TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0, calls=0)
+        base = merged.get(role, zero)
         merged[role] = TokenUsage(
             input_tokens=base["input_tokens"] + usage["input_tokens"],
             output_tokens=base["output_tokens"] + usage["output_tokens"],

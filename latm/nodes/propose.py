@@ -84,8 +84,14 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     except ReplyError as exc:
         emit(runtime, "propose", "unusable", attempt=attempt, problem=str(exc))
         return {**update, "code": None, "entry": None, "calls": [], "problem": str(exc)}
-    emit(runtime, "propose", "proposed", attempt=attempt, entry=proposal.entry,
-         lines=proposal.code.count("\n"))
+    emit(
+        runtime,
+        "propose",
+        "proposed",
+        attempt=attempt,
+        entry=proposal.entry,
+        lines=proposal.code.count("\n"),
+    )
     return {
         **update,
         "code": proposal.code,

@@ -58,7 +58,10 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"usage": usage, "error": f"cannot run generated code: {exc}"}
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)
-        return {"usage": usage, "error": f"tool {name} failed on {call}: {result.status}: {result.error}"}
+        return {
+            "usage": usage,
+            "error": f"tool {name} failed on {call}: {result.status}: {result.error}",
+        }
     answer = normalize_answer(result.value, task)
     emit(runtime, "use", "answer", answer=answer)
     return {"usage": usage, "answer": answer}

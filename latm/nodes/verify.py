@@ -45,11 +45,18 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             return {"error": f"cannot run generated code: {exc}"}
         for i, example in enumerate(validation):
             if i >= len(results):
-                case = CaseReport(input=example["input"], expected=example["target"], got=None,
-                                  error="no call was written for this question", passed=False)
+                case = CaseReport(
+                    input=example["input"],
+                    expected=example["target"],
+                    got=None,
+                    error="no call was written for this question",
+                    passed=False,
+                )
             else:
                 res = results[i]
-                got = normalize_answer(res.value, example["input"]) if res.ok and res.value is not None else None
+                got = None
+                if res.ok and res.value is not None:
+                    got = normalize_answer(res.value, example["input"])
                 case = CaseReport(
                     input=example["input"],
                     expected=example["target"],
@@ -58,11 +65,27 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                     passed=res.ok and is_correct(res.value, example["target"], example["input"]),
                 )
             report.append(case)
-            emit(runtime, "verify", "case", attempt=attempt, index=i, passed=case["passed"],
-                 expected=case["expected"], got=case["got"], error=case["error"])
+            emit(
+                runtime,
+                "verify",
+                "case",
+                attempt=attempt,
+                index=i,
+                passed=case["passed"],
+                expected=case["expected"],
+                got=case["got"],
+                error=case["error"],
+            )
     passed = bool(report) and all(c["passed"] for c in report)
-    emit(runtime, "verify", "done", attempt=attempt, passed=passed,
-         n_passed=sum(c["passed"] for c in report), n_cases=len(validation))
+    emit(
+        runtime,
+        "verify",
+        "done",
+        attempt=attempt,
+        passed=passed,
+        n_passed=sum(c["passed"] for c in report),
+        n_cases=len(validation),
+    )
     update: dict[str, Any] = {"report": report}
     if not passed and attempt >= ctx.max_attempts:
         why = problem or (summarize(report) if report else "the proposal could not be run")

@@ -20,8 +20,17 @@ def test_parse_options():
 
 
 @pytest.mark.parametrize(
-    "answer", ["(B)", "B", "B)", " (B) ", "2", "The owl is the rightmost",
-               "the owl is the rightmost.", "'B'"],
+    "answer",
+    [
+        "(B)",
+        "B",
+        "B)",
+        " (B) ",
+        "2",
+        "The owl is the rightmost",
+        "the owl is the rightmost.",
+        "'B'",
+    ],
 )
 def test_multiple_choice_answers_normalize_to_the_letter(answer):
     assert normalize_answer(answer, MC) == "(B)"

@@ -76,8 +76,11 @@ def test_failed_make_exits_1_with_the_error(models, examples_file, capsys):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("not json at all", "neither JSON nor JSON lines"), ("[]", "holds no list of examples"),
-     ('[{"input": "q"}]', "example 0 needs 'input' and 'target'")],
+    [
+        ("not json at all", "neither JSON nor JSON lines"),
+        ("[]", "holds no list of examples"),
+        ('[{"input": "q"}]', "example 0 needs 'input' and 'target'"),
+    ],
 )
 def test_bad_examples_files_are_user_errors(models, tmp_path, capsys, content, message):
     bad = tmp_path / "bad.json"
@@ -101,3 +104,23 @@ def test_no_endpoint_and_no_local_install_is_a_user_error(monkeypatch, capsys):
     assert main(["solve", "anything"]) == 2
     err = capsys.readouterr().err
     assert "the local default is unavailable" in err and "latm local install" in err
+
+
+def test_demo_makes_a_tool_and_reports_accuracy(models, capsys):
+    from latm.data import load_task, paper_split
+
+    split = paper_split(load_task("word_sorting"))
+    models["maker"] = scripted([maker_reply(SORT_CODE, [e["input"] for e in split["validation"]])])
+    test = split["test"][:3]
+    # The user model calls the tool right twice and answers the third with a wrong call.
+    models["user"] = scripted(
+        [
+            user_reply(test[0]["input"]),
+            user_reply(test[1]["input"]),
+            "```python\nsort_words(['zz', 'aa', 'extra'])\n```",
+        ]
+    )
+    assert main(["demo", "-n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 2/3 = 67%" in out
+    assert out.count("correct") == 2 and "wrong (expected" in out

@@ -45,9 +45,11 @@ def test_proposal_across_two_blocks_and_unfenced_code():
 
 @pytest.mark.parametrize(
     ("reply", "message"),
-    [("I cannot do that.", "no Python code block"),
-     ("```python\ndef f(:\n```", "syntax error"),
-     ("```python\nx = 1\n```", "defines no public function")],
+    [
+        ("I cannot do that.", "no Python code block"),
+        ("```python\ndef f(:\n```", "syntax error"),
+        ("```python\nx = 1\n```", "defines no public function"),
+    ],
 )
 def test_unusable_replies(reply, message):
     with pytest.raises(ReplyError, match=message):
@@ -57,7 +59,8 @@ def test_unusable_replies(reply, message):
 def test_function_info():
     code = parse_proposal(REPLY).code
     assert function_info(code, "sort_words") == (
-        "def sort_words(words: list[str]) -> str", "Sort words."
+        "def sort_words(words: list[str]) -> str",
+        "Sort words.",
     )
     with pytest.raises(ReplyError):
         function_info(code, "missing")
@@ -65,11 +68,13 @@ def test_function_info():
 
 @pytest.mark.parametrize(
     "reply",
-    ["sort_words(['a', 'b'])",
-     "```python\nsort_words(['a', 'b'])\n```",
-     "```python\nresult = sort_words(['a', 'b'])\n```",
-     "Call:\n```python\nprint(sort_words(['a', 'b']))\n```",
-     "Here you go: `sort_words(['a', 'b'])`\nsort_words(['a', 'b'])"],
+    [
+        "sort_words(['a', 'b'])",
+        "```python\nsort_words(['a', 'b'])\n```",
+        "```python\nresult = sort_words(['a', 'b'])\n```",
+        "Call:\n```python\nprint(sort_words(['a', 'b']))\n```",
+        "Here you go: `sort_words(['a', 'b'])`\nsort_words(['a', 'b'])",
+    ],
 )
 def test_parse_call_accepts_common_shapes(reply):
     assert parse_call(reply, "sort_words") == "sort_words(['a', 'b'])"

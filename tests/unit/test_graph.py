@@ -38,8 +38,13 @@ def repo(store: Any) -> ToolRepository:
 def test_miss_makes_a_tool_in_one_attempt_and_answers(store, make_context):
     maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
     user = scripted([user_reply(HELD_OUT["input"])])
-    out = run(store, make_context(maker, user), task=HELD_OUT["input"],
-              examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    out = run(
+        store,
+        make_context(maker, user),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     assert out["error"] is None
     assert out["answer"] == HELD_OUT["target"]
@@ -66,8 +71,13 @@ def test_failed_verification_feeds_errors_back_and_the_retry_passes(store, make_
         [maker_reply(BUGGY_SORT_CODE, VALIDATION_QS), maker_reply(SORT_CODE, VALIDATION_QS)]
     )
     user = scripted([user_reply(HELD_OUT["input"])])
-    out = run(store, make_context(maker, user), task=HELD_OUT["input"],
-              examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    out = run(
+        store,
+        make_context(maker, user),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     assert out["error"] is None and out["answer"] == HELD_OUT["target"]
     assert out["usage"]["maker"]["calls"] == 2
@@ -84,25 +94,42 @@ def test_failed_verification_feeds_errors_back_and_the_retry_passes(store, make_
 def test_exhausted_attempts_end_with_an_error_and_store_nothing(store, make_context):
     maker = scripted([maker_reply(BUGGY_SORT_CODE, VALIDATION_QS)] * 2)
     user = scripted([])
-    out = run(store, make_context(maker, user, max_attempts=2), task=HELD_OUT["input"],
-              examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    out = run(
+        store,
+        make_context(maker, user, max_attempts=2),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     assert out["answer"] is None
     assert "could not make a verified tool in 2 attempt(s)" in out["error"]
     assert "3 of 3 validation cases failed" in out["error"]
-    assert repo(store).list() == []
+    assert repo(store).records() == []
     assert user.received == []
 
 
 def test_hit_by_task_type_never_calls_the_maker_or_the_dispatch_model(store, make_context):
-    run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                            scripted([user_reply(HELD_OUT["input"])])),
-        task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    run(
+        store,
+        make_context(
+            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
+            scripted([user_reply(HELD_OUT["input"])]),
+        ),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     question = EXAMPLES[30]
     maker, user = scripted([]), scripted([user_reply(question["input"])])
-    out = run(store, make_context(maker, user), task=question["input"], task_type="word_sorting",
-              examples=DEMOS_AND_VALIDATION)
+    out = run(
+        store,
+        make_context(maker, user),
+        task=question["input"],
+        task_type="word_sorting",
+        examples=DEMOS_AND_VALIDATION,
+    )
 
     assert out["cache_hit"] is True and out["error"] is None
     assert out["answer"] == question["target"]
@@ -111,9 +138,16 @@ def test_hit_by_task_type_never_calls_the_maker_or_the_dispatch_model(store, mak
 
 
 def test_hit_by_search_is_confirmed_by_the_user_model(store, make_context):
-    run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                            scripted([user_reply(HELD_OUT["input"])])),
-        task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    run(
+        store,
+        make_context(
+            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
+            scripted([user_reply(HELD_OUT["input"])]),
+        ),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     question = EXAMPLES[40]
     user = scripted(['{"tool": "word_sorting"}', user_reply(question["input"])])
@@ -125,15 +159,23 @@ def test_hit_by_search_is_confirmed_by_the_user_model(store, make_context):
 
 
 def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_context):
-    run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                            scripted([user_reply(HELD_OUT["input"])])),
-        task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    run(
+        store,
+        make_context(
+            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
+            scripted([user_reply(HELD_OUT["input"])]),
+        ),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     question = EXAMPLES[41]
     maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
     user = scripted(['{"tool": "none"}', user_reply(question["input"])])
-    out = run(store, make_context(maker, user), task=question["input"],
-              examples=DEMOS_AND_VALIDATION)
+    out = run(
+        store, make_context(maker, user), task=question["input"], examples=DEMOS_AND_VALIDATION
+    )
 
     assert out["cache_hit"] is False and out["answer"] == question["target"]
     assert len(maker.received) == 1
@@ -141,13 +183,23 @@ def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_conte
 
 
 def test_miss_without_examples_names_the_closest_tools(store, make_context):
-    run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                            scripted([user_reply(HELD_OUT["input"])])),
-        task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    run(
+        store,
+        make_context(
+            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
+            scripted([user_reply(HELD_OUT["input"])]),
+        ),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     user = scripted(['{"tool": "none"}'])
-    out = run(store, make_context(scripted([]), user),
-              task="Sort these words by length: List: banana kiwi apple")
+    out = run(
+        store,
+        make_context(scripted([]), user),
+        task="Sort these words by length: List: banana kiwi apple",
+    )
 
     assert out["answer"] is None and out["cache_hit"] is False
     assert "no cached tool fits this request and no examples" in out["error"]
@@ -162,20 +214,30 @@ def test_miss_without_examples_on_an_empty_repository(store, make_context):
 
 
 def test_reply_without_code_is_fed_back_and_retried(store, make_context):
-    maker = scripted(["I would sort the words alphabetically.",
-                      maker_reply(SORT_CODE, VALIDATION_QS)])
-    out = run(store, make_context(maker, scripted([user_reply(HELD_OUT["input"])])),
-              task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    maker = scripted(
+        ["I would sort the words alphabetically.", maker_reply(SORT_CODE, VALIDATION_QS)]
+    )
+    out = run(
+        store,
+        make_context(maker, scripted([user_reply(HELD_OUT["input"])])),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
     assert out["error"] is None and out["answer"] == HELD_OUT["target"]
     assert "contains no Python code block" in maker.prompts[1]
 
 
 def test_reply_without_code_on_the_last_attempt_is_a_clear_error(store, make_context):
     maker = scripted(["Sorry, I cannot help with that."])
-    out = run(store, make_context(maker, scripted([]), max_attempts=1),
-              task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION)
+    out = run(
+        store,
+        make_context(maker, scripted([]), max_attempts=1),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+    )
     assert "no Python code block" in out["error"] and "Nothing was stored" in out["error"]
-    assert repo(store).list() == []
+    assert repo(store).records() == []
 
 
 RAISING = '''\
@@ -192,14 +254,20 @@ def sort_words(words: list[str]) -> str:
 '''
 
 
-@pytest.mark.parametrize(("code", "expected"), [(RAISING, "ValueError: cannot sort"),
-                                               (LOOPING, "timeout")])
+@pytest.mark.parametrize(
+    ("code", "expected"), [(RAISING, "ValueError: cannot sort"), (LOOPING, "timeout")]
+)
 def test_tool_that_raises_or_loops_fails_verification(store, make_context, code, expected):
     maker = scripted([maker_reply(code, VALIDATION_QS)])
-    out = run(store, make_context(maker, scripted([]), max_attempts=1, exec_timeout_s=1.0),
-              task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    out = run(
+        store,
+        make_context(maker, scripted([]), max_attempts=1, exec_timeout_s=1.0),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
     assert out["answer"] is None and expected in out["error"]
-    assert repo(store).list() == []
+    assert repo(store).records() == []
 
 
 TRAP = '''\
@@ -214,28 +282,50 @@ def sort_words(words: list[str]) -> str:
 '''
 
 
-@pytest.mark.parametrize(("word", "expected"), [("trap", "timeout"), ("boom", "RuntimeError: boom")])
-def test_tool_that_loops_or_raises_at_use_time_gives_a_clear_error(store, make_context, word,
-                                                                   expected):
+@pytest.mark.parametrize(
+    ("word", "expected"), [("trap", "timeout"), ("boom", "RuntimeError: boom")]
+)
+def test_tool_that_loops_or_raises_at_use_time_gives_a_clear_error(
+    store, make_context, word, expected
+):
     maker = scripted([maker_reply(TRAP, VALIDATION_QS)])
-    run(store, make_context(maker, scripted([user_reply(HELD_OUT["input"])])),
-        task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    run(
+        store,
+        make_context(maker, scripted([user_reply(HELD_OUT["input"])])),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
 
     question = f"Sort the following words alphabetically: List: zebra {word} apple"
-    out = run(store, make_context(scripted([]), scripted([user_reply(question)]),
-                                  exec_timeout_s=1.0),
-              task=question, task_type="word_sorting")
+    out = run(
+        store,
+        make_context(scripted([]), scripted([user_reply(question)]), exec_timeout_s=1.0),
+        task=question,
+        task_type="word_sorting",
+    )
     assert out["answer"] is None and out["cache_hit"] is True
     assert "tool word_sorting v1 failed" in out["error"] and expected in out["error"]
     assert repo(store).get("word_sorting") is not None  # the tool itself is kept
 
 
 def test_user_reply_without_a_call_is_a_clear_error(store, make_context):
-    run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                            scripted([user_reply(HELD_OUT["input"])])),
-        task=HELD_OUT["input"], examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
-    out = run(store, make_context(scripted([]), scripted(["The answer is apple zebra."])),
-              task=HELD_OUT["input"], task_type="word_sorting")
+    run(
+        store,
+        make_context(
+            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
+            scripted([user_reply(HELD_OUT["input"])]),
+        ),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
+    out = run(
+        store,
+        make_context(scripted([]), scripted(["The answer is apple zebra."])),
+        task=HELD_OUT["input"],
+        task_type="word_sorting",
+    )
     assert out["answer"] is None
     assert "could not use tool word_sorting v1" in out["error"] and "sort_words()" in out["error"]
 
@@ -259,14 +349,15 @@ def test_malformed_requests_get_a_clear_error(store, make_context, inputs, messa
 
 
 def test_dead_model_server_is_a_clear_error_and_stores_nothing(store):
-    ctx = Context(maker_base_url="http://127.0.0.1:9/v1", maker_model="m", max_retries=0,
-                  request_timeout_s=5)
+    ctx = Context(
+        maker_base_url="http://127.0.0.1:9/v1", maker_model="m", max_retries=0, request_timeout_s=5
+    )
     out = build_graph(store=store).invoke(
         {"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION}, context=ctx
     )
     assert out["answer"] is None
     assert "the maker model 'm' at http://127.0.0.1:9/v1 failed" in out["error"]
-    assert repo(store).list() == []
+    assert repo(store).records() == []
 
 
 def test_missing_api_key_is_a_clear_error(store):
@@ -278,30 +369,46 @@ def test_missing_api_key_is_a_clear_error(store):
 
 def test_make_only_request_stores_a_tool_without_answering(store, make_context):
     user = scripted([])
-    out = run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), user),
-              examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    out = run(
+        store,
+        make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), user),
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
     assert out["error"] is None and out["answer"] is None
     assert out["tool"]["version"] == 1 and user.received == []
 
 
 def test_remaking_a_tool_bumps_its_version(store, make_context):
     for version in (1, 2):
-        out = run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                                      scripted([])),
-                  examples=DEMOS_AND_VALIDATION, task_type="word_sorting", make=True)
+        out = run(
+            store,
+            make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([])),
+            examples=DEMOS_AND_VALIDATION,
+            task_type="word_sorting",
+            make=True,
+        )
         assert out["tool"]["version"] == version
-    assert [r.version for r in repo(store).list()] == [2]
+    assert [r.version for r in repo(store).records()] == [2]
 
 
 def test_runs_on_one_thread_start_fresh(store, make_context):
     app = build_graph(store=store, checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t1"}}
-    ctx = make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                       scripted([user_reply(HELD_OUT["input"]), user_reply(EXAMPLES[50]["input"])]))
-    first = app.invoke({"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION,
-                        "task_type": "word_sorting"}, config, context=ctx)
-    second = app.invoke({"task": EXAMPLES[50]["input"], "task_type": "word_sorting",
-                         "examples": []}, config, context=ctx)
+    ctx = make_context(
+        scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
+        scripted([user_reply(HELD_OUT["input"]), user_reply(EXAMPLES[50]["input"])]),
+    )
+    first = app.invoke(
+        {"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION, "task_type": "word_sorting"},
+        config,
+        context=ctx,
+    )
+    second = app.invoke(
+        {"task": EXAMPLES[50]["input"], "task_type": "word_sorting", "examples": []},
+        config,
+        context=ctx,
+    )
     assert first["usage"]["maker"]["calls"] == 1
     assert second["cache_hit"] is True and second["answer"] == EXAMPLES[50]["target"]
     assert "maker" not in second["usage"] and second["usage"]["user"]["calls"] == 1
@@ -328,10 +435,13 @@ def test_graph_embeds_as_a_node_of_a_parent_graph(store, make_context):
     parent.add_edge("summarize", END)
     app = parent.compile(store=store)  # the child uses the parent's store
 
-    ctx = make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                       scripted([user_reply(HELD_OUT["input"])]))
-    out = app.invoke({"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION,
-                      "task_type": "word_sorting"}, context=ctx)
+    ctx = make_context(
+        scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([user_reply(HELD_OUT["input"])])
+    )
+    out = app.invoke(
+        {"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION, "task_type": "word_sorting"},
+        context=ctx,
+    )
     assert out["answer"] == HELD_OUT["target"]
     assert out["report"] == f"LATM said {HELD_OUT['target']!r}"
     assert repo(store).get("word_sorting") is not None
@@ -339,15 +449,28 @@ def test_graph_embeds_as_a_node_of_a_parent_graph(store, make_context):
 
 def test_compiled_graph_has_the_five_nodes_and_the_papers_edges():
     drawn = graph.get_graph()
-    assert set(drawn.nodes) == {"__start__", "dispatcher", "propose", "verify", "wrap", "use",
-                                "__end__"}
+    assert set(drawn.nodes) == {
+        "__start__",
+        "dispatcher",
+        "propose",
+        "verify",
+        "wrap",
+        "use",
+        "__end__",
+    }
     edges = {(e.source, e.target) for e in drawn.edges}
     assert edges == {
         ("__start__", "dispatcher"),
-        ("dispatcher", "use"), ("dispatcher", "propose"), ("dispatcher", "__end__"),
-        ("propose", "verify"), ("propose", "__end__"),
-        ("verify", "wrap"), ("verify", "propose"), ("verify", "__end__"),
-        ("wrap", "use"), ("wrap", "__end__"),
+        ("dispatcher", "use"),
+        ("dispatcher", "propose"),
+        ("dispatcher", "__end__"),
+        ("propose", "verify"),
+        ("propose", "__end__"),
+        ("verify", "wrap"),
+        ("verify", "propose"),
+        ("verify", "__end__"),
+        ("wrap", "use"),
+        ("wrap", "__end__"),
         ("use", "__end__"),
     }
     assert graph.name == "LATM"
@@ -355,11 +478,17 @@ def test_compiled_graph_has_the_five_nodes_and_the_papers_edges():
 
 
 def test_progress_events_are_streamed(store, make_context):
-    ctx = make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-                       scripted([user_reply(HELD_OUT["input"])]))
-    events = [chunk for chunk in build_graph(store=store).stream(
-        {"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION}, context=ctx,
-        stream_mode="custom")]
+    ctx = make_context(
+        scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([user_reply(HELD_OUT["input"])])
+    )
+    events = [
+        chunk
+        for chunk in build_graph(store=store).stream(
+            {"task": HELD_OUT["input"], "examples": DEMOS_AND_VALIDATION},
+            context=ctx,
+            stream_mode="custom",
+        )
+    ]
     kinds = [(e["node"], e["event"]) for e in events]
     assert kinds[0] == ("dispatcher", "miss")
     assert ("verify", "done") in kinds and ("wrap", "stored") in kinds
@@ -369,7 +498,11 @@ def test_progress_events_are_streamed(store, make_context):
 
 
 def test_stored_record_validates(store, make_context):
-    run(store, make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([])),
-        examples=DEMOS_AND_VALIDATION, task_type="word_sorting")
+    run(
+        store,
+        make_context(scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([])),
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
     raw = store.get(("latm", "default", "tools"), "word_sorting").value
     assert ToolRecord.model_validate(raw).maker_model == "ScriptedChatModel"

@@ -1,20 +1,35 @@
-"""Runs one call of a generated tool; executed as a script inside the sandbox.
+"""Runs calls of a generated tool; executed inside the sandbox, never in the host.
 
-This file is run by a separate interpreter (``python -I -S -B runner.py JOB``)
-and must depend on the standard library only. It reads a JSON job
-``{"code": str, "call": str, "max_output_bytes": int}``, executes the code in a
-fresh module namespace, evaluates the call expression and writes one JSON line
-``{"status", "value", "error", "stdout"}`` to its standard output.
+Standard library only, and compatible with Python 3.8 and later: this module
+runs under whatever interpreter the sandbox user can read, either as a script
+(``python -I -S -B runner.py JOB``, the unhardened floor) or shipped as source
+into a sandbox process (:mod:`latm.sandbox.server`).
+
+As a script it reads a JSON job ``{"code": str, "call": str,
+"max_output_bytes": int}``, executes the code in a fresh module namespace,
+evaluates the call expression and writes one JSON line ``{"status", "value",
+"error", "stdout"}`` to its standard output.
+
+Rendering rules (the graph relies on them): a ``str`` is returned as is, ints
+and bools as ``str()``, integral floats without the ``.0``, other floats with
+``repr()``, lists and tuples rendered item by item and joined by spaces. A call
+that returns ``None`` but printed something answers with its last printed line;
+one that returns ``None`` and printed nothing is an error.
 """
+
+from __future__ import annotations
 
 import contextlib
 import io
 import json
 import sys
 import traceback
+from typing import Any
+
+RECURSION_LIMIT = 20000
 
 
-def render(value):  # type: ignore[no-untyped-def]
+def render(value: Any) -> str:
     """Render a tool's return value as answer text."""
     if isinstance(value, str):
         return value
@@ -29,7 +44,7 @@ def render(value):  # type: ignore[no-untyped-def]
     return str(value)
 
 
-def describe(exc):  # type: ignore[no-untyped-def]
+def describe(exc: BaseException) -> str:
     """One line naming the exception and where in the tool it was raised."""
     where = ""
     for frame in traceback.extract_tb(exc.__traceback__):
@@ -38,39 +53,138 @@ def describe(exc):  # type: ignore[no-untyped-def]
     return f"{type(exc).__name__}: {exc}{where}"[:2000]
 
 
-def main():  # type: ignore[no-untyped-def]
+def new_namespace() -> dict[str, Any]:
+    """A fresh module namespace for a tool."""
+    return {"__name__": "tool", "__builtins__": __builtins__}
+
+
+def _finish(value: Any, printed: str) -> dict[str, Any]:
+    """Turn a call's return value and printed output into a result dict."""
+    result: dict[str, Any] = {"status": "ok", "value": None, "error": None, "stdout": ""}
+    if value is None and printed.strip():
+        value = printed.strip().splitlines()[-1]
+    if value is None:
+        result = {
+            "status": "error",
+            "value": None,
+            "stdout": "",
+            "error": "the call returned None and printed nothing",
+        }
+    else:
+        result["value"] = render(value)
+    return result
+
+
+def _seal(result: dict[str, Any], printed: str, cap: int) -> dict[str, Any]:
+    """Attach the capped printed output and enforce the answer cap."""
+    result["stdout"] = printed[:cap]
+    if result["value"] is not None and len(result["value"]) > cap:
+        result = {
+            "status": "error",
+            "value": None,
+            "stdout": result["stdout"],
+            "error": f"the answer is longer than {cap} characters",
+        }
+    return result
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {"status": "error", "value": None, "error": describe(exc), "stdout": ""}
+
+
+def execute(code: str, call: str, cap: int) -> dict[str, Any]:
+    """Execute ``code`` in a fresh namespace, evaluate ``call`` and return the result dict.
+
+    Args:
+        code: The tool module's source.
+        call: A Python expression evaluated against the module.
+        cap: Cap on the answer length and on the captured printed output.
+
+    Returns:
+        ``{"status": "ok"|"error", "value", "error", "stdout"}``.
+    """
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    captured = io.StringIO()
+    try:
+        namespace = new_namespace()
+        with contextlib.redirect_stdout(captured):
+            exec(compile(code, "<tool>", "exec"), namespace)
+            value = eval(compile(call, "<call>", "eval"), namespace)
+        result = _finish(value, captured.getvalue())
+    except BaseException as exc:  # the tool may raise anything, SystemExit included
+        result = _error(exc)
+    return _seal(result, captured.getvalue(), cap)
+
+
+class LoadedTool:
+    """A tool module executed once, whose calls are evaluated repeatedly (warm worker).
+
+    Each call sees the output the module printed while loading followed by its
+    own, so the rendering rules give the same answer as :func:`execute`.
+    """
+
+    def __init__(self, code: str) -> None:
+        """Execute the tool's module source once.
+
+        Args:
+            code: The tool module's source.
+        """
+        sys.setrecursionlimit(RECURSION_LIMIT)
+        self.namespace = new_namespace()
+        self.failure: BaseException | None = None
+        captured = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(captured):
+                exec(compile(code, "<tool>", "exec"), self.namespace)
+        except BaseException as exc:  # the tool may raise anything, SystemExit included
+            self.failure = exc
+        self.printed = captured.getvalue()
+
+    def call(self, call: str, cap: int) -> dict[str, Any]:
+        """Evaluate one call expression against the loaded module.
+
+        Args:
+            call: A Python expression evaluated against the module.
+            cap: Cap on the answer length and on the captured printed output.
+
+        Returns:
+            The same result dict as :func:`execute` would give.
+        """
+        captured = io.StringIO()
+        captured.write(self.printed)
+        if self.failure is not None:
+            return _seal(_error(self.failure), captured.getvalue(), cap)
+        try:
+            with contextlib.redirect_stdout(captured):
+                value = eval(compile(call, "<call>", "eval"), self.namespace)
+            result = _finish(value, captured.getvalue())
+        except BaseException as exc:  # the tool may raise anything, SystemExit included
+            result = _error(exc)
+        return _seal(result, captured.getvalue(), cap)
+
+
+def dumps(result: dict[str, Any]) -> str:
+    """Serialize a result dict, falling back to an error when it cannot be."""
+    try:
+        return json.dumps(result)
+    except Exception as exc:
+        return json.dumps(
+            {
+                "status": "error",
+                "value": None,
+                "stdout": "",
+                "error": f"unserializable result: {exc}",
+            }
+        )
+
+
+def main() -> None:
     """Run the job named on the command line."""
     with open(sys.argv[1], encoding="utf-8") as handle:
         job = json.load(handle)
     cap = int(job.get("max_output_bytes", 65536))
     out = sys.stdout
-    captured = io.StringIO()
-    result = {"status": "ok", "value": None, "error": None, "stdout": ""}
-    sys.setrecursionlimit(20000)
-    try:
-        namespace = {"__name__": "tool", "__builtins__": __builtins__}
-        with contextlib.redirect_stdout(captured):
-            exec(compile(job["code"], "<tool>", "exec"), namespace)
-            value = eval(compile(job["call"], "<call>", "eval"), namespace)
-        printed = captured.getvalue()
-        if value is None and printed.strip():
-            value = printed.strip().splitlines()[-1]
-        if value is None:
-            result = {"status": "error", "value": None, "stdout": "",
-                      "error": "the call returned None and printed nothing"}
-        else:
-            result["value"] = render(value)
-    except BaseException as exc:  # the tool may raise anything, SystemExit included
-        result = {"status": "error", "value": None, "error": describe(exc), "stdout": ""}
-    result["stdout"] = captured.getvalue()[:cap]
-    if result["value"] is not None and len(result["value"]) > cap:
-        result = {"status": "error", "value": None, "stdout": result["stdout"],
-                  "error": f"the answer is longer than {cap} characters"}
-    try:
-        line = json.dumps(result)
-    except Exception as exc:
-        line = json.dumps({"status": "error", "value": None, "stdout": "",
-                           "error": f"unserializable result: {exc}"})
+    line = dumps(execute(job["code"], job["call"], cap))
     out.write("\n" + line + "\n")
     out.flush()
 

@@ -8,6 +8,7 @@ executor can replace it behind :class:`latm.sandbox.base.Executor`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -110,7 +111,7 @@ class SubprocessExecutor:
                 ),
                 encoding="utf-8",
             )
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            proc = subprocess.Popen(
                 [self.python, "-I", "-S", "-B", str(RUNNER), str(job)],
                 cwd=scratch,
                 env={},
@@ -118,7 +119,7 @@ class SubprocessExecutor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_limit_resources(limits),  # noqa: PLW1509
+                preexec_fn=_limit_resources(limits),
             )
             try:
                 stdout, _ = proc.communicate(timeout=limits.timeout_s)
@@ -143,11 +144,7 @@ class SubprocessExecutor:
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     """Kill the call's whole process group and reap the leader."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):  # a process that ignores SIGKILL
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores SIGKILL
-        pass

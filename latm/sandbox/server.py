@@ -1,0 +1,370 @@
+"""The process inside the sandbox: confines itself, then serves calls of generated tools.
+
+Standard library only, compatible with Python 3.8 and later: the host ships
+this module's source (with :mod:`latm.sandbox.confine` and
+:mod:`latm.sandbox.runner`) into a fresh interpreter started as an unprivileged
+user, optionally inside bubblewrap (see :mod:`latm.sandbox.process`).
+
+Start-up, before any tool code exists in the process: move the control pipe
+away from fds 0-2 (which become ``/dev/null``), die with the host, become
+non-dumpable, lower rlimits, import the usual standard library modules, stack a
+Landlock domain (read-only interpreter and libraries, read-write scratch
+directory, no TCP, signals scoped) and load the base seccomp filter. Then it
+answers length-prefixed JSON requests on the control pipe:
+
+* ``fork`` (the zygote, used for verification): fork a child per call; the
+  child gets its own session, a fresh scratch sub-directory, the call's rlimits,
+  a nested Landlock domain and the call filter (no fork, no signals), runs the
+  call and writes its result to a pipe; the parent kills the child's process
+  group at the wall deadline and answers with the verdict.
+* ``load`` then ``call`` (a warm worker dedicated to one tool version): load
+  the call filter and limits in this very process, execute the module once,
+  then evaluate calls against it. A process that loaded a tool never forks
+  again and never serves another tool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import select
+import shutil
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+from latm.sandbox import confine, runner
+
+MIB = 1024 * 1024
+PRELOAD = (
+    "re", "math", "cmath", "json", "itertools", "collections", "functools", "operator",
+    "datetime", "calendar", "string", "textwrap", "random", "heapq", "bisect",
+    "statistics", "fractions", "decimal", "typing", "dataclasses", "copy", "enum",
+    "unicodedata", "difflib", "contextlib", "io",
+)
+"""Standard library modules imported before confinement, so calls start fast."""
+
+RESULT_OVERHEAD = 65536
+
+
+def result_cap(max_output_bytes: int) -> int:
+    """Largest JSON result, in bytes, a call capped at ``max_output_bytes`` can produce."""
+    # value and stdout are capped in characters; JSON escapes a character in
+    # at most 12 bytes (a surrogate pair), the error line is at most 2000 chars.
+    return 24 * max_output_bytes + RESULT_OVERHEAD
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """A message as one frame: 4-byte big-endian length, then UTF-8 JSON."""
+    data = json.dumps(message).encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = os.read(fd, size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+class Server:
+    """The request loop of one sandbox process."""
+
+    def __init__(self, config: dict[str, Any], ctl_in: int, ctl_out: int) -> None:
+        """Keep the configuration and the control pipe.
+
+        Args:
+            config: The host's configuration (see :mod:`latm.sandbox.process`).
+            ctl_in: Fd the host's requests arrive on.
+            ctl_out: Fd the answers go to.
+        """
+        self.config = config
+        self.ctl_in = ctl_in
+        self.ctl_out = ctl_out
+        self.scratch = str(config["scratch"])
+        self.abi = int(config["landlock_abi"])
+        self.call_filter = bytes.fromhex(config["call_filter"])
+        self.file_bytes = int(config["file_bytes"])
+        self.open_files = int(config["open_files"])
+        self.ro_rules: list[tuple[str, int]] = []
+        self.tool: runner.LoadedTool | None = None
+        self.forks = 0
+        self.pid = os.getpid()
+        self._last_status = 0
+
+    # -- start-up -----------------------------------------------------------
+
+    def setup(self) -> None:
+        """Confine this process; nothing here may run tool code."""
+        parent = self.config.get("parent_pid")
+        if parent:
+            confine.die_with_parent(signal.SIGKILL)
+            if os.getppid() != int(parent):
+                os._exit(0)
+        confine.not_dumpable()
+        confine.set_limits(
+            memory_bytes=int(self.config["server_memory_mb"]) * MIB,
+            file_bytes=self.file_bytes,
+            open_files=self.open_files,
+        )
+        os.chdir(self.scratch)
+        for name in PRELOAD:
+            with contextlib.suppress(ImportError):
+                __import__(name)
+        paths = [str(p) for p in self.config["ro_paths"]]
+        paths += [p for p in sys.path if p and os.path.isdir(p)]
+        self.ro_rules = [(p, confine.READ_ONLY) for p in paths]
+        self.ro_rules += [(str(f), confine.FS_READ_FILE) for f in self.config["ro_files"]]
+        self.ro_rules.append(
+            (os.devnull, confine.FS_READ_FILE | confine.FS_WRITE_FILE | confine.FS_TRUNCATE)
+        )
+        confine.landlock_restrict(self.abi, [*self.ro_rules, (self.scratch, confine.READ_WRITE)])
+        confine.load_seccomp(bytes.fromhex(self.config["base_filter"]))
+
+    def ready(self) -> dict[str, Any]:
+        """The start-up report sent to the host."""
+        return {
+            "op": "ready",
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "python": ".".join(str(part) for part in sys.version_info[:3]),
+            "landlock_abi": self.abi,
+        }
+
+    # -- loop ---------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one answer frame to the host."""
+        _write_all(self.ctl_out, encode_frame(message))
+
+    def loop(self) -> None:
+        """Answer requests until the host closes the control pipe."""
+        while True:
+            header = _read_exact(self.ctl_in, 4)
+            if header is None:
+                return
+            body = _read_exact(self.ctl_in, struct.unpack(">I", header)[0])
+            if body is None:
+                return
+            request = json.loads(body.decode("utf-8"))
+            op = request.get("op")
+            if op == "fork" and self.tool is None:
+                answer = self.fork_call(request)
+            elif op == "load" and self.tool is None and self.forks == 0:
+                answer = self.load(request)
+            elif op == "call" and self.tool is not None:
+                answer = self.warm_call(request)
+            elif op == "ping":
+                answer = {"op": "pong"}
+            else:
+                answer = {"op": "refused", "error": f"unexpected request {op!r}"}
+            self.send(answer)
+
+    # -- fork per call (verification) ----------------------------------------
+
+    def fork_call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one call in a forked, further-confined child and judge how it ended."""
+        limits = request["limits"]
+        timeout = float(limits["timeout_s"])
+        cap = int(limits["max_output_bytes"])
+        self.forks += 1
+        workdir = os.path.join(self.scratch, f"call-{self.forks}")
+        os.mkdir(workdir, 0o700)
+        read_end, write_end = os.pipe()
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            status = 70
+            try:
+                os.close(read_end)
+                os.close(self.ctl_in)
+                os.close(self.ctl_out)
+                self._child(workdir, request["code"], request["call"], limits, write_end)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        data, verdict = self._collect(read_end, pid, started, timeout, result_cap(cap))
+        shutil.rmtree(workdir, ignore_errors=True)
+        if verdict is None:
+            verdict = self._parse(data)
+        if verdict is None:
+            verdict = self._judge_exit(self._last_status)
+        verdict["op"] = "result"
+        verdict["duration_ms"] = (time.monotonic() - started) * 1000
+        return verdict
+
+    def _child(
+        self, workdir: str, code: str, call: str, limits: dict[str, Any], out: int
+    ) -> None:
+        write_all = _write_all
+        os.setsid()
+        confine.die_with_parent(signal.SIGKILL)
+        if os.getppid() != self.pid:
+            os._exit(0)
+        os.chdir(workdir)
+        confine.set_limits(
+            memory_bytes=int(limits["memory_mb"]) * MIB,
+            cpu_seconds=math.ceil(float(limits["timeout_s"])) + 1,
+            file_bytes=self.file_bytes,
+            open_files=self.open_files,
+        )
+        confine.landlock_restrict(self.abi, [*self.ro_rules, (workdir, confine.READ_WRITE)])
+        confine.load_seccomp(self.call_filter)
+        # From here on, tool code runs in this process.
+        result = runner.execute(code, call, int(limits["max_output_bytes"]))
+        write_all(out, runner.dumps(result).encode("utf-8"))
+
+    def _collect(
+        self, fd: int, pid: int, started: float, timeout: float, max_bytes: int
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        """Read the child's result until EOF and reap it, killing it at the deadline."""
+        deadline = started + timeout
+        data = bytearray()
+        verdict: dict[str, Any] | None = None
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        try:
+            while verdict is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    verdict = self._timeout(timeout)
+                    break
+                if not poller.poll(max(1, math.ceil(remaining * 1000))):
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > max_bytes:
+                    verdict = {
+                        "status": "invalid",
+                        "error": f"the tool's result is larger than {max_bytes} bytes",
+                    }
+        finally:
+            os.close(fd)
+        if verdict is not None:
+            self._kill(pid)
+            self._last_status = os.waitpid(pid, 0)[1]
+            return bytes(data), verdict
+        pause = 0.0002
+        while True:  # EOF: the child is exiting (or closed the pipe and goes on)
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+            if reaped:
+                self._last_status = status
+                return bytes(data), None
+            if time.monotonic() >= deadline:
+                self._kill(pid)
+                self._last_status = os.waitpid(pid, 0)[1]
+                return bytes(data), self._timeout(timeout)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+
+    @staticmethod
+    def _timeout(seconds: float) -> dict[str, Any]:
+        return {"status": "timeout", "error": f"the tool did not finish within {seconds:g} s"}
+
+    @staticmethod
+    def _kill(pid: int) -> None:
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(OSError):
+                kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def _parse(data: bytes) -> dict[str, Any] | None:
+        try:
+            payload = json.loads(data.decode("utf-8"))
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or payload.get("status") not in ("ok", "error"):
+            return None
+        return {
+            "status": payload["status"],
+            "value": payload.get("value"),
+            "error": payload.get("error"),
+            "stdout": payload.get("stdout") or "",
+        }
+
+    @staticmethod
+    def _judge_exit(status: int) -> dict[str, Any]:
+        if os.WIFSIGNALED(status):
+            number = os.WTERMSIG(status)
+            if number == signal.SIGXCPU:
+                return {"status": "timeout", "error": "the tool exceeded its CPU time limit"}
+            how = "signal " + _signal_name(number)
+        else:
+            code = os.WEXITSTATUS(status)
+            if code == 0:
+                return {"status": "invalid", "error": "the tool process wrote no result"}
+            how = f"exit status {code}"
+        return {"status": "killed", "error": f"the tool process died ({how})"}
+
+    # -- warm worker (cached tools) ------------------------------------------
+
+    def load(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Confine this process for tool code for good, then execute the tool's module."""
+        limits = request["limits"]
+        confine.set_limits(
+            memory_bytes=int(limits["memory_mb"]) * MIB,
+            file_bytes=self.file_bytes,
+            open_files=self.open_files,
+        )
+        budget = int(request.get("cpu_budget_s") or 3600)
+        used = confine.cpu_seconds_used()
+        confine.set_limits(cpu_seconds=math.ceil(used) + budget)
+        confine.load_seccomp(self.call_filter)
+        # From here on, tool code runs in this process.
+        self.tool = runner.LoadedTool(request["code"])
+        return {"op": "loaded"}
+
+    def warm_call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate one call against the loaded tool."""
+        assert self.tool is not None
+        started = time.monotonic()
+        timeout = float(request["timeout_s"])
+        with contextlib.suppress(OSError, ValueError):
+            confine.set_soft_cpu_limit(math.ceil(confine.cpu_seconds_used() + timeout) + 1)
+        result = self.tool.call(str(request["call"]), int(request["max_output_bytes"]))
+        result["op"] = "result"
+        result["duration_ms"] = (time.monotonic() - started) * 1000
+        return result
+
+
+def serve(config: dict[str, Any]) -> None:
+    """Entry point in the sandbox: confine, report ready, answer requests."""
+    ctl_in = os.dup(0)
+    ctl_out = os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    server = Server(config, ctl_in, ctl_out)
+    try:
+        server.setup()
+    except BaseException as exc:
+        _write_all(ctl_out, encode_frame({"op": "error", "error": f"{type(exc).__name__}: {exc}"}))
+        os._exit(2)
+    server.send(server.ready())
+    server.loop()
+    os._exit(0)

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "latm.cli.solve",
     "latm.cli.tools",
     "latm.cli.demo",
+    "latm.cli.local",
 )
 
 

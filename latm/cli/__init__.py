@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "latm.cli.tools",
     "latm.cli.demo",
     "latm.cli.local",
+    "latm.cli.doctor",
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from latm.local.install import InstallReport, install, is_installed, missing_parts
+from latm.local.installer import InstallReport, install, is_installed, missing_parts
 from latm.local.paths import (
     DEFAULT_PORT,
     ENV_LOCAL_DIR,

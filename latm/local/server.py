@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latm.local.install import missing_parts
+from latm.local.installer import missing_parts
 from latm.local.paths import LocalError, LocalPaths, port_from_env
 from latm.local.spec import MAKER_MODEL, MODELS, SERVER_BINARY, USER_MODEL, ModelSpec
 
@@ -42,6 +42,9 @@ STOP_TIMEOUT_S = 20.0
 
 PROMPT_CACHE_MIB = 256
 """Host-memory prompt cache per model (llama.cpp's default is 8 GiB)."""
+
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+"""Servers this process started, by pid: kept so they are reaped, never killed at exit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,16 +199,16 @@ def pid_is_server(pid: int, binary: Path | None = None) -> bool:
         return False
     except PermissionError:
         return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
     try:
-        argv0 = cmdline.read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc here: trust the live pid
-    if not argv0:
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if not argv:
         return False  # a zombie
-    if binary is not None and argv0 == str(binary):
-        return True
-    return Path(argv0).name == SERVER_BINARY
+    if binary is not None and str(binary) in argv[:2]:
+        return True  # argv[1]: the server run through an interpreter (tests' fake server)
+    return Path(argv[0]).name == SERVER_BINARY
 
 
 # --- HTTP ---------------------------------------------------------------------------
@@ -406,6 +409,7 @@ def start(
             start_new_session=True,
             close_fds=True,
         )
+    _STARTED[proc.pid] = proc
     write_pid_file(paths, proc.pid, wanted_port)
     try:
         wait_ready(
@@ -434,6 +438,11 @@ def _group_alive(pgid: int) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect ``pid``'s exit status if it is our child (no-op otherwise)."""
+    proc = _STARTED.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            del _STARTED[pid]
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 

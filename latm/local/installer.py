@@ -187,7 +187,12 @@ def pip_download(requirements: Sequence[str], dest: Path, *, sdist: bool, consol
         "--dest",
         str(dest),
     ]
-    cmd += ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+    if sdist:
+        # Only the named packages must come as source; their build tools may be wheels.
+        names = ",".join(r.split("==", 1)[0] for r in requirements)
+        cmd += ["--no-binary", names]
+    else:
+        cmd += ["--only-binary", ":all:"]
     cmd += list(requirements)
     console.print(
         f"  [dim]$ pip download --no-deps ... {' '.join(requirements[:1])}"
@@ -253,21 +258,21 @@ def _run_logged(
     with log.open("a", encoding="utf-8") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
-        proc = subprocess.Popen(
+        with subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            match = _PERCENT.match(line)
-            if match and progress is not None and task is not None:
-                progress.update(task, completed=int(match.group(1)))
-        code = proc.wait()
+        ) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                match = _PERCENT.match(line)
+                if match and progress is not None and task is not None:
+                    progress.update(task, completed=int(match.group(1)))
+            code = proc.wait()
     if code != 0:
         raise LocalError(f"`{cmd[0]} {cmd[1]}` failed (exit {code}); see the build log {log}.")
 

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 MAX_CODE_CHARS = 100_000
+DIRECT_ENTRY = "solve"
+"""Name of the optional entry that takes the raw request text."""
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -27,11 +29,13 @@ class Proposal:
         code: The tool module (imports, helpers, the tool function).
         entry: The name of the tool function.
         calls: One call expression per validation question, in order.
+        direct: Whether the code defines ``solve(request)`` (one parameter).
     """
 
     code: str
     entry: str
     calls: list[str]
+    direct: bool = False
 
 
 def code_blocks(text: str) -> list[str]:
@@ -108,20 +112,23 @@ def parse_proposal(reply: str) -> Proposal:
             continue
         if _keep(stmt):
             kept.append(stmt)
-    functions = [
-        s.name for s in kept if isinstance(s, ast.FunctionDef) and not s.name.startswith("_")
-    ]
+    defs = [s for s in kept if isinstance(s, ast.FunctionDef) and not s.name.startswith("_")]
+    functions = [s.name for s in defs]
     if not functions:
         raise ReplyError("the code defines no public function")
+    direct = any(
+        s.name == DIRECT_ENTRY and len(s.args.posonlyargs) + len(s.args.args) == 1 for s in defs
+    )
     called = Counter(
         name for call in calls if (name := _called_name(ast.parse(call, mode="eval").body))
     )
-    entry = next((n for n, _ in called.most_common() if n in functions), functions[-1])
+    fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
+    entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
     code = "\n\n".join(ast.get_source_segment(source, s) or ast.unparse(s) for s in kept)
     _with_decorators = [s for s in kept if getattr(s, "decorator_list", None)]
     if _with_decorators:  # get_source_segment drops decorators; unparse keeps them
         code = "\n\n".join(ast.unparse(s) for s in kept)
-    return Proposal(code=code.strip() + "\n", entry=entry, calls=calls)
+    return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
 
 
 def function_info(code: str, entry: str) -> tuple[str, str]:

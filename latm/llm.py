@@ -28,12 +28,20 @@ class ModelError(RuntimeError):
     """A model could not be built or reached; the message says which and why."""
 
 
-def build_model(ctx: Context, role: Role) -> BaseChatModel:
+def build_model(
+    ctx: Context, role: Role, *, temperature: float | None = None, seed: int | None = None
+) -> BaseChatModel:
     """Return the chat model for ``role`` (``maker`` or ``user``).
 
     An injected model (``ctx.maker_llm``/``ctx.user_llm``) wins; otherwise a
     ``ChatOpenAI`` is built from the context. A custom base URL without a key
     gets a placeholder key, as local servers need none.
+
+    Args:
+        ctx: The run's context.
+        role: Which model.
+        temperature: Overrides the role's temperature (best-of-N candidates).
+        seed: Sampling seed, for servers that honour it.
 
     Raises:
         ModelError: No API key and no base URL are configured.
@@ -57,7 +65,14 @@ def build_model(ctx: Context, role: Role) -> BaseChatModel:
         model=model,
         base_url=base_url,
         api_key=api_key,  # type: ignore[arg-type]
-        temperature=ctx.maker_temperature if role == "maker" else ctx.user_temperature,
+        temperature=(
+            temperature
+            if temperature is not None
+            else ctx.maker_temperature
+            if role == "maker"
+            else ctx.user_temperature
+        ),
+        seed=seed,
         max_completion_tokens=ctx.maker_max_tokens if role == "maker" else ctx.user_max_tokens,
         timeout=ctx.request_timeout_s,
         max_retries=ctx.max_retries,
@@ -87,9 +102,14 @@ def _describe(role: Role, ctx: Context, exc: Exception) -> str:
 
 
 def invoke(
-    ctx: Context, role: Role, messages: Sequence[BaseMessage]
+    ctx: Context,
+    role: Role,
+    messages: Sequence[BaseMessage],
+    *,
+    temperature: float | None = None,
+    seed: int | None = None,
 ) -> tuple[AIMessage, dict[str, TokenUsage]]:
-    """Call the ``role`` model once.
+    """Call the ``role`` model once (``temperature``/``seed`` as in :func:`build_model`).
 
     Returns:
         The reply and the usage update for the state (``{role: usage}``).
@@ -97,7 +117,7 @@ def invoke(
     Raises:
         ModelError: The model cannot be built, reached or answered with an error.
     """
-    model = build_model(ctx, role)
+    model = build_model(ctx, role, temperature=temperature, seed=seed)
     try:
         reply = model.invoke(list(messages))
     except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys

@@ -87,6 +87,9 @@ class ToolRecord(BaseModel):
         verification: The report of the verification it passed.
         created_at: ISO 8601 time of wrapping.
         version: 1 for the first tool of a task type, then counting up.
+        direct_entry: The verified entry that takes the raw request text
+            (``solve``), which answers cache hits without a model call; ``None``
+            when the tool has none.
         schema_version: Version of this record format.
     """
 
@@ -101,6 +104,7 @@ class ToolRecord(BaseModel):
     verification: list[CaseReport]
     created_at: str
     version: int = Field(ge=1)
+    direct_entry: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -63,27 +63,38 @@ def render_event(event: dict[str, Any]) -> str | None:
     elif kind == "miss":
         text = f"[yellow]miss[/]: {escape(str(event['reason']))} → making a tool"
     elif kind == "start":
-        text = f"attempt {event['attempt']}/{event['max_attempts']}: asking the maker"
+        n = event.get("n_candidates", 1)
+        if event.get("candidate", 0) == 0:
+            several = f" for {n} candidates" if n > 1 else ""
+            text = f"attempt {event['attempt']}/{event['max_attempts']}: asking the maker{several}"
     elif kind == "proposed":
-        text = f"proposed {event['entry']}() ({event['lines']} lines)"
+        direct = " + solve(request)" if event.get("direct") else ""
+        text = f"#{event.get('candidate', 0)} proposed {event['entry']}(){direct} "
+        text += f"({event['lines']} lines)"
     elif kind == "unusable":
-        text = f"[red]unusable reply[/]: {escape(str(event['problem']))}"
-    elif kind == "case":
+        text = f"#{event.get('candidate', 0)} [red]unusable reply[/]: "
+        text += escape(str(event["problem"]))
+    elif kind == "candidate":
         mark = "[green]✓[/]" if event["passed"] else "[red]✗[/]"
-        got = f"error {event['error']}" if event.get("error") else f"got {event['got']!r}"
-        detail = "" if event["passed"] else f": expected {event['expected']!r}, {got}"
-        text = f"{mark} case {event['index'] + 1}{escape(detail[:300])}"
+        text = f"{mark} #{event['candidate']}: {event['n_passed']}/{event['n_cases']} checks"
+        if event.get("problem"):
+            text += f"; {escape(str(event['problem'])[:200])}"
     elif kind == "done":
         verdict = "[green]verified[/]" if event["passed"] else "[red]failed[/]"
-        text = f"{verdict}: {event['n_passed']}/{event['n_cases']} cases passed"
+        direct = ", with a direct entry" if event.get("direct") else ""
+        text = f"{verdict}: candidate #{event.get('candidate', 0)}{direct}"
     elif kind == "stored":
         text = f"stored {event['tool']} v{event['version']}"
     elif kind == "call":
         text = escape(str(event["call"])[:300])
     elif kind == "failed":
         text = f"[red]{event['status']}[/]: {escape(str(event.get('error')))}"
+    elif kind == "fallback":
+        text = f"the tool's solve() rejected the request ({escape(str(event['reason']))[:120]}); "
+        text += "asking the user model for a call"
     elif kind == "answer":
-        text = f"answer: [bold]{escape(str(event['answer']))}[/]"
+        how = " (direct, no model call)" if event.get("path") == "direct" else ""
+        text = f"answer: [bold]{escape(str(event['answer']))}[/]{how}"
     return head + text if text else None
 
 
@@ -106,7 +117,7 @@ def run_graph(inputs: InputState, ctx: Context, *, quiet: bool = False) -> dict[
 
 def print_result(output: dict[str, Any], *, as_json: bool) -> int:
     """Print a run's output; returns the exit status (1 when it failed)."""
-    keys = ("answer", "tool", "cache_hit", "error", "usage", "seconds")
+    keys = ("answer", "tool", "cache_hit", "path", "error", "usage", "seconds")
     result = {k: output.get(k) for k in keys}
     if as_json:
         console.print_json(json.dumps(result))

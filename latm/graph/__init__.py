@@ -4,9 +4,20 @@
 store); ``build_graph(checkpointer=..., store=...)`` compiles your own.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from latm.graph.context import Context
 from latm.graph.state import InputState, OutputState, State
 
-from latm.graph.builder import build_graph, graph  # isort: skip  (needs the modules above)
-
 __all__ = ["Context", "InputState", "OutputState", "State", "build_graph", "graph"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the wiring lazily: it needs the nodes, which need this package."""
+    if name in ("graph", "build_graph"):
+        from latm.graph import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module 'latm.graph' has no attribute {name!r}")

@@ -7,24 +7,33 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
 
 from latm.graph.context import Context
 from latm.graph.state import InputState, OutputState, State
 from latm.nodes import dispatcher, propose, use, verify, wrap
+from latm.nodes.common import get_context
 from latm.nodes.verify import passed
 
 
-def route_dispatch(state: State) -> str:
+def to_propose(state: State, runtime: Runtime[Context]) -> list[Send]:
+    """Fan out to ``propose``: one branch per candidate of the round (best-of-N)."""
+    n = get_context(runtime).n_candidates
+    return [Send("propose", {**state, "candidate": i}) for i in range(n)]
+
+
+def route_dispatch(state: State, runtime: Runtime[Context]) -> str | list[Send]:
     """A cache hit goes to ``use``, a miss to ``propose``; a bad request ends."""
     route = state.get("route")
-    return "use" if route == "hit" else "propose" if route == "miss" else END
+    return "use" if route == "hit" else to_propose(state, runtime) if route == "miss" else END
 
 
-def route_verify(state: State) -> str:
+def route_verify(state: State, runtime: Runtime[Context]) -> str | list[Send]:
     """Verified → ``wrap``; failed with attempts left → ``propose``; otherwise end."""
     if state.get("error"):
         return END
-    return "wrap" if passed(state) else "propose"
+    return "wrap" if passed(state) else to_propose(state, runtime)
 
 
 def unless_error(then: str) -> Callable[[State], str]:
@@ -65,13 +74,13 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     #  START ─► dispatcher ──hit──────────────────────────────► use ─► END
     #               │                                           ▲
     #               └──miss──► propose ─► verify ──pass─► wrap ──┘
-    #                             ▲          │
-    #                             └──retry───┤  (attempts left)
+    #                          (N of them, Send)    │
+    #                             ▲──retry───┤  (attempts left)
     #                                        └──exhausted──► END
     #  Any node that sets `error` ends the run (a bad request, a dead model, ...).
     builder.add_edge(START, "dispatcher")
     builder.add_conditional_edges("dispatcher", route_dispatch, ["use", "propose", END])
-    builder.add_conditional_edges("propose", unless_error("verify"), ["verify", END])
+    builder.add_edge("propose", "verify")
     builder.add_conditional_edges("verify", route_verify, ["wrap", "propose", END])
     builder.add_conditional_edges("wrap", unless_error("use"), ["use", END])
     builder.add_edge("use", END)

@@ -9,7 +9,7 @@ caller can still override any field per run: ``graph.invoke(..., context=Context
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -57,7 +57,22 @@ class Context:
         max_retries: Retries of a failed model request (env ``LATM_MAX_RETRIES``).
         max_attempts: Proposals the maker may make before giving up (env ``LATM_MAX_ATTEMPTS``).
         n_demos: Examples shown to the maker (env ``LATM_N_DEMOS``).
-        n_validation: Held-out examples the tool must pass (env ``LATM_N_VALIDATION``).
+        n_validation: Held-out examples the maker writes calls for; the tool must
+            pass them, and they become its usage demos (env ``LATM_N_VALIDATION``).
+        n_candidates: Candidate tools the maker proposes per round, in parallel;
+            the best verified one wins (env ``LATM_N_CANDIDATES``; the paper: 1).
+        candidate_temperature: Sampling temperature of candidates after the first,
+            so that they differ (env ``LATM_CANDIDATE_TEMPERATURE``).
+        direct_entry: Ask for a ``solve(request: str) -> str`` entry that parses the
+            raw request, verify it on every example beyond the demos, and answer
+            cache hits with it without any model call (env ``LATM_DIRECT_ENTRY``;
+            the paper: off, the user model writes every call).
+        max_direct_checks: Cap on the examples the direct entry is checked on
+            (env ``LATM_MAX_DIRECT_CHECKS``).
+        reject_hardcoded: Reject tools whose code holds an example's answer or input
+            as a literal (env ``LATM_REJECT_HARDCODED``; the paper: off).
+        two_step: Have the maker first describe the input format and the rule, then
+            write the code (env ``LATM_TWO_STEP``).
         exec_timeout_s: Wall-clock limit of one tool call (env ``LATM_EXEC_TIMEOUT``).
         exec_memory_mb: Memory limit of one tool call in MiB (env ``LATM_EXEC_MEMORY_MB``).
         exec_max_output_bytes: Cap on a tool's answer and output (env ``LATM_EXEC_MAX_OUTPUT``).
@@ -89,6 +104,12 @@ class Context:
     max_attempts: int = _env_int("LATM_MAX_ATTEMPTS", 3)
     n_demos: int = _env_int("LATM_N_DEMOS", 3)
     n_validation: int = _env_int("LATM_N_VALIDATION", 3)
+    n_candidates: int = _env_int("LATM_N_CANDIDATES", 3)
+    candidate_temperature: float = _env_float("LATM_CANDIDATE_TEMPERATURE", 0.8)
+    direct_entry: bool = _env_bool("LATM_DIRECT_ENTRY", True)
+    max_direct_checks: int = _env_int("LATM_MAX_DIRECT_CHECKS", 50)
+    reject_hardcoded: bool = _env_bool("LATM_REJECT_HARDCODED", True)
+    two_step: bool = _env_bool("LATM_TWO_STEP", False)
     exec_timeout_s: float = _env_float("LATM_EXEC_TIMEOUT", 5.0)
     exec_memory_mb: int = _env_int("LATM_EXEC_MEMORY_MB", 512)
     exec_max_output_bytes: int = _env_int("LATM_EXEC_MAX_OUTPUT", 65_536)
@@ -102,13 +123,30 @@ class Context:
 
     def __post_init__(self) -> None:
         """Check the numeric settings."""
-        for name in ("max_attempts", "n_demos", "n_validation", "dispatch_candidates"):
+        for name in (
+            "max_attempts",
+            "n_demos",
+            "n_validation",
+            "n_candidates",
+            "max_direct_checks",
+            "dispatch_candidates",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Context.{name} must be at least 1")
         if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
             raise ValueError("Context execution limits are too small")
 
 
-def context_fields() -> list[str]:
-    """Names of the settings a caller may pass (the model objects excluded)."""
-    return [f.name for f in fields(Context) if f.name not in ("maker_llm", "user_llm")]
+PAPER = {
+    "n_candidates": 1,
+    "direct_entry": False,
+    "reject_hardcoded": False,
+    "two_step": False,
+}
+"""The settings that reproduce the paper: one proposal per round, three validation
+examples, and the user model writing every call of the tool."""
+
+
+def paper_context(**overrides: Any) -> Context:
+    """A context with the paper-faithful settings (:data:`PAPER`), then ``overrides``."""
+    return Context(**{**PAPER, **overrides})

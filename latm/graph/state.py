@@ -8,7 +8,7 @@ Python 3.11.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -42,13 +42,49 @@ class TokenUsage(TypedDict):
 
 
 class CaseReport(TypedDict):
-    """The verification outcome of one validation example."""
+    """The verification outcome of one validation example.
+
+    ``check`` says what ran: ``call`` (the maker's call of the tool for this
+    question) or ``direct`` (the ``solve(request)`` entry on the raw question).
+    """
 
     input: str
     expected: str
     got: str | None
     error: str | None
     passed: bool
+    check: NotRequired[str]
+
+
+class Candidate(TypedDict):
+    """One proposal of the maker in a round (best-of-N proposes several in parallel).
+
+    Attributes:
+        index: The candidate's number within its round.
+        prompt: The messages sent to the maker this round, as ``(role, text)`` pairs.
+        reply: The maker's reply (its last reply, with the two-step prompt).
+        code: The tool code, or ``None`` when the reply could not be used.
+        entry: The tool function's name.
+        calls: The maker's calls for the validation questions.
+        direct: Whether the code defines the ``solve(request)`` entry.
+        problem: Why the reply could not be used, else ``None``.
+        error: A model failure (server down, ...), else ``None``.
+    """
+
+    index: int
+    prompt: list[tuple[str, str]]
+    reply: str
+    code: str | None
+    entry: str | None
+    calls: list[str]
+    direct: bool
+    problem: str | None
+    error: str | None
+
+
+def add_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:
+    """Reducer for ``proposals``: parallel proposals append; ``Overwrite([])`` clears."""
+    return [*(left or []), *(right or [])]
 
 
 def merge_usage(
@@ -107,6 +143,9 @@ class OutputState(TypedDict, total=False):
         cache_hit: Whether a cached tool answered without tool making.
         error: A clear message when the run failed, else ``None``.
         usage: Token usage per role (``maker``, ``user``).
+        path: How the answer was computed: ``direct`` (the tool's ``solve`` entry
+            on the raw request, no model call) or ``llm`` (the user model wrote
+            the call).
     """
 
     answer: str | None
@@ -114,6 +153,7 @@ class OutputState(TypedDict, total=False):
     cache_hit: bool
     error: str | None
     usage: Annotated[dict[str, TokenUsage], merge_usage]
+    path: Literal["direct", "llm"] | None
 
 
 class State(InputState, OutputState, total=False):
@@ -122,22 +162,28 @@ class State(InputState, OutputState, total=False):
     Attributes:
         route: The dispatcher's decision: ``hit``, ``miss`` or ``stop``.
         candidates: Names of the tools the dispatcher considered, best first.
+        candidate: The index of the proposal a ``propose`` branch makes (its ``Send``).
+        proposals: The proposals of the current round, collected for ``verify``.
         tool_record: The chosen or newly wrapped tool record (a JSON dict).
         code: The maker's latest proposed tool code.
         entry: The name of the tool function in ``code``.
+        direct: Whether ``code`` defines the verified ``solve(request)`` entry.
         calls: The maker's call expressions for the validation examples.
         report: The verification report of the latest proposal.
         problem: Why the latest proposal could not be verified at all (no code,
             a syntax error, ...), for the maker's next attempt.
-        attempts: How many proposals the maker has made in this run.
+        attempts: How many rounds of proposals the maker has made in this run.
         maker_messages: The conversation with the maker in this run.
     """
 
     route: Literal["hit", "miss", "stop"]
     candidates: list[str]
+    candidate: int
+    proposals: Annotated[list[Candidate], add_candidates]
     tool_record: dict[str, Any] | None
     code: str | None
     entry: str | None
+    direct: bool
     calls: list[str]
     report: list[CaseReport]
     problem: str | None

@@ -1,18 +1,34 @@
-"""Propose: the maker writes a generic Python function from the demos (paper, stage 1)."""
+"""Propose: the maker writes a generic Python function from the demos (paper, stage 1).
+
+With best-of-N, ``propose`` runs as N parallel branches (one ``Send`` each); each
+branch makes one candidate and ``verify`` collects them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from latm.codeparse import ReplyError, parse_proposal
 from latm.graph.context import Context
-from latm.graph.state import Example, State
+from latm.graph.state import Candidate, CaseReport, Example, State, TokenUsage, merge_usage
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples
-from latm.prompts import MAKER_SYSTEM, PROPOSE_USER, RETRY_BAD_REPLY, RETRY_FAILED_CASES
+from latm.prompts import (
+    DESCRIBE_USER,
+    DIRECT_INSTRUCTIONS,
+    DIRECT_NAME,
+    DIRECT_TEMPLATE,
+    MAKER_SYSTEM,
+    PROPOSE_USER,
+    RETRY_BAD_REPLY,
+    RETRY_FAILED_CASES,
+    WRITE_INSTRUCTIONS,
+)
+
+MAX_FAILURES_SHOWN = 5
 
 
 def format_demos(demos: list[Example]) -> str:
@@ -28,74 +44,138 @@ def format_questions(validation: list[Example]) -> str:
     return "\n\n".join(f"Question {i}: {ex['input']}" for i, ex in enumerate(validation, 1))
 
 
+def instructions(validation: list[Example], direct: bool) -> str:
+    """What the maker is asked to write, and in which form."""
+    return WRITE_INSTRUCTIONS.format(
+        questions=format_questions(validation),
+        n_calls=len(validation),
+        direct=DIRECT_INSTRUCTIONS if direct else "",
+        direct_name=DIRECT_NAME if direct else "",
+        direct_template=DIRECT_TEMPLATE if direct else "",
+    )
+
+
+def _describe_failure(i: int, case: CaseReport) -> str:
+    got = f"error: {case['error']}" if case["error"] else f"got: {case['got']!r}"
+    how = "solve(question)" if case.get("check") == "direct" else "your call of it"
+    return f"Question {i}: {case['input']}\nExpected: {case['expected']!r}\n{how} {got}"
+
+
 def feedback(state: State) -> str:
-    """What the maker is told about its previous attempt."""
+    """What the maker is told about the best candidate of the previous round."""
     if state.get("problem"):
         return RETRY_BAD_REPLY.format(problem=state["problem"])
-    failures = []
-    for i, case in enumerate(state.get("report") or [], 1):
-        if case["passed"]:
-            continue
-        got = f"error: {case['error']}" if case["error"] else f"got: {case['got']!r}"
-        failures.append(
-            f"Question {i}: {case['input']}\nExpected: {case['expected']!r}\nYour function {got}"
-        )
-    return RETRY_FAILED_CASES.format(failures="\n\n".join(failures))
+    failed = [
+        _describe_failure(i, case)
+        for i, case in enumerate(state.get("report") or [], 1)
+        if not case["passed"]
+    ]
+    shown = failed[:MAX_FAILURES_SHOWN]
+    if len(failed) > len(shown):
+        shown.append(f"({len(failed) - len(shown)} more failed)")
+    return RETRY_FAILED_CASES.format(failures="\n\n".join(shown))
+
+
+def _candidate(
+    index: int,
+    prompt: list[tuple[str, str]],
+    reply: str = "",
+    *,
+    code: str | None = None,
+    entry: str | None = None,
+    calls: list[str] | None = None,
+    direct: bool = False,
+    problem: str | None = None,
+    error: str | None = None,
+) -> Candidate:
+    return Candidate(
+        index=index,
+        prompt=prompt,
+        reply=reply,
+        code=code,
+        entry=entry,
+        calls=calls or [],
+        direct=direct,
+        problem=problem,
+        error=error,
+    )
 
 
 def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the maker for a tool, or for a fix of its previous one.
+    """Ask the maker for one candidate tool, or for a fix of the round's best one.
 
-    The first attempt shows the demos and the validation questions; a retry
-    continues the conversation with the failing cases (expected vs got, or
-    the error) or the reason the last reply could not be used.
+    The first round shows the demos and the validation questions (with the
+    two-step setting, the maker first describes the input format and the rule);
+    a later round continues the best candidate's conversation with its failing
+    cases (expected vs got, or the error) or the reason its reply was unusable.
     """
     ctx = get_context(runtime)
-    demos, validation = split_examples(state, ctx)
+    index = state.get("candidate", 0)
     attempt = state.get("attempts", 0) + 1
+    demos, validation = split_examples(state, ctx)
     history: list[BaseMessage] = list(state.get("maker_messages") or [])
-    if not history:
-        new: list[BaseMessage] = [
-            SystemMessage(MAKER_SYSTEM),
-            HumanMessage(
-                PROPOSE_USER.format(
-                    demos=format_demos(demos),
-                    questions=format_questions(validation),
-                    n_calls=len(validation),
-                )
-            ),
-        ]
+    asks = instructions(validation, ctx.direct_entry)
+    if history:
+        steps = [feedback(state)]
+    elif ctx.two_step:
+        steps = [DESCRIBE_USER.format(demos=format_demos(demos)), asks]
     else:
-        new = [HumanMessage(feedback(state))]
-    emit(runtime, "propose", "start", attempt=attempt, max_attempts=ctx.max_attempts)
-    try:
-        reply, usage = invoke(ctx, "maker", [*history, *new])
-    except ModelError as exc:
-        return {"attempts": attempt, "error": str(exc)}
-    update: dict[str, Any] = {
-        "attempts": attempt,
-        "maker_messages": [*new, reply],
-        "usage": usage,
-        "report": [],
-    }
-    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+        steps = [PROPOSE_USER.format(demos=format_demos(demos), instructions=asks)]
+    prompt: list[tuple[str, str]] = [] if history else [("system", MAKER_SYSTEM)]
+    messages: list[BaseMessage] = history or [SystemMessage(MAKER_SYSTEM)]
+    temperature = ctx.maker_temperature if index == 0 else ctx.candidate_temperature
+    emit(
+        runtime,
+        "propose",
+        "start",
+        attempt=attempt,
+        max_attempts=ctx.max_attempts,
+        candidate=index,
+        n_candidates=ctx.n_candidates,
+    )
+    usage: dict[str, TokenUsage] = {}
+    text = ""
+    for step, ask in enumerate(steps):
+        messages.append(HumanMessage(ask))
+        try:
+            reply, used = invoke(
+                ctx,
+                "maker",
+                messages,
+                temperature=temperature,
+                seed=attempt * 1000 + index * 10 + step if index else None,
+            )
+        except ModelError as exc:
+            failed = _candidate(index, prompt, error=str(exc))
+            return {"proposals": [failed], "usage": usage}
+        usage = merge_usage(usage, used)
+        text = reply.content if isinstance(reply.content, str) else str(reply.content)
+        prompt.append(("human", ask))
+        if step < len(steps) - 1:
+            prompt.append(("ai", text))
+            messages.append(AIMessage(text))
     try:
         proposal = parse_proposal(text)
     except ReplyError as exc:
-        emit(runtime, "propose", "unusable", attempt=attempt, problem=str(exc))
-        return {**update, "code": None, "entry": None, "calls": [], "problem": str(exc)}
+        emit(runtime, "propose", "unusable", attempt=attempt, candidate=index, problem=str(exc))
+        return {"proposals": [_candidate(index, prompt, text, problem=str(exc))], "usage": usage}
     emit(
         runtime,
         "propose",
         "proposed",
         attempt=attempt,
+        candidate=index,
         entry=proposal.entry,
         lines=proposal.code.count("\n"),
+        direct=proposal.direct,
     )
-    return {
-        **update,
-        "code": proposal.code,
-        "entry": proposal.entry,
-        "calls": proposal.calls,
-        "problem": None,
-    }
+    candidate = _candidate(
+        index,
+        prompt,
+        text,
+        code=proposal.code,
+        entry=proposal.entry,
+        calls=proposal.calls,
+        direct=proposal.direct,
+    )
+    return {"proposals": [candidate], "usage": usage}

@@ -19,14 +19,34 @@ from latm.sandbox import SandboxUnavailableError
 
 
 def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Have the user model write the tool call, run it in the sandbox, normalize the answer.
+    """Answer the request with the tool: directly, or through a call the user model writes.
 
-    A reply without a call of the tool, or a tool that raises, times out or
-    dies, ends the run with a clear error instead of an answer.
+    A tool with a verified ``solve(request)`` entry gets the raw request first,
+    with no model call; only if it rejects the request (raises) does the user
+    model write the call from the usage demos. A reply without a call of the
+    tool, or a tool that raises, times out or dies, ends the run with a clear
+    error instead of an answer.
     """
     ctx = get_context(runtime)
     record = ToolRecord.model_validate(state.get("tool_record"))
     task = state.get("task", "").strip()
+    name = f"{record.task_type} v{record.version}"
+    try:
+        executor = get_tool_executor(ctx)
+    except SandboxUnavailableError as exc:
+        return {"error": f"cannot run generated code: {exc}"}
+    limits = get_limits(ctx)
+    if record.direct_entry and ctx.direct_entry:
+        call = f"{record.direct_entry}({task!r})"
+        result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
+        if result.ok and result.value is not None:
+            answer = normalize_answer(result.value, task)
+            emit(runtime, "use", "answer", answer=answer, path="direct")
+            return {"answer": answer, "path": "direct"}
+        if result.status != "error":  # timed out or died: the LLM path would call it too
+            emit(runtime, "use", "failed", status=result.status, error=result.error)
+            return {"error": f"tool {name} failed on the request: {result.status}: {result.error}"}
+        emit(runtime, "use", "fallback", reason=result.error)
     demos = "\n\n".join(f"Question: {d.question}\nCall: {d.call}" for d in record.demos)
     messages = [
         SystemMessage(USE_SYSTEM),
@@ -39,7 +59,6 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             )
         ),
     ]
-    name = f"{record.task_type} v{record.version}"
     try:
         reply, usage = invoke(ctx, "user", messages)
     except ModelError as exc:
@@ -51,11 +70,7 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         emit(runtime, "use", "unusable", problem=str(exc))
         return {"usage": usage, "error": f"the user model could not use tool {name}: {exc}"}
     emit(runtime, "use", "call", tool=record.task_type, call=call)
-    try:
-        executor = get_tool_executor(ctx)
-        result = executor.run(record.code, [call], get_limits(ctx), cache_key=record.cache_key)[0]
-    except SandboxUnavailableError as exc:
-        return {"usage": usage, "error": f"cannot run generated code: {exc}"}
+    result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)
         return {
@@ -63,5 +78,5 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             "error": f"tool {name} failed on {call}: {result.status}: {result.error}",
         }
     answer = normalize_answer(result.value, task)
-    emit(runtime, "use", "answer", answer=answer)
-    return {"usage": usage, "answer": answer}
+    emit(runtime, "use", "answer", answer=answer, path="llm")
+    return {"usage": usage, "answer": answer, "path": "llm"}

@@ -1,16 +1,78 @@
-"""Verify: run the proposed tool on held-out examples in the sandbox (paper, stage 2)."""
+"""Verify: run the proposed tools on held-out examples in the sandbox (paper, stage 2).
+
+Each candidate of the round is checked: the maker's calls of its function on the
+validation questions and, when it defines one, its ``solve(request)`` entry on
+every example beyond the demos. Expected answers never leave the host. The best
+candidate wins: every check passed, then a verified direct entry, then the most
+checks passed, then the simplest code.
+"""
 
 from __future__ import annotations
 
+import ast
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Overwrite
 
 from latm.answers import is_correct, normalize_answer
+from latm.checks import hardcoded
+from latm.codeparse import DIRECT_ENTRY
 from latm.graph.context import Context
-from latm.graph.state import CaseReport, State
+from latm.graph.state import Candidate, CaseReport, Example, State
 from latm.nodes.common import emit, get_context, get_limits, get_tool_executor, split_examples
-from latm.sandbox import SandboxUnavailableError
+from latm.sandbox import ExecLimits, ExecResult, Executor, SandboxUnavailableError
+
+
+@dataclass
+class Evaluation:
+    """How one candidate fared."""
+
+    candidate: Candidate
+    report: list[CaseReport]
+    problem: str | None
+
+    @property
+    def passed(self) -> bool:
+        """Every check ran and passed."""
+        return not self.problem and bool(self.report) and all(c["passed"] for c in self.report)
+
+    @property
+    def direct(self) -> bool:
+        """Its direct entry was checked and passed."""
+        checked = [c for c in self.report if c.get("check") == "direct"]
+        return self.passed and bool(checked)
+
+    @property
+    def first_failure(self) -> str | None:
+        """The problem, or the first failed case, in one line."""
+        if self.problem:
+            return self.problem
+        failed = [c for c in self.report if not c["passed"]]
+        if not failed:
+            return None
+        case = failed[0]
+        got = f"error {case['error']}" if case["error"] else f"got {case['got']!r}"
+        return f"expected {case['expected']!r}, {got}"
+
+    def rank(self) -> tuple[bool, bool, bool, bool, int, int, int]:
+        """Sort key, best first: passed, direct entry, ran at all, passes, size, index."""
+        try:
+            size = sum(1 for _ in ast.walk(ast.parse(self.candidate["code"] or "")))
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            size = 10**9
+        return (
+            not self.passed,
+            not self.direct,
+            self.candidate["error"] is not None,
+            not self.report,
+            -sum(c["passed"] for c in self.report),
+            size,
+            self.candidate["index"],
+        )
 
 
 def summarize(report: list[CaseReport]) -> str:
@@ -24,79 +86,159 @@ def summarize(report: list[CaseReport]) -> str:
     )
 
 
-def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Check the proposal against the validation examples.
+def _case(example: Example, result: ExecResult | None, check: str) -> CaseReport:
+    if result is None:
+        return CaseReport(
+            input=example["input"],
+            expected=example["target"],
+            got=None,
+            error="no call was written for this question",
+            passed=False,
+            check=check,
+        )
+    got = None
+    if result.ok and result.value is not None:
+        got = normalize_answer(result.value, example["input"])
+    return CaseReport(
+        input=example["input"],
+        expected=example["target"],
+        got=got,
+        error=None if result.ok else f"{result.status}: {result.error}",
+        passed=result.ok and is_correct(result.value, example["target"], example["input"]),
+        check=check,
+    )
 
-    Each call runs in a fresh sandboxed process; expected answers stay in the
-    host, which compares after normalization. When the last allowed attempt
-    fails, the run ends with an error and nothing is stored.
+
+def evaluate(
+    candidate: Candidate,
+    *,
+    validation: list[Example],
+    direct_examples: list[Example],
+    all_examples: list[Example],
+    ctx: Context,
+    executor: Executor,
+    limits: ExecLimits,
+) -> Evaluation:
+    """Run every check of one candidate in the sandbox."""
+    if candidate["error"] or candidate["problem"] or not candidate["code"]:
+        return Evaluation(candidate, [], candidate["error"] or candidate["problem"] or "no code")
+    code = candidate["code"]
+    if ctx.reject_hardcoded and (problem := hardcoded(code, all_examples)):
+        return Evaluation(candidate, [], problem)
+    calls = list(candidate["calls"][: len(validation)])
+    if not (ctx.direct_entry and candidate["direct"]):
+        direct_examples = []
+    direct_calls = [f"{DIRECT_ENTRY}({ex['input']!r})" for ex in direct_examples]
+    results = executor.run(code, calls + direct_calls, limits)
+    report = [
+        _case(ex, results[i] if i < len(calls) else None, "call") for i, ex in enumerate(validation)
+    ]
+    report += [_case(ex, results[len(calls) + i], "direct") for i, ex in enumerate(direct_examples)]
+    return Evaluation(candidate, report, None)
+
+
+def _conversation(candidate: Candidate) -> list[BaseMessage]:
+    kinds = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
+    messages: list[BaseMessage] = [kinds[role](text) for role, text in candidate["prompt"]]
+    return [*messages, AIMessage(candidate["reply"])]
+
+
+def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Check the round's candidates and keep the best.
+
+    When the last allowed round fails, the run ends with an error and nothing
+    is stored.
     """
     ctx = get_context(runtime)
-    _, validation = split_examples(state, ctx)
-    attempt = state.get("attempts", 1)
-    code, calls = state.get("code"), state.get("calls") or []
-    report: list[CaseReport] = []
-    problem = state.get("problem")
-    if code and not problem:
-        try:
-            executor = get_tool_executor(ctx)
-            results = executor.run(code, calls[: len(validation)], get_limits(ctx))
-        except SandboxUnavailableError as exc:
-            return {"error": f"cannot run generated code: {exc}"}
-        for i, example in enumerate(validation):
-            if i >= len(results):
-                case = CaseReport(
-                    input=example["input"],
-                    expected=example["target"],
-                    got=None,
-                    error="no call was written for this question",
-                    passed=False,
+    demos, validation = split_examples(state, ctx)
+    examples = list(state.get("examples") or [])
+    direct_examples = (examples[ctx.n_demos :] or demos)[: ctx.max_direct_checks]
+    attempt = state.get("attempts", 0) + 1
+    proposals = sorted(state.get("proposals") or [], key=lambda c: c["index"])
+    update: dict[str, Any] = {"attempts": attempt, "proposals": Overwrite([])}
+    if not proposals:
+        return {**update, "error": "the maker made no proposal"}
+    if all(c["error"] for c in proposals):
+        return {**update, "error": proposals[0]["error"]}
+    try:
+        executor = get_tool_executor(ctx)
+        limits = get_limits(ctx)
+        with ThreadPoolExecutor(max_workers=min(4, len(proposals))) as pool:
+            evaluations = list(
+                pool.map(
+                    lambda c: evaluate(
+                        c,
+                        validation=validation,
+                        direct_examples=direct_examples,
+                        all_examples=examples,
+                        ctx=ctx,
+                        executor=executor,
+                        limits=limits,
+                    ),
+                    proposals,
                 )
-            else:
-                res = results[i]
-                got = None
-                if res.ok and res.value is not None:
-                    got = normalize_answer(res.value, example["input"])
-                case = CaseReport(
-                    input=example["input"],
-                    expected=example["target"],
-                    got=got,
-                    error=None if res.ok else f"{res.status}: {res.error}",
-                    passed=res.ok and is_correct(res.value, example["target"], example["input"]),
-                )
-            report.append(case)
+            )
+    except SandboxUnavailableError as exc:
+        return {**update, "error": f"cannot run generated code: {exc}"}
+    for ev in evaluations:
+        for i, case in enumerate(ev.report):
             emit(
                 runtime,
                 "verify",
                 "case",
                 attempt=attempt,
+                candidate=ev.candidate["index"],
                 index=i,
+                check=case.get("check", "call"),
                 passed=case["passed"],
                 expected=case["expected"],
                 got=case["got"],
                 error=case["error"],
             )
-    passed = bool(report) and all(c["passed"] for c in report)
+        emit(
+            runtime,
+            "verify",
+            "candidate",
+            attempt=attempt,
+            candidate=ev.candidate["index"],
+            passed=ev.passed,
+            direct=ev.direct,
+            n_passed=sum(c["passed"] for c in ev.report),
+            n_cases=len(ev.report),
+            problem=ev.first_failure,
+        )
+    best = min(evaluations, key=Evaluation.rank)
+    chosen = best.candidate
+    update.update(
+        report=best.report,
+        problem=None if best.report else best.problem,
+        code=chosen["code"],
+        entry=chosen["entry"],
+        calls=chosen["calls"],
+        direct=best.direct,
+        maker_messages=_conversation(chosen) if chosen["error"] is None else [],
+    )
     emit(
         runtime,
         "verify",
         "done",
         attempt=attempt,
-        passed=passed,
-        n_passed=sum(c["passed"] for c in report),
-        n_cases=len(validation),
+        passed=best.passed,
+        candidate=chosen["index"],
+        n_passed=sum(c["passed"] for c in best.report),
+        n_cases=len(best.report),
+        direct=best.direct,
     )
-    update: dict[str, Any] = {"report": report}
-    if not passed and attempt >= ctx.max_attempts:
-        why = problem or (summarize(report) if report else "the proposal could not be run")
+    if not best.passed and attempt >= ctx.max_attempts:
+        why = best.problem or (summarize(best.report) if best.report else "nothing could run")
         update["error"] = (
-            f"could not make a verified tool in {attempt} attempt(s); last attempt: {why}. "
-            "Nothing was stored."
+            f"could not make a verified tool in {attempt} attempt(s); best candidate of the "
+            f"last attempt: {why}. Nothing was stored."
         )
     return update
 
 
 def passed(state: State) -> bool:
-    """Whether the latest proposal passed every validation case."""
+    """Whether the chosen proposal passed every check."""
     report = state.get("report") or []
     return bool(report) and all(c["passed"] for c in report) and not state.get("problem")

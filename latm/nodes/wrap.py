@@ -7,7 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from latm.codeparse import ReplyError, function_info
+from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
 from latm.graph.state import State
 from latm.nodes.common import emit, get_context, get_repository, split_examples
@@ -52,6 +52,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         verification=state.get("report") or [],
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         version=repo.next_version(task_type),
+        direct_entry=DIRECT_ENTRY if state.get("direct") and ctx.direct_entry else None,
     )
     try:
         repo.put(record)

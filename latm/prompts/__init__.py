@@ -5,14 +5,23 @@ Templates use ``str.format`` fields; literal braces are doubled.
 
 from latm.prompts.dispatcher import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.prompts.maker import (
+    DESCRIBE_USER,
+    DIRECT_INSTRUCTIONS,
+    DIRECT_NAME,
+    DIRECT_TEMPLATE,
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
     RETRY_FAILED_CASES,
+    WRITE_INSTRUCTIONS,
 )
 from latm.prompts.user import USE_SYSTEM, USE_USER
 
 __all__ = [
+    "DESCRIBE_USER",
+    "DIRECT_INSTRUCTIONS",
+    "DIRECT_NAME",
+    "DIRECT_TEMPLATE",
     "DISPATCH_SYSTEM",
     "DISPATCH_USER",
     "MAKER_SYSTEM",
@@ -21,4 +30,5 @@ __all__ = [
     "RETRY_FAILED_CASES",
     "USE_SYSTEM",
     "USE_USER",
+    "WRITE_INSTRUCTIONS",
 ]

@@ -17,36 +17,65 @@ Here are worked examples of a task.
 
 {demos}
 
+{instructions}"""
+
+DESCRIBE_USER = """\
+Here are worked examples of a task.
+
+{demos}
+
+Before writing any code, describe:
+1. the format of the input: what data each question holds and how it is written;
+2. the rule that turns that data into the answer, step by step;
+3. the exact format of the answer.
+Do not write code yet."""
+
+WRITE_INSTRUCTIONS = """\
 Write a generic Python function for this type of problem.
 
 Then convert each of the following questions into a call of your function, with the \
 data of the question written out as literal arguments:
 
 {questions}
-
+{direct}
 Reply with ONE fenced ```python block that contains the function (with any imports \
-and helpers) followed by a list named CALLS with exactly {n_calls} call(s), one per \
-question, in order:
+and helpers){direct_name} followed by a list named CALLS with exactly {n_calls} call(s), \
+one per question, in order:
 
 ```python
 def your_function(...):
     ...
-
+{direct_template}
 CALLS = [
     your_function(...),  # question 1
 ]
 ```"""
 
+DIRECT_INSTRUCTIONS = """
+Also write `solve(request: str) -> str`: it takes the whole question text exactly as \
+the questions above are written, extracts the data from it (with `re` or string \
+methods, robust to small variations), calls your function and returns its answer. If \
+the text is not a question of this type, it raises ValueError.
+"""
+
+DIRECT_NAME = ", the solve(request) entry"
+
+DIRECT_TEMPLATE = """
+def solve(request: str) -> str:
+    ...  # parse the request, then
+    return your_function(...)
+"""
+
 RETRY_FAILED_CASES = """\
-Your function did not pass verification. These cases failed:
+Your code did not pass verification. These cases failed:
 
 {failures}
 
 Find the bug, then reply again with ONE fenced ```python block holding the corrected \
-function and the list CALLS (one call per question, same order as before)."""
+code and the list CALLS (one call per question, same order as before)."""
 
 RETRY_BAD_REPLY = """\
 Your reply could not be used: {problem}.
 
-Reply again with ONE fenced ```python block holding the function and the list CALLS \
+Reply again with ONE fenced ```python block holding the code and the list CALLS \
 (one call per question, same order as before)."""

@@ -6,6 +6,7 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 
 from latm.graph import Context
+from latm.graph.context import PAPER
 
 
 @pytest.fixture
@@ -16,9 +17,10 @@ def store() -> InMemoryStore:
 @pytest.fixture
 def make_context():
     def make(maker: Any = None, user: Any = None, **kwargs: Any) -> Context:
+        """A context with the paper's settings (one candidate, the user model calls)."""
         kwargs.setdefault("exec_timeout_s", 2.0)
         kwargs.setdefault("max_retries", 0)
-        return Context(maker_llm=maker, user_llm=user, **kwargs)
+        return Context(maker_llm=maker, user_llm=user, **{**PAPER, **kwargs})
 
     return make
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ class ScriptedChatModel(GenericFakeChatModel):
     """Replies with the scripted messages in order and records every prompt."""
 
     received: list[list[BaseMessage]] = Field(default_factory=list)
+    lock: Any = Field(default_factory=threading.Lock, exclude=True)
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
         return self
@@ -26,11 +28,13 @@ class ScriptedChatModel(GenericFakeChatModel):
     def _generate(
         self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
     ) -> ChatResult:
-        self.received.append(list(messages))
-        try:
-            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-        except StopIteration:
-            raise AssertionError("the scripted model was called more often than scripted") from None
+        with self.lock:  # best-of-N calls the maker from parallel branches
+            self.received.append(list(messages))
+            try:
+                return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+            except StopIteration:
+                msg = "the scripted model was called more often than scripted"
+                raise AssertionError(msg) from None
 
     @property
     def prompts(self) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 
 from latm.cli import main
 from latm.cli import run as cli_run
+from latm.graph.context import PAPER
 
 from .scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
 
@@ -22,6 +23,8 @@ def models(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     def inject(ctx: Any) -> Any:
         ctx.maker_llm, ctx.user_llm = holder["maker"], holder["user"]
+        for name, value in PAPER.items():
+            setattr(ctx, name, value)
         return ctx
 
     monkeypatch.setattr(cli_run, "configure_models", inject)
@@ -39,7 +42,8 @@ def test_make_then_solve_then_manage_tools(models, examples_file, tmp_path, caps
     models["maker"] = scripted([maker_reply(SORT_CODE, [e["input"] for e in EXAMPLES[3:6]])])
     assert main(["make", "--examples", examples_file]) == 0
     err = capsys.readouterr().err
-    assert "attempt 1/3" in err and "verified" in err and "stored word_sorting v1" in err
+    assert "attempt 1/3" in err and "✓ #0: 3/3 checks" in err
+    assert "verified: candidate #0" in err and "stored word_sorting v1" in err
 
     question = EXAMPLES[60]
     models["user"] = scripted([user_reply(question["input"])])

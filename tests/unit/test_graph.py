@@ -63,7 +63,8 @@ def test_miss_makes_a_tool_in_one_attempt_and_answers(store, make_context):
     assert EXAMPLES[0]["target"] in first_prompt
     assert VALIDATION_QS[0] in first_prompt and EXAMPLES[3]["target"] not in first_prompt
     # Output holds only the output schema's keys.
-    assert set(out) <= {"answer", "tool", "cache_hit", "error", "usage"}
+    assert set(out) <= {"answer", "tool", "cache_hit", "error", "usage", "path"}
+    assert out["path"] == "llm"
 
 
 def test_failed_verification_feeds_errors_back_and_the_retry_passes(store, make_context):
@@ -465,7 +466,6 @@ def test_compiled_graph_has_the_five_nodes_and_the_papers_edges():
         ("dispatcher", "propose"),
         ("dispatcher", "__end__"),
         ("propose", "verify"),
-        ("propose", "__end__"),
         ("verify", "wrap"),
         ("verify", "propose"),
         ("verify", "__end__"),

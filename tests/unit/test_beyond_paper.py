@@ -1,0 +1,276 @@
+"""Best-of-N proposals, stronger verification and zero-LLM cache hits (beyond the paper)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from latm.checks import hardcoded
+from latm.graph import Context, build_graph
+from latm.graph.context import PAPER, paper_context
+from latm.repository import ToolRepository
+
+from .scripted import BUGGY_SORT_CODE, SORT_CODE, bbh, maker_reply, scripted, user_reply
+
+EXAMPLES = bbh("word_sorting")
+VALIDATION_QS = [e["input"] for e in EXAMPLES[3:6]]  # 5, 3 and 14 words
+
+RAISING = '''\
+def sort_words(words: list[str]) -> str:
+    """Sort words."""
+    raise RuntimeError("not yet")
+'''
+
+PARTIAL = '''\
+def sort_words(words: list[str]) -> str:
+    """Sort short lists of words (long ones are not handled yet)."""
+    if len(words) > 4:
+        return ""
+    return " ".join(sorted(words))
+'''
+
+VERBOSE_SORT = '''\
+def sort_words(words: list[str]) -> str:
+    """Sort words alphabetically and join them with single spaces."""
+    ordered = list(words)
+    ordered.sort()
+    result = ""
+    for i, word in enumerate(ordered):
+        result = result + (" " if i else "") + word
+    return result
+'''
+
+SOLVE = '''\
+import re
+
+
+def sort_words(words: list[str]) -> str:
+    """Sort words alphabetically and join them with single spaces."""
+    return " ".join(sorted(words))
+
+
+def solve(request: str) -> str:
+    """Answer a word-sorting question given as text."""
+    match = re.search(r"List:(.*)$", request, re.S)
+    if not match:
+        raise ValueError("not a word-sorting question")
+    return sort_words(match.group(1).split())
+'''
+
+SOLVE_BAD_PARSER = SOLVE.replace("match.group(1).split()", "match.group(1).split()[:4]")
+
+
+def ctx(maker: Any, user: Any, **kwargs: Any) -> Context:
+    settings = {**PAPER, "exec_timeout_s": 2.0, "max_retries": 0, **kwargs}
+    return Context(maker_llm=maker, user_llm=user, **settings)
+
+
+def tools(store: Any) -> ToolRepository:
+    return ToolRepository(store, "default")
+
+
+def test_best_of_n_keeps_the_candidate_that_passes(store):
+    maker = scripted(
+        [
+            maker_reply(BUGGY_SORT_CODE, VALIDATION_QS),
+            maker_reply(SORT_CODE, VALIDATION_QS),
+            maker_reply(RAISING, VALIDATION_QS),
+        ]
+    )
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), n_candidates=3),
+    )
+    assert out["error"] is None
+    assert out["usage"]["maker"]["calls"] == 3  # one round of three parallel proposals
+    assert tools(store).get("word_sorting").code.strip() == SORT_CODE.strip()
+
+
+def test_best_of_n_prefers_the_simplest_passing_candidate(store):
+    maker = scripted(
+        [maker_reply(VERBOSE_SORT, VALIDATION_QS), maker_reply(SORT_CODE, VALIDATION_QS)]
+    )
+    build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), n_candidates=2),
+    )
+    assert tools(store).get("word_sorting").code.strip() == SORT_CODE.strip()
+
+
+def test_next_round_continues_the_best_failing_candidate(store):
+    round_one = [
+        maker_reply(BUGGY_SORT_CODE, VALIDATION_QS),
+        "no code, sorry",
+        maker_reply(PARTIAL, VALIDATION_QS),
+    ]
+    round_two = [maker_reply(SORT_CODE, VALIDATION_QS)] * 3
+    maker = scripted(round_one + round_two)
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), n_candidates=3),
+    )
+    assert out["error"] is None and out["usage"]["maker"]["calls"] == 6
+    second_round = maker.received[3:]
+    assert len(second_round) == 3
+    for messages in second_round:
+        history = "\n".join(str(m.content) for m in messages)
+        # PARTIAL passed 1 of 3 (the 3-word list): it is the best failure, fed back.
+        assert "long ones are not handled yet" in history and "reverse=True" not in history
+        assert f"Expected: {EXAMPLES[3]['target']!r}" in str(messages[-1].content)
+        assert f"Question 2: {EXAMPLES[4]['input']}" not in str(messages[-1].content)
+
+
+def test_rounds_and_candidates_are_capped(store):
+    maker = scripted([maker_reply(BUGGY_SORT_CODE, VALIDATION_QS)] * 4)
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), n_candidates=2, max_attempts=2),
+    )
+    assert "could not make a verified tool in 2 attempt(s)" in out["error"]
+    assert len(maker.received) == 4 and tools(store).records() == []
+
+
+LOOKUP = '''\
+ANSWERS = {{
+    {q0!r}: {a0!r},
+    {q1!r}: {a1!r},
+}}
+
+
+def sort_words(words: list[str]) -> str:
+    """Sort words."""
+    return ANSWERS.get(" ".join(words), " ".join(sorted(words)))
+'''
+
+
+def test_code_that_hard_codes_example_answers_is_rejected_and_fed_back(store):
+    cheat = LOOKUP.format(q0="x", a0=EXAMPLES[3]["target"], q1="y", a1=EXAMPLES[5]["target"])
+    maker = scripted([maker_reply(cheat, VALIDATION_QS), maker_reply(SORT_CODE, VALIDATION_QS)])
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), reject_hardcoded=True),
+    )
+    assert out["error"] is None and len(maker.received) == 2
+    assert "hard-codes the answer of an example" in str(maker.received[1][-1].content)
+    assert "ANSWERS" not in tools(store).get("word_sorting").code
+
+
+def test_hard_coding_check():
+    examples = [
+        {
+            "input": "Sort the following words alphabetically: List: pear apple",
+            "target": "apple pear",
+        },
+        {"input": "Sort the following words alphabetically: List: b a", "target": "a b"},
+        {"input": "When can A and B meet? A: 9-10", "target": "No time slot works."},
+        {"input": "When can A and B meet? A: 11-12", "target": "No time slot works."},
+    ]
+    assert "answer of an example ('apple pear')" in hardcoded("X = 'apple pear'", examples)
+    assert "part of an example's question" in hardcoded(f"Q = {examples[0]['input']!r}", examples)
+    # Shared answers, template text, short answers and docstrings are fine.
+    fine = '''\
+def solve(request: str) -> str:
+    """For example 'apple pear' comes from 'pear apple'."""
+    if "Sort the following words alphabetically" in request:
+        return "a b"[:0]
+    return "No time slot works."
+'''
+    assert hardcoded(fine, examples) is None
+    assert hardcoded("N = 14687", [{"input": "q", "target": "14687"}]).startswith("the code")
+
+
+def direct_ctx(maker: Any, user: Any, **kwargs: Any) -> Context:
+    return ctx(maker, user, direct_entry=True, **kwargs)
+
+
+def test_direct_entry_is_verified_on_every_example_beyond_the_demos(store):
+    maker = scripted([maker_reply(SOLVE, VALIDATION_QS)])
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([])),
+    )
+    assert out["error"] is None
+    record = tools(store).get("word_sorting")
+    assert record.direct_entry == "solve"
+    checks = [c.get("check") for c in record.verification]
+    assert checks.count("call") == 3 and checks.count("direct") == 9  # examples 3..11
+    assert "solve(request: str) -> str" in str(maker.received[0][-1].content)
+
+
+def test_cache_hit_through_the_direct_entry_uses_no_model(store):
+    build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(scripted([maker_reply(SOLVE, VALIDATION_QS)]), scripted([])),
+    )
+    user = scripted([])
+    question = EXAMPLES[100]
+    out = build_graph(store=store).invoke(
+        {"task": question["input"], "task_type": "word_sorting"},
+        context=direct_ctx(scripted([]), user),
+    )
+    assert out["answer"] == question["target"] and out["path"] == "direct"
+    assert out["usage"] == {} and user.received == []
+
+
+def test_a_request_the_direct_entry_rejects_falls_back_to_the_user_model(store):
+    build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(scripted([maker_reply(SOLVE, VALIDATION_QS)]), scripted([])),
+    )
+    question = "Put these in dictionary order please: pear, fig, apple"
+    user = scripted(["```python\nsort_words(['pear', 'fig', 'apple'])\n```"])
+    out = build_graph(store=store).invoke(
+        {"task": question, "task_type": "word_sorting"}, context=direct_ctx(scripted([]), user)
+    )
+    assert out["answer"] == "apple fig pear" and out["path"] == "llm"
+    assert out["usage"]["user"]["calls"] == 1
+
+
+def test_a_direct_entry_that_fails_extra_examples_fails_verification(store):
+    maker = scripted([maker_reply(SOLVE_BAD_PARSER, VALIDATION_QS)])
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([]), max_attempts=1),
+    )
+    assert "could not make a verified tool" in out["error"]
+    assert tools(store).records() == []
+
+
+def test_without_a_solve_entry_the_tool_is_kept_for_the_llm_path(store):
+    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([])),
+    )
+    assert out["error"] is None and tools(store).get("word_sorting").direct_entry is None
+    question = EXAMPLES[101]
+    user = scripted([user_reply(question["input"])])
+    out = build_graph(store=store).invoke(
+        {"task": question["input"], "task_type": "word_sorting"},
+        context=direct_ctx(scripted([]), user),
+    )
+    assert out["answer"] == question["target"] and out["path"] == "llm"
+
+
+def test_paper_settings():
+    paper = paper_context()
+    assert (paper.n_candidates, paper.direct_entry, paper.reject_hardcoded) == (1, False, False)
+    assert (paper.n_validation, paper.max_attempts) == (3, 3)
+    default = Context()
+    assert default.n_candidates > 1 and default.direct_entry and default.reject_hardcoded
+
+
+@pytest.mark.parametrize("two_step", [True, False])
+def test_two_step_prompt_asks_for_a_description_first(store, two_step):
+    replies = ["The input is a list of words; sort them."] if two_step else []
+    maker = scripted([*replies, maker_reply(SORT_CODE, VALIDATION_QS)])
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), two_step=two_step),
+    )
+    assert out["error"] is None
+    assert len(maker.received) == (2 if two_step else 1)
+    if two_step:
+        assert "Before writing any code, describe" in str(maker.received[0][-1].content)
+        assert "sort them." in str(maker.received[1][-2].content)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import threading
 
+from latm.sandbox import probe as _tiers
 from latm.sandbox.base import (
     ExecLimits,
     ExecResult,
@@ -19,7 +20,7 @@ from latm.sandbox.base import (
     SandboxUnavailableError,
 )
 from latm.sandbox.executor import RefusingExecutor, SandboxExecutor, UnsandboxedExecutor
-from latm.sandbox.probe import ALLOW_ENV, EXECUTOR_ENV, Choice, choose, probe, settings_from_env
+from latm.sandbox.probe import ALLOW_ENV, EXECUTOR_ENV, Choice, choose, settings_from_env
 from latm.sandbox.subprocess_executor import SubprocessExecutor
 
 __all__ = [
@@ -58,7 +59,7 @@ def resolve(name: str = "auto", *, allow_unsandboxed: bool = False) -> Choice:
     if wanted not in EXECUTOR_NAMES:
         known = ", ".join(repr(n) for n in EXECUTOR_NAMES)
         raise ValueError(f"unknown executor {name!r}; known: {known}")
-    return choose(probe(), wanted, allow_unsandboxed)
+    return choose(_tiers.probe(), wanted, allow_unsandboxed)
 
 
 def get_executor(name: str = "auto", *, allow_unsandboxed: bool = False) -> Executor:

@@ -123,6 +123,7 @@ class Server:
             if os.getppid() != int(parent):
                 os._exit(0)
         confine.not_dumpable()
+        os.environ.clear()  # bwrap's PWD, the interpreter's locale coercion: tools see nothing
         confine.set_limits(
             memory_bytes=int(self.config["server_memory_mb"]) * MIB,
             file_bytes=self.file_bytes,

@@ -109,6 +109,27 @@ def _case(example: Example, result: ExecResult | None, check: str) -> CaseReport
     )
 
 
+CHUNK = 8
+"""Calls run per executor round trip; a tool that hangs stops its checks after one chunk."""
+
+
+def run_until_stuck(
+    executor: Executor, code: str, calls: list[str], limits: ExecLimits
+) -> list[ExecResult]:
+    """Run ``calls`` in chunks; after a timeout or crash, skip the rest.
+
+    A looping tool would otherwise cost one deadline per example.
+    """
+    results: list[ExecResult] = []
+    while len(results) < len(calls):
+        chunk = executor.run(code, calls[len(results) : len(results) + CHUNK], limits)
+        results.extend(chunk)
+        if any(r.status in ("timeout", "killed") for r in chunk):
+            skipped = ExecResult("error", error="not run: an earlier check timed out or crashed")
+            results.extend([skipped] * (len(calls) - len(results)))
+    return results
+
+
 def evaluate(
     candidate: Candidate,
     *,
@@ -129,7 +150,7 @@ def evaluate(
     if not (ctx.direct_entry and candidate["direct"]):
         direct_examples = []
     direct_calls = [f"{DIRECT_ENTRY}({ex['input']!r})" for ex in direct_examples]
-    results = executor.run(code, calls + direct_calls, limits)
+    results = run_until_stuck(executor, code, calls + direct_calls, limits)
     report = [
         _case(ex, results[i] if i < len(calls) else None, "call") for i, ex in enumerate(validation)
     ]

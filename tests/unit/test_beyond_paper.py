@@ -274,3 +274,33 @@ def test_two_step_prompt_asks_for_a_description_first(store, two_step):
     if two_step:
         assert "Before writing any code, describe" in str(maker.received[0][-1].content)
         assert "sort them." in str(maker.received[1][-2].content)
+
+
+HANGS_ON_LONG = SOLVE.replace(
+    "    return sort_words(match.group(1).split())",
+    "    words = match.group(1).split()\n"
+    "    while len(words) > 15:\n"
+    "        pass\n"
+    "    return sort_words(words)",
+)
+
+
+def test_a_tool_that_hangs_stops_its_checks_after_one_chunk(store):
+    import time
+
+    long_lists = [e for e in EXAMPLES[3:] if len(e["input"].split("List:")[1].split()) > 15]
+    examples = EXAMPLES[:3] + long_lists[:30]
+    questions = [e["input"] for e in examples[3:6]]
+    started = time.perf_counter()
+    out = build_graph(store=store).invoke(
+        {"examples": examples, "task_type": "word_sorting"},
+        context=direct_ctx(
+            scripted([maker_reply(HANGS_ON_LONG, questions)]),
+            scripted([]),
+            max_attempts=1,
+            exec_timeout_s=0.5,
+        ),
+    )
+    # 30 direct checks would cost 15 s of deadlines; the first chunk's timeout stops them.
+    assert time.perf_counter() - started < 8
+    assert "could not make a verified tool" in out["error"] and "timeout" in out["error"]

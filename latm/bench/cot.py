@@ -1,0 +1,65 @@
+"""The direct-answering baseline: few-shot chain of thought by one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+from latm.bench.scoring import extract_cot_answer
+from latm.graph.context import Context
+from latm.graph.state import Example, Role
+from latm.llm import ModelError, invoke
+from latm.prompts.bench import COT_DEMO, COT_SYSTEM, COT_USER
+
+
+def cot_messages(demos: list[Example], question: str) -> list[BaseMessage]:
+    """The few-shot chain-of-thought prompt: the demos, then the question."""
+    shots = "\n\n".join(COT_DEMO.format(question=d["input"], answer=d["target"]) for d in demos)
+    return [
+        SystemMessage(COT_SYSTEM),
+        HumanMessage(COT_USER.format(demos=shots, question=question)),
+    ]
+
+
+@dataclass(frozen=True)
+class CotAnswer:
+    """One chain-of-thought answer.
+
+    Attributes:
+        answer: The extracted final answer, or ``None``.
+        reply: The model's full reply (empty after an error).
+        usage: Token usage per role (``{role: {...}}``).
+        error: A model failure, else ``None``.
+    """
+
+    answer: str | None
+    reply: str
+    usage: dict[str, Any]
+    error: str | None
+
+
+def cot_context(ctx: Context, max_tokens: int | None) -> Context:
+    """The context for CoT calls: the run's, with the reply length capped if asked."""
+    if max_tokens is None:
+        return ctx
+    return replace(ctx, maker_max_tokens=max_tokens, user_max_tokens=max_tokens)
+
+
+def answer_cot(ctx: Context, role: Role, demos: list[Example], question: str) -> CotAnswer:
+    """Ask the ``role`` model to answer ``question`` with few-shot chain of thought.
+
+    A model failure is returned as ``error`` (never raised).
+    """
+    try:
+        reply, usage = invoke(ctx, role, cot_messages(demos, question))
+    except ModelError as exc:
+        return CotAnswer(answer=None, reply="", usage={}, error=str(exc))
+    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+    return CotAnswer(
+        answer=extract_cot_answer(text, question),
+        reply=text,
+        usage={r: dict(u) for r, u in usage.items()},
+        error=None,
+    )

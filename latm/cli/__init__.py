@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "latm.cli.demo",
     "latm.cli.local",
     "latm.cli.doctor",
+    "latm.cli.bench",
 )
 
 

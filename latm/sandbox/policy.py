@@ -26,7 +26,7 @@ from typing import Any
 
 BASE_DENIED = (
     "execve", "execveat",
-    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd",
     "socket", "socketpair",
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
     "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
@@ -45,6 +45,7 @@ BASE_DENIED = (
 CALL_DENIED = (
     "fork", "vfork",
     "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal",
+    "pidfd_open",
 )
 """System calls tool code may not make, on top of :data:`BASE_DENIED`."""
 

@@ -240,47 +240,64 @@ class Server:
     def _collect(
         self, fd: int, pid: int, started: float, timeout: float, max_bytes: int
     ) -> tuple[bytes, dict[str, Any] | None]:
-        """Read the child's result until EOF and reap it, killing it at the deadline."""
+        """Read the child's result until it exits and reap it, killing it at the deadline.
+
+        Waits on the result pipe and on a pidfd of the child (Linux 5.3+,
+        Python 3.9+; otherwise polls ``waitpid`` after the pipe's EOF).
+        """
         deadline = started + timeout
         data = bytearray()
         verdict: dict[str, Any] | None = None
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        pidfd = -1
+        with contextlib.suppress(AttributeError, OSError):
+            pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined,unused-ignore]
+            poller.register(pidfd, select.POLLIN)
+        pipe_open = True
+        status: int | None = None
+        pause = 0.0001
         try:
-            while verdict is None:
+            while verdict is None and (pipe_open or status is None):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     verdict = self._timeout(timeout)
                     break
-                if not poller.poll(max(1, math.ceil(remaining * 1000))):
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                data += chunk
+                events = []
+                if pipe_open or pidfd >= 0:
+                    events = poller.poll(max(1, math.ceil(remaining * 1000)))
+                for ready, _mask in events:
+                    if ready == fd:
+                        chunk = os.read(fd, 65536)
+                        if not chunk:
+                            pipe_open = False
+                            poller.unregister(fd)
+                        data += chunk
+                    elif ready == pidfd:
+                        poller.unregister(pidfd)
+                        os.close(pidfd)
+                        pidfd = -1
                 if len(data) > max_bytes:
                     verdict = {
                         "status": "invalid",
                         "error": f"the tool's result is larger than {max_bytes} bytes",
                     }
+                elif status is None and (pidfd < 0 or not pipe_open):
+                    reaped, code = os.waitpid(pid, os.WNOHANG)
+                    if reaped:
+                        status = code
+                    elif pidfd < 0 and not pipe_open:  # no pidfd: poll for the exit
+                        time.sleep(pause)
+                        pause = min(pause * 2, 0.002)
         finally:
             os.close(fd)
-        if verdict is not None:
+            if pidfd >= 0:
+                os.close(pidfd)
+        if status is None:
             self._kill(pid)
-            self._last_status = os.waitpid(pid, 0)[1]
-            return bytes(data), verdict
-        pause = 0.0002
-        while True:  # EOF: the child is exiting (or closed the pipe and goes on)
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if reaped:
-                self._last_status = status
-                return bytes(data), None
-            if time.monotonic() >= deadline:
-                self._kill(pid)
-                self._last_status = os.waitpid(pid, 0)[1]
-                return bytes(data), self._timeout(timeout)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)
+            status = os.waitpid(pid, 0)[1]
+        self._last_status = status
+        return bytes(data), verdict
 
     @staticmethod
     def _timeout(seconds: float) -> dict[str, Any]:

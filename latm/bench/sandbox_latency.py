@@ -1,0 +1,166 @@
+"""Per-call latency of running a generated tool, on every path, side by side.
+
+Run ``python -m latm.bench.sandbox_latency [--calls N]``. For each sandboxed
+tier available here it times:
+
+* ``fresh process``: launch a new sandbox process, confine it, run one call, kill it;
+* ``verification``: :class:`~latm.sandbox.executor.SandboxExecutor` with
+  ``cache_key=None`` (the zygote forks a fresh, confined child per call);
+* ``warm cached``: the same executor with a ``cache_key`` (a warm worker
+  dedicated to the tool answers; host round trip);
+
+and, as floors, the unhardened ``subprocess`` executor (a fresh interpreter per
+call, no isolation) and an ``in-process`` call of the same runner code in this
+process (no isolation at all: only the benchmark's own trivial tool runs there).
+Targets: warm cached p50 <= 0.5 ms; verification p50 <= 5 ms per example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from latm.sandbox import ExecLimits, SubprocessExecutor
+from latm.sandbox import runner as tool_runner
+from latm.sandbox.executor import SandboxExecutor
+from latm.sandbox.probe import probe
+from latm.sandbox.process import SandboxConfig, SandboxProcess
+
+TOOL = "import math\n\ndef tool(a, b):\n    return math.gcd(a, b) + a + b\n"
+LIMITS = ExecLimits(timeout_s=5.0, memory_mb=512, max_output_bytes=65536)
+WARM_TARGET_MS = 0.5
+VERIFY_TARGET_MS = 5.0
+
+
+def _call(i: int) -> str:
+    return f"tool({i}, {i * 3 + 1})"
+
+
+def _expected(i: int) -> str:
+    import math
+
+    return str(math.gcd(i, i * 3 + 1) + i + i * 3 + 1)
+
+
+def _time(n: int, one: Callable[[int], str | None], warmup: int = 3) -> list[float]:
+    for i in range(warmup):
+        one(i)
+    samples = []
+    for i in range(n):
+        started = time.perf_counter()
+        value = one(i)
+        samples.append((time.perf_counter() - started) * 1000)
+        if value != _expected(i):
+            raise SystemExit(f"wrong answer on call {i}: {value!r}")
+    return samples
+
+
+def _fresh_process(config: SandboxConfig) -> Callable[[int], str | None]:
+    def one(i: int) -> str | None:
+        proc = SandboxProcess(config)
+        try:
+            answer = proc.request(
+                {
+                    "op": "fork",
+                    "code": TOOL,
+                    "call": _call(i),
+                    "limits": {"timeout_s": 5.0, "memory_mb": 512, "max_output_bytes": 65536},
+                },
+                timeout_s=10.0,
+                max_bytes=1 << 20,
+            )
+        finally:
+            proc.kill()
+        value = answer.get("value")
+        return value if isinstance(value, str) else None
+
+    return one
+
+
+def _row(path: str, samples: list[float]) -> str:
+    ordered = sorted(samples)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+    return (
+        f"{path:<34} {len(samples):>5} {pct(50):>9.3f} {pct(90):>9.3f} {pct(99):>9.3f} "
+        f"{statistics.fmean(samples):>9.3f} {max(samples):>9.3f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every path and print a table; 1 if a target is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per path (default 200)")
+    parser.add_argument(
+        "--fresh-calls",
+        type=int,
+        default=None,
+        help="calls for the fresh-process and subprocess paths (default: --calls)",
+    )
+    args = parser.parse_args(argv)
+    calls = max(1, args.calls)
+    fresh_calls = max(1, args.fresh_calls or calls)
+
+    report = probe()
+    print("machine: " + "; ".join(f"{k}: {v}" for k, v in report.facts))
+    header = (
+        f"{'path':<34} {'calls':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+        f"{'mean ms':>9} {'max ms':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    missed = []
+    for tier in report.tiers:
+        if not tier.sandboxed:
+            continue
+        if not tier.available or tier.config is None:
+            print(f"{tier.name + ' (tier ' + str(tier.level) + ')':<34} unavailable: {tier.reason}")
+            continue
+        label = f"{tier.name} (tier {tier.level})"
+        print(_row(f"{label}: fresh process", _time(fresh_calls, _fresh_process(tier.config))))
+        executor = SandboxExecutor(tier.config, max_calls_per_worker=max(1000, calls + 10))
+        try:
+            verify = _time(calls, lambda i: executor.run(TOOL, [_call(i)], LIMITS)[0].value)
+            warm = _time(
+                calls,
+                lambda i: executor.run(TOOL, [_call(i)], LIMITS, cache_key="bench:1:tool")[0].value,
+            )
+        finally:
+            executor.close()
+        print(_row(f"{label}: verification", verify))
+        print(_row(f"{label}: warm cached", warm))
+        if statistics.median(verify) > VERIFY_TARGET_MS:
+            missed.append(f"{label} verification p50 > {VERIFY_TARGET_MS} ms")
+        if statistics.median(warm) > WARM_TARGET_MS:
+            missed.append(f"{label} warm cached p50 > {WARM_TARGET_MS} ms")
+    floor = SubprocessExecutor()
+    print(
+        _row(
+            "subprocess floor (no isolation)",
+            _time(fresh_calls, lambda i: floor.run(TOOL, [_call(i)], LIMITS)[0].value),
+        )
+    )
+    print(
+        _row(
+            "in-process (no isolation)",
+            _time(
+                calls,
+                lambda i: tool_runner.execute(TOOL, _call(i), LIMITS.max_output_bytes)["value"],
+            ),
+        )
+    )
+    print(
+        f"targets: warm cached p50 <= {WARM_TARGET_MS} ms, "
+        f"verification p50 <= {VERIFY_TARGET_MS} ms per example: "
+        + ("met" if not missed else "MISSED: " + "; ".join(missed))
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

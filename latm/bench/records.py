@@ -93,6 +93,23 @@ class RunDir:
         doc = {"identity": identity}
         path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
+    def save_options(self, options: dict[str, Any]) -> None:
+        """Record the options of the latest run (the report's defaults)."""
+        path = self.file(CONFIG)
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        doc["last_options"] = options
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+    def last_options(self) -> dict[str, Any]:
+        """The options of the latest run (empty when none is recorded)."""
+        path = self.file(CONFIG)
+        if not path.exists():
+            return {}
+        options: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")).get(
+            "last_options", {}
+        )
+        return options
+
     def identity(self) -> dict[str, Any]:
         """The recorded identity of the run (empty when none is recorded)."""
         path = self.file(CONFIG)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ def summarize_task(
         if method == "latm":
             summary["node_times"] = _node_times([r.get("nodes") or [] for r in records])
             summary["cache_hits"] = sum(bool(r.get("cache_hit")) for r in records)
+            summary["paths"] = dict(Counter(str(r["path"]) for r in records if r.get("path")))
         result["methods"][method] = summary
     latm = result["methods"].get("latm")
     for name in prices:

@@ -313,6 +313,9 @@ def run_bench(
         RunDirError: ``run_dir`` holds a run with other settings.
     """
     run_dir.check_config(run_identity(ctx, options))
+    run_dir.save_options(
+        {"tasks": list(options.tasks), "limit": options.limit, "methods": list(options.methods)}
+    )
     store = open_local_store(run_dir.file(STORE))
     graph = build_graph(store=store)
     cot_ctx = cot_context(ctx, options.cot_max_tokens)

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
         "--tasks",
         nargs="+",
         choices=TASKS,
-        default=list(TASKS),
+        default=None,
         metavar="TASK",
         help=f"tasks to run (default: all six: {', '.join(TASKS)})",
     )
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
         "--methods",
         nargs="+",
         choices=METHODS,
-        default=list(METHODS),
+        default=None,
         metavar="METHOD",
         help=f"methods to run (default: {' '.join(METHODS)})",
     )
@@ -161,20 +161,25 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from exc
     if args.pricing not in prices:
         raise UserError(f"no price preset {args.pricing!r}; presets: {', '.join(prices)}")
+    run_dir = RunDir(Path(args.out))
+    if args.fresh and not args.report_only:
+        run_dir.clear()
+    # A report of an earlier run defaults to that run's tasks, limit and methods.
+    last = run_dir.last_options() if args.report_only else {}
+    tasks = args.tasks or last.get("tasks") or list(TASKS)
+    methods = args.methods or last.get("methods") or list(METHODS)
+    limit = args.limit if args.limit is not None or not args.report_only else last.get("limit")
     try:
         options = BenchOptions(
-            tasks=tuple(dict.fromkeys(args.tasks)),
-            limit=args.limit,
-            methods=tuple(m for m in METHODS if m in args.methods),
+            tasks=tuple(dict.fromkeys(tasks)),
+            limit=limit,
+            methods=tuple(m for m in METHODS if m in methods),
             concurrency=args.concurrency,
             dyck_strip_spaces=args.dyck_strip_spaces,
             cot_max_tokens=args.cot_max_tokens,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    run_dir = RunDir(Path(args.out))
-    if args.fresh and not args.report_only:
-        run_dir.clear()
 
     from latm.bench.report import build_results, write_report
 

@@ -186,6 +186,15 @@ def test_cli_bench_end_to_end_then_rerun_does_nothing(models, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["tasks"]["word_sorting"]["methods"]["cot_maker"]["answered"] == 6
 
+    # The report alone is rebuilt from the records, for the last run's tasks and limit.
+    (out / "results.json").unlink()
+    assert main(["bench", "--out", str(out), "--report-only", "--pricing", "local"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert list(again["tasks"]) == ["word_sorting"] and again["options"]["limit"] == 6
+    assert again["pricing"] == "local"
+    assert again["tasks"]["word_sorting"]["methods"] == results["tasks"]["word_sorting"]["methods"]
+    assert models["maker"].kinds == Counter({"make": 1, "cot": 6})
+
 
 def test_crashed_run_continues_where_it_stopped(tmp_path):
     run_dir = RunDir(tmp_path / "run")

@@ -87,6 +87,19 @@ class Context:
         maker_llm: A chat model object to use as the maker instead of building one
             (in-process only; for tests and custom providers).
         user_llm: Likewise for the user model.
+        database_url: Where the tools (and checkpoints) live: empty for the local
+            SQLite file at ``store_path``, or ``postgresql://...`` for PostgreSQL
+            (env ``LATM_DATABASE_URL``; see :mod:`latm.backends`).
+        embeddings: The embedding function of the repository's semantic index:
+            ``none``, ``hash[:DIMS]``, ``openai:MODEL`` or ``PROVIDER:MODEL``; empty
+            means none on SQLite and ``hash`` on PostgreSQL (env ``LATM_EMBEDDINGS``).
+        max_tool_failures: Use-time failures after which the dispatcher retires a
+            tool version (stops routing to it; re-makes it when examples are
+            given); 0 never retires (env ``LATM_MAX_TOOL_FAILURES``).
+        lease_ttl_s: How long a tool maker's lease lasts without renewal; a dead
+            maker's lease lapses after it (env ``LATM_LEASE_TTL``).
+        lease_wait_s: How long a request waits for another run making the same
+            tool before it gives up with an error (env ``LATM_LEASE_WAIT``).
     """
 
     maker_model: str = _env_str("LATM_MAKER_MODEL", "gpt-4o")
@@ -120,6 +133,11 @@ class Context:
     store_path: str | None = _env_str("LATM_STORE_PATH", None)
     maker_llm: Any = field(default=None, repr=False, compare=False)
     user_llm: Any = field(default=None, repr=False, compare=False)
+    database_url: str = _env_str("LATM_DATABASE_URL", "")
+    embeddings: str = _env_str("LATM_EMBEDDINGS", "")
+    max_tool_failures: int = _env_int("LATM_MAX_TOOL_FAILURES", 5)
+    lease_ttl_s: float = _env_float("LATM_LEASE_TTL", 600.0)
+    lease_wait_s: float = _env_float("LATM_LEASE_WAIT", 900.0)
 
     def __post_init__(self) -> None:
         """Check the numeric settings."""
@@ -133,6 +151,8 @@ class Context:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Context.{name} must be at least 1")
+        if self.max_tool_failures < 0 or self.lease_ttl_s <= 0 or self.lease_wait_s < 0:
+            raise ValueError("Context tool lifecycle settings must not be negative")
         if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
             raise ValueError("Context execution limits are too small")
 

@@ -174,6 +174,9 @@ class State(InputState, OutputState, total=False):
             a syntax error, ...), for the maker's next attempt.
         attempts: How many rounds of proposals the maker has made in this run.
         maker_messages: The conversation with the maker in this run.
+        lease: The tool-making lease this run holds (``key``, ``owner``), taken by
+            the dispatcher on a miss and released when the tool is stored or the
+            making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
     """
 
     route: Literal["hit", "miss", "stop"]
@@ -189,3 +192,4 @@ class State(InputState, OutputState, total=False):
     problem: str | None
     attempts: int
     maker_messages: Annotated[list[AnyMessage], add_messages]
+    lease: dict[str, Any] | None

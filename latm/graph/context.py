@@ -100,6 +100,9 @@ class Context:
             maker's lease lapses after it (env ``LATM_LEASE_TTL``).
         lease_wait_s: How long a request waits for another run making the same
             tool before it gives up with an error (env ``LATM_LEASE_WAIT``).
+        require_approval: Pause before storing a new tool until a person approves,
+            rejects or edits it (env ``LATM_REQUIRE_APPROVAL``; off by default;
+            needs a checkpointer, as on the LangGraph server).
     """
 
     maker_model: str = _env_str("LATM_MAKER_MODEL", "gpt-4o")
@@ -138,6 +141,7 @@ class Context:
     max_tool_failures: int = _env_int("LATM_MAX_TOOL_FAILURES", 5)
     lease_ttl_s: float = _env_float("LATM_LEASE_TTL", 600.0)
     lease_wait_s: float = _env_float("LATM_LEASE_WAIT", 900.0)
+    require_approval: bool = _env_bool("LATM_REQUIRE_APPROVAL", False)
 
     def __post_init__(self) -> None:
         """Check the numeric settings."""

@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
 from latm.graph.state import State
+from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
 from latm.repository import ToolRecord, UsageDemo
 
@@ -24,22 +25,40 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Build the tool record (signature, docstring, usage demos, report) and store it.
 
     This is the only node that writes to the repository, and it runs only
-    after verification passed.
+    after verification passed. With ``require_approval`` it first pauses for a
+    person's approval (see :mod:`latm.nodes.approval`); nothing before that
+    pause has side effects, as the node re-runs from its start on resume.
     """
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
     code, entry = state.get("code") or "", state.get("entry") or ""
+    task_type = state.get("task_type") or entry
+    report = state.get("report") or []
+    direct = bool(state.get("direct"))
+    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
+    if ctx.require_approval:
+        decision = review(
+            state,
+            runtime,
+            ctx,
+            task_type=task_type,
+            entry=entry,
+            version=repo.next_version(task_type),
+        )
+        if decision.error:
+            return {"error": decision.error}
+        code, report, direct = decision.code, decision.report, decision.direct
+        if decision.edited:
+            maker = f"{maker}, edited by a reviewer"
     try:
         signature, docstring = function_info(code, entry)
     except ReplyError as exc:
         return {"error": f"cannot wrap the verified tool: {exc}"}
-    task_type = state.get("task_type") or entry
     _, validation = split_examples(state, ctx)
     demos = [
         UsageDemo(question=ex["input"], call=call, answer=ex["target"])
         for ex, call in zip(validation, state.get("calls") or [], strict=False)
     ]
-    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     record = ToolRecord(
         name=entry,
         task_type=task_type,
@@ -49,10 +68,10 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         code=code,
         demos=demos,
         maker_model=maker,
-        verification=state.get("report") or [],
+        verification=report,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         version=repo.next_version(task_type),
-        direct_entry=DIRECT_ENTRY if state.get("direct") and ctx.direct_entry else None,
+        direct_entry=DIRECT_ENTRY if direct and ctx.direct_entry else None,
     )
     try:
         repo.put(record)

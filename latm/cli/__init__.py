@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "latm.cli.local",
     "latm.cli.doctor",
     "latm.cli.bench",
+    "latm.cli.serve",
 )
 
 

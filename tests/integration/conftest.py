@@ -80,6 +80,7 @@ class ServerProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, url: str) -> None:
         self.url = url
+        self.store_path = cwd / "tools.sqlite"
         self.log = cwd / "server.log"
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -181,6 +182,32 @@ def langgraph_server(
     server = ServerProcess(argv, server_env(fake_openai, work), work, f"http://127.0.0.1:{port}")
     try:
         server.wait_ready("/ok")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def langserve_server(
+    fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``latm serve --langserve`` (uvicorn) with its own SQLite tool repository."""
+    work = tmp_path_factory.mktemp("langserve")
+    port = free_port()
+    argv = [
+        executable("latm"),
+        "--store",
+        str(work / "tools.sqlite"),
+        "serve",
+        "--langserve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    server = ServerProcess(argv, server_env(fake_openai, work), work, f"http://127.0.0.1:{port}")
+    try:
+        server.wait_ready("/healthz")
         yield server
     finally:
         server.stop()

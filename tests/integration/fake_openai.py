@@ -5,7 +5,8 @@ LATM reaches its models with ``ChatOpenAI`` over HTTP, so a server process
 in the test process: point ``LATM_MAKER_BASE_URL`` at ``<url>/maker/v1`` and
 ``LATM_USER_BASE_URL`` at ``<url>/user/v1``. Each role replays its scripted
 replies in order and reports token usage; a request beyond the script gets
-HTTP 500 saying so. Every request body is recorded.
+HTTP 500 saying so. A scripted reply may be a function of the request body,
+for requests that arrive in no fixed order. Every request body is recorded.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeAlias
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+Reply: TypeAlias = str | Callable[[dict[str, Any]], str]
+"""A scripted reply: its text, or a function of the request body that returns it."""
 
 USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
 
@@ -31,7 +35,7 @@ class FakeOpenAI:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._replies: dict[str, deque[str]] = {}
+        self._replies: dict[str, deque[Reply]] = {}
         self._requests: dict[str, list[dict[str, Any]]] = {}
         self.app = Starlette(
             routes=[Route("/{role}/v1/chat/completions", self._complete, methods=["POST"])]
@@ -40,7 +44,7 @@ class FakeOpenAI:
         self._thread: threading.Thread | None = None
         self.url = ""
 
-    def script(self, role: str, replies: list[str]) -> None:
+    def script(self, role: str, replies: list[Reply]) -> None:
         """Queue replies for ``role`` (``maker`` or ``user``)."""
         with self._lock:
             self._replies.setdefault(role, deque()).extend(replies)
@@ -71,12 +75,13 @@ class FakeOpenAI:
         with self._lock:
             self._requests.setdefault(role, []).append(body)
             queue = self._replies.get(role)
-            text = queue.popleft() if queue else None
-        if text is None:
+            reply = queue.popleft() if queue else None
+        if reply is None:
             return JSONResponse(
                 {"error": {"message": f"no scripted reply left for the {role} model"}},
                 status_code=500,
             )
+        text = reply(body) if callable(reply) else reply
         model = body.get("model", "fake")
         if body.get("stream"):
             return StreamingResponse(self._chunks(model, text), media_type="text/event-stream")

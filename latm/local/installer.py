@@ -187,6 +187,8 @@ def pip_download(requirements: Sequence[str], dest: Path, *, sdist: bool, consol
         "--dest",
         str(dest),
     ]
+    if not console.is_terminal:
+        cmd.append("--quiet")  # no progress bars to show: keep logs short
     if sdist:
         # Only the named packages must come as source; their build tools may be wheels.
         names = ",".join(r.split("==", 1)[0] for r in requirements)
@@ -269,6 +271,7 @@ def _run_logged(
             assert proc.stdout is not None
             for line in proc.stdout:
                 fh.write(line)
+                fh.flush()
                 match = _PERCENT.match(line)
                 if match and progress is not None and task is not None:
                     progress.update(task, completed=int(match.group(1)))

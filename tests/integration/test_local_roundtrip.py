@@ -55,7 +55,7 @@ def test_make_then_use_ends_with_a_verified_tool_or_a_clean_error(
     out: dict[str, Any] = build_graph(store=InMemoryStore()).invoke(
         {"task": held_out["input"], "examples": examples}, context=ctx
     )
-    print(f"round trip: tool={out.get('tool')} answer={out.get('answer')!r} error={out.get('error')}")
+    print(f"round trip: tool={out.get('tool')} answer={out.get('answer')!r}", out.get("error"))
     assert set(out) >= {"answer", "error", "tool", "cache_hit"}, out
     assert out["cache_hit"] is False
     if out["tool"] is None:

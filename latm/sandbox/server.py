@@ -112,6 +112,8 @@ class Server:
         self.forks = 0
         self.pid = os.getpid()
         self._last_status = 0
+        self.generation = 0
+        self.workdir = os.path.join(self.scratch, "call-0")
 
     # -- start-up -----------------------------------------------------------
 
@@ -190,8 +192,7 @@ class Server:
         timeout = float(limits["timeout_s"])
         cap = int(limits["max_output_bytes"])
         self.forks += 1
-        workdir = os.path.join(self.scratch, f"call-{self.forks}")
-        os.mkdir(workdir, 0o700)
+        workdir = self._clean_workdir()
         read_end, write_end = os.pipe()
         started = time.monotonic()
         pid = os.fork()
@@ -207,7 +208,6 @@ class Server:
                 os._exit(status)
         os.close(write_end)
         data, verdict = self._collect(read_end, pid, started, timeout, result_cap(cap))
-        shutil.rmtree(workdir, ignore_errors=True)
         if verdict is None:
             verdict = self._parse(data)
         if verdict is None:
@@ -215,6 +215,28 @@ class Server:
         verdict["op"] = "result"
         verdict["duration_ms"] = (time.monotonic() - started) * 1000
         return verdict
+
+    def _clean_workdir(self) -> str:
+        """The calls' working directory, emptied of whatever the last call left.
+
+        Reused while calls leave it empty (creating and removing a directory per
+        call is slow on some file systems); a directory that cannot be emptied
+        is abandoned for a new one.
+        """
+        workdir = self.workdir
+        try:
+            os.chmod(workdir, 0o700)
+            with os.scandir(workdir) as entries:
+                dirty = any(True for _ in entries)
+        except OSError:
+            dirty = True
+        if dirty:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if os.path.lexists(workdir):
+                self.generation += 1
+                workdir = self.workdir = os.path.join(self.scratch, f"call-{self.generation}")
+            os.mkdir(workdir, 0o700)
+        return workdir
 
     def _child(
         self, workdir: str, code: str, call: str, limits: dict[str, Any], out: int

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from latm.sandbox.base import ExecLimits, ExecResult
+from latm.sandbox.server import result_cap
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -122,7 +124,9 @@ class SubprocessExecutor:
                 preexec_fn=_limit_resources(limits),
             )
             try:
-                stdout, _ = proc.communicate(timeout=limits.timeout_s)
+                stdout = _read_tail(proc, time.monotonic() + limits.timeout_s,
+                                    result_cap(limits.max_output_bytes))
+                proc.wait(timeout=max(0.0, started + limits.timeout_s - time.perf_counter()))
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 return ExecResult(
@@ -132,14 +136,38 @@ class SubprocessExecutor:
                 )
             finally:
                 _kill_group(proc)
-        result = parse_result(stdout[: limits.max_output_bytes * 4], proc.returncode,
-                              limits.max_output_bytes)
+        result = parse_result(stdout, proc.returncode, limits.max_output_bytes)
         if result.status == "killed" and proc.returncode == -signal.SIGXCPU:
             result = ExecResult("timeout", error="the tool exceeded its CPU time limit")
         return ExecResult(
             result.status, result.value, result.error, result.stdout,
             (time.perf_counter() - started) * 1000,
         )
+
+
+def _read_tail(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> bytes:
+    """Read the process's stdout until EOF, keeping only its last ``cap`` bytes.
+
+    Raises:
+        subprocess.TimeoutExpired: At the deadline.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    tail = bytearray()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise subprocess.TimeoutExpired(proc.args, 0)
+        if not poller.poll(max(1, int(remaining * 1000) + 1)):
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return bytes(tail)
+        tail += chunk
+        if len(tail) > cap:
+            del tail[: len(tail) - cap]
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

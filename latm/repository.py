@@ -1,21 +1,30 @@
 """The tool repository: verified tools kept in a LangGraph ``BaseStore``.
 
 Tools live under the namespace ``("latm", <namespace>, "tools")``, keyed by
-task type, as JSON documents validated by :class:`ToolRecord`. Search uses the
-store's semantic index when it has one and a lexical ranking over each tool's
-task type, description and demo questions otherwise.
+task type, as JSON documents validated by :class:`ToolRecord`; that is the
+latest version. Every version is also kept under ``("latm", <namespace>,
+"tool_versions")`` (key ``<task_type>:v<version>``), and use statistics under
+``("latm", <namespace>, "tool_stats")`` (see :class:`ToolStats`). Search uses
+the store's semantic index when it has one and a lexical ranking over each
+tool's task type, description and demo questions otherwise. A store that fails
+(the database went away) raises :class:`RepositoryError` with a clear message.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+import socket
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.store.base import BaseStore
 from langgraph.store.sqlite import SqliteStore
@@ -122,6 +131,46 @@ class ToolRecord(BaseModel):
         return f"{self.task_type}:{self.version}:{digest}"
 
 
+UseStatus = Literal["ok", "error", "timeout"]
+
+
+class RepositoryError(RuntimeError):
+    """The store behind the repository failed (the database is gone, refuses, ...)."""
+
+
+class ToolStats(BaseModel):
+    """Use statistics of one tool version, summed over every process that used it.
+
+    Attributes:
+        task_type: The tool's task type.
+        version: The tool version they count.
+        calls: Runs of the tool at use time.
+        failures: Runs that did not return an answer (raised, timed out, died,
+            or the code did not load).
+        timeouts: Failures that were timeouts.
+        last_error: The latest failure's message.
+        last_error_at: When it happened (ISO 8601).
+        last_used_at: When the tool last ran (ISO 8601).
+    """
+
+    task_type: str
+    version: int
+    calls: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    last_used_at: str | None = None
+
+
+_SHARD = f"{socket.gethostname()}-{os.getpid()}"
+_STATS_LOCK = threading.Lock()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def _tokens(text: str) -> list[str]:
     return [t for t in _WORD.findall(text.lower()) if t not in _STOP and len(t) > 1]
 
@@ -169,9 +218,25 @@ class ToolRepository:
             namespace: The tenant or app whose tools these are.
         """
         self.store = store
+        self.tenant = namespace
         self.namespace = ("latm", namespace, "tools")
+        self.versions_namespace = ("latm", namespace, "tool_versions")
+        self.stats_namespace = ("latm", namespace, "tool_stats")
 
-    def _load(self, value: dict[str, Any], key: str) -> ToolRecord | None:
+    @contextmanager
+    def guard(self, doing: str) -> Iterator[None]:
+        """Turn a failure of the store into a :class:`RepositoryError` saying what failed."""
+        try:
+            yield
+        except RepositoryError:
+            raise
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise RepositoryError(
+                f"the tool repository is unavailable ({doing}): {type(exc).__name__}: {detail}"
+            ) from exc
+
+    def _load(self, value: Any, key: str) -> ToolRecord | None:
         try:
             return ToolRecord.model_validate(value)
         except ValidationError as exc:
@@ -180,41 +245,116 @@ class ToolRepository:
 
     def get(self, task_type: str) -> ToolRecord | None:
         """Return the tool stored for ``task_type``, or ``None``."""
-        item = self.store.get(self.namespace, task_type)
+        with self.guard(f"reading tool {task_type!r}"):
+            item = self.store.get(self.namespace, task_type)
         return self._load(item.value, item.key) if item else None
 
     def put(self, record: ToolRecord) -> None:
-        """Store ``record`` under its task type, replacing any older version."""
+        """Store ``record`` as the latest tool of its task type, keeping every version."""
         value = record.model_dump(mode="json")
-        value["search_text"] = record.search_text
-        self.store.put(self.namespace, record.task_type, value, index=["search_text"])
+        with self.guard(f"storing tool {record.task_type!r}"):
+            version_key = f"{record.task_type}:v{record.version}"
+            self.store.put(self.versions_namespace, version_key, value, index=False)
+            self.store.put(
+                self.namespace,
+                record.task_type,
+                {**value, "search_text": record.search_text},
+                index=["search_text"],
+            )
 
     def delete(self, task_type: str) -> bool:
-        """Remove a tool; returns whether it existed."""
-        if self.store.get(self.namespace, task_type) is None:
-            return False
-        self.store.delete(self.namespace, task_type)
-        return True
+        """Remove a tool with its version history and statistics; returns whether it existed."""
+        with self.guard(f"removing tool {task_type!r}"):
+            existed = self.store.get(self.namespace, task_type) is not None
+            for item in self._items(self.versions_namespace, {"task_type": task_type}):
+                self.store.delete(self.versions_namespace, item.key)
+            for item in self._items(self.stats_namespace, {"task_type": task_type}):
+                self.store.delete(self.stats_namespace, item.key)
+            if existed:
+                self.store.delete(self.namespace, task_type)
+        return existed
 
-    def records(self) -> list[ToolRecord]:
-        """All readable tools, sorted by task type."""
-        records = []
+    def _items(self, namespace: tuple[str, ...], where: dict[str, Any] | None = None) -> list[Any]:
+        items: list[Any] = []
         offset = 0
         while True:
-            items = self.store.search(self.namespace, limit=100, offset=offset)
-            for item in items:
-                record = self._load(item.value, item.key)
-                if record:
-                    records.append(record)
-            if len(items) < 100:
-                break
+            page = self.store.search(namespace, filter=where, limit=100, offset=offset)
+            items.extend(item for item in page if item.namespace == namespace)
+            if len(page) < 100:
+                return items
             offset += 100
-        return sorted(records, key=lambda r: r.task_type)
+
+    def records(self) -> list[ToolRecord]:
+        """All readable tools (their latest versions), sorted by task type."""
+        with self.guard("listing tools"):
+            items = self._items(self.namespace)
+        loaded = (self._load(item.value, item.key) for item in items)
+        return sorted((r for r in loaded if r is not None), key=lambda r: r.task_type)
+
+    def versions(self, task_type: str) -> list[ToolRecord]:
+        """Every readable stored version of a tool, oldest first."""
+        with self.guard(f"reading the versions of {task_type!r}"):
+            items = self._items(self.versions_namespace, {"task_type": task_type})
+        loaded = (self._load(item.value, item.key) for item in items)
+        found = [r for r in loaded if r is not None and r.task_type == task_type]
+        return sorted(found, key=lambda r: r.version)
 
     def next_version(self, task_type: str) -> int:
-        """The version number a new tool for ``task_type`` gets."""
+        """The version number a new tool for ``task_type`` gets (past every kept version)."""
         current = self.get(task_type)
-        return current.version + 1 if current else 1
+        known = [r.version for r in self.versions(task_type)]
+        if current is not None:
+            known.append(current.version)
+        return max(known, default=0) + 1
+
+    def stats(self, task_type: str, version: int) -> ToolStats:
+        """The use statistics of one tool version (zero when it was never used)."""
+        total = ToolStats(task_type=task_type, version=version)
+        with self.guard(f"reading the statistics of {task_type!r}"):
+            items = self._items(self.stats_namespace, {"task_type": task_type, "version": version})
+        for item in items:
+            try:
+                shard = ToolStats.model_validate(item.value)
+            except ValidationError:
+                log.warning("skipping unreadable statistics record %r", item.key)
+                continue
+            total.calls += shard.calls
+            total.failures += shard.failures
+            total.timeouts += shard.timeouts
+            if (shard.last_error_at or "") > (total.last_error_at or ""):
+                total.last_error, total.last_error_at = shard.last_error, shard.last_error_at
+            if (shard.last_used_at or "") > (total.last_used_at or ""):
+                total.last_used_at = shard.last_used_at
+        return total
+
+    def record_use(
+        self, record: ToolRecord, status: UseStatus, error: str | None = None
+    ) -> ToolStats:
+        """Count one use of a tool version: a success, an error or a timeout.
+
+        Each process writes its own record (its shard), under a lock, so that
+        replicas never overwrite each other's counts; :meth:`stats` sums them.
+
+        Returns:
+            The summed statistics after this use.
+        """
+        key = f"{record.task_type}:v{record.version}:{_SHARD}"
+        with _STATS_LOCK, self.guard(f"recording a use of {record.task_type!r}"):
+            item = self.store.get(self.stats_namespace, key)
+            try:
+                shard = ToolStats.model_validate(item.value if item else {})
+            except ValidationError:
+                shard = ToolStats(task_type=record.task_type, version=record.version)
+            now = _now()
+            shard.calls += 1
+            shard.last_used_at = now
+            if status != "ok":
+                shard.failures += 1
+                shard.timeouts += status == "timeout"
+                shard.last_error = (error or status)[:500]
+                shard.last_error_at = now
+            self.store.put(self.stats_namespace, key, shard.model_dump(mode="json"), index=False)
+        return self.stats(record.task_type, record.version)
 
     def search(self, query: str, limit: int = 3) -> list[tuple[ToolRecord, float]]:
         """Find the tools that best fit a request.
@@ -229,7 +369,8 @@ class ToolRepository:
         Returns:
             ``(record, score)`` pairs, best first.
         """
-        items = self.store.search(self.namespace, query=query, limit=limit)
+        with self.guard("searching tools"):
+            items = self.store.search(self.namespace, query=query, limit=limit)
         if items and all(item.score is not None for item in items):
             found = [(self._load(i.value, i.key), float(i.score or 0.0)) for i in items]
             return [(r, s) for r, s in found if r is not None]

@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 
 from latm.graph.context import Context
 from latm.graph.state import Example, State
-from latm.repository import ToolRepository, open_local_store
+from latm.repository import RepositoryError, ToolRepository
 from latm.sandbox import ExecLimits, Executor, get_executor
 
 
@@ -25,9 +25,19 @@ def get_context(runtime: Runtime[Context]) -> Context:
 
 
 def get_repository(runtime: Runtime[Context], ctx: Context) -> ToolRepository:
-    """The tool repository: the run's store, or the local SQLite file without one."""
-    store = runtime.store if runtime.store is not None else open_local_store(ctx.store_path)
-    return ToolRepository(store, ctx.namespace)
+    """The tool repository: the run's store, or the configured backend's without one.
+
+    Raises:
+        RepositoryError: The configured database cannot be opened.
+    """
+    if runtime.store is not None:
+        return ToolRepository(runtime.store, ctx.namespace)
+    from latm.backends import BackendError, backend_for
+
+    try:
+        return ToolRepository(backend_for(ctx).store, ctx.namespace)
+    except BackendError as exc:
+        raise RepositoryError(f"the tool repository is unavailable: {exc}") from exc
 
 
 def get_limits(ctx: Context) -> ExecLimits:

@@ -12,10 +12,11 @@ from pydantic import BaseModel, Field
 
 from latm.graph.context import Context
 from latm.graph.state import Example, State
+from latm.lifecycle import claim, retired, store_errors, usable
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_repository
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
-from latm.repository import ToolRecord
+from latm.repository import ToolRecord, ToolRepository
 
 TASK_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -46,6 +47,7 @@ def _fresh_run() -> dict[str, Any]:
         "problem": None,
         "attempts": 0,
         "maker_messages": Overwrite([]),
+        "lease": None,
     }
 
 
@@ -92,13 +94,36 @@ def _hit(record: ToolRecord, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _miss(
+    update: dict[str, Any],
+    state: State,
+    runtime: Runtime[Context],
+    repo: ToolRepository,
+    examples: list[Example],
+    reason: str,
+) -> dict[str, Any]:
+    """A miss: take the lease to make the tool, or use the one another run just made."""
+    got = claim(repo, get_context(runtime), state.get("task_type"), examples)
+    if got.kind == "error":
+        return {**update, "route": "stop", "error": got.error}
+    if got.record is not None:
+        emit(runtime, "dispatcher", "hit", tool=got.record.task_type, by="lease")
+        hit = _hit(got.record)
+        return {**update, **hit, "route": hit["route"] if state.get("task") else "stop"}
+    emit(runtime, "dispatcher", "miss", reason=reason)
+    return {**update, "route": "miss", "lease": got.lease}
+
+
+@store_errors(reset=_fresh_run)
 def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Route the request: a fitting cached tool answers it, or a new tool is made.
 
     An exact ``task_type`` match wins without any model call. Otherwise the
     repository is searched and the user model confirms the best candidate or
-    answers "none". A miss without examples ends the run with an error that
-    names the closest tools.
+    answers "none". Retired tools (too many use-time failures) are skipped. A
+    miss takes the tool-making lease, so that concurrent requests make one
+    tool (:mod:`latm.lifecycle`). A miss without examples ends the run with an
+    error that names the closest tools.
     """
     update = _fresh_run()
     problem, examples = check_request(state)
@@ -112,23 +137,25 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     task_type = state.get("task_type")
 
     if examples and (state.get("make") or not task):
-        emit(runtime, "dispatcher", "miss", reason="tool making was asked for")
-        return {**update, "route": "miss"}
+        return _miss(update, state, runtime, repo, examples, "tool making was asked for")
     if task_type:
         record = repo.get(task_type)
-        if record is not None:
+        why = retired(repo, record, ctx) if record is not None else None
+        if record is not None and why is None:
             emit(runtime, "dispatcher", "hit", tool=record.task_type, by="task_type")
             return {**update, **_hit(record)}
         if examples:
-            emit(runtime, "dispatcher", "miss", reason=f"no tool for task type {task_type!r}")
-            return {**update, "route": "miss"}
+            reason = why or f"no tool for task type {task_type!r}"
+            return _miss(update, state, runtime, repo, examples, reason)
         return {
             **update,
             "route": "stop",
-            "error": f"no tool for task type {task_type!r} and no examples to make one",
+            "error": f"{why}; pass 'examples' to re-make it"
+            if why
+            else f"no tool for task type {task_type!r} and no examples to make one",
         }
 
-    found = repo.search(task, limit=ctx.dispatch_candidates)
+    found = usable(repo, repo.search(task, limit=ctx.dispatch_candidates), ctx)
     update["candidates"] = [r.task_type for r, _ in found]
     if found:
         tools = "\n".join(f"- {r.task_type}: {r.description}" for r, _ in found)
@@ -146,8 +173,7 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             emit(runtime, "dispatcher", "hit", tool=picked.task_type, by="search")
             return {**update, **_hit(picked)}
     if examples:
-        emit(runtime, "dispatcher", "miss", reason="no cached tool fits")
-        return {**update, "route": "miss"}
+        return _miss(update, state, runtime, repo, examples, "no cached tool fits")
     closest = ", ".join(update["candidates"]) or "none (the repository is empty)"
     return {
         **update,

@@ -14,6 +14,7 @@ from langgraph.runtime import Runtime
 from latm.codeparse import ReplyError, parse_proposal
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, TokenUsage, merge_usage
+from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples
 from latm.prompts import (
@@ -101,6 +102,7 @@ def _candidate(
     )
 
 
+@holds_lease
 def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the maker for one candidate tool, or for a fix of the round's best one.
 

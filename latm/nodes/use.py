@@ -11,6 +11,7 @@ from latm.answers import normalize_answer
 from latm.codeparse import ReplyError, parse_call
 from latm.graph.context import Context
 from latm.graph.state import State
+from latm.lifecycle import record_use
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, get_limits, get_tool_executor
 from latm.prompts import USE_SYSTEM, USE_USER
@@ -39,6 +40,8 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if record.direct_entry and ctx.direct_entry:
         call = f"{record.direct_entry}({task!r})"
         result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
+        if result.status != "error":  # an error falls back to the call the user model writes
+            record_use(runtime, ctx, record, result)
         if result.ok and result.value is not None:
             answer = normalize_answer(result.value, task)
             emit(runtime, "use", "answer", answer=answer, path="direct")
@@ -71,6 +74,7 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"usage": usage, "error": f"the user model could not use tool {name}: {exc}"}
     emit(runtime, "use", "call", tool=record.task_type, call=call)
     result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
+    record_use(runtime, ctx, record, result)
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)
         return {

@@ -23,6 +23,7 @@ from latm.checks import hardcoded
 from latm.codeparse import DIRECT_ENTRY
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State
+from latm.lifecycle import holds_lease
 from latm.nodes.common import emit, get_context, get_limits, get_tool_executor, split_examples
 from latm.sandbox import ExecLimits, ExecResult, Executor, SandboxUnavailableError
 
@@ -164,6 +165,7 @@ def _conversation(candidate: Candidate) -> list[BaseMessage]:
     return [*messages, AIMessage(candidate["reply"])]
 
 
+@holds_lease
 def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Check the round's candidates and keep the best.
 

@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
 from latm.graph.state import State
+from latm.lifecycle import holds_lease, store_errors
 from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
 from latm.repository import ToolRecord, UsageDemo
@@ -21,6 +22,8 @@ def describe(docstring: str, task_type: str) -> str:
     return " ".join(first.split()) or f"Solves {task_type.replace('_', ' ')} problems."
 
 
+@holds_lease
+@store_errors()
 def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Build the tool record (signature, docstring, usage demos, report) and store it.
 

@@ -1,0 +1,366 @@
+"""The tool lifecycle: one maker per new task, use statistics and retirement.
+
+**Leases.** When N requests for the same new task arrive at once, exactly one
+makes the tool; the others wait for it and then use it. On a miss the
+dispatcher takes a *lease* on the task's key (its ``task_type``; without one,
+``ex-`` and a hash of the examples, since the tool's name is only known after
+the maker names its function). The lease is released by ``wrap`` once the tool
+is stored, or by the node that ends the making with an error; it is renewed by
+``propose`` and ``verify`` and lapses ``Context.lease_ttl_s`` after its last
+renewal, so a dead maker blocks nobody for long. A request that finds the lease
+held polls the store until the holder reports a new tool (it then answers from
+it, a cache hit), the lease lapses (it takes over), or ``Context.lease_wait_s``
+passes (a clear error).
+
+The lease uses only the ``BaseStore`` API (get, put, search, delete), so it
+works the same on SQLite, PostgreSQL, the in-memory store and the store a
+LangGraph server supplies. As a store has no compare-and-set, mutual exclusion
+is Lamport's bakery algorithm over store records: each contender writes a
+"choosing" record, then a ticket one above every ticket it sees, then waits
+until no one is choosing and no live ticket is smaller. It is exact as long as
+each store operation is atomic and a finished write is seen by later reads,
+which SQLite, PostgreSQL and the in-memory store give.
+
+**Statistics and retirement.** ``use`` counts every run of a tool (calls,
+failures, timeouts, last error) per version; once a version has failed
+``Context.max_tool_failures`` times the dispatcher stops routing to it and
+re-makes it (a new version, the history kept) when the request has examples.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+from langgraph.runtime import Runtime
+
+from latm.graph.context import Context
+from latm.graph.state import Example, State
+from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats, UseStatus
+from latm.sandbox import ExecResult
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+"""How often a waiting request looks at the store again (with some jitter)."""
+
+Node = TypeVar("Node", bound=Callable[..., dict[str, Any]])
+
+
+# ---------------------------------------------------------------- retirement
+
+
+def retired(repo: ToolRepository, record: ToolRecord, ctx: Context) -> str | None:
+    """Why a tool version must not answer any more, or ``None`` when it may.
+
+    A version is retired once its use-time failures reach ``ctx.max_tool_failures``
+    (0 never retires).
+    """
+    if ctx.max_tool_failures <= 0:
+        return None
+    stats = repo.stats(record.task_type, record.version)
+    if stats.failures < ctx.max_tool_failures:
+        return None
+    last = f"; last error: {stats.last_error}" if stats.last_error else ""
+    return (
+        f"tool {record.task_type} v{record.version} is retired after {stats.failures} "
+        f"failures in {stats.calls} uses{last}"
+    )
+
+
+def usable(
+    repo: ToolRepository, found: list[tuple[ToolRecord, float]], ctx: Context
+) -> list[tuple[ToolRecord, float]]:
+    """The search results without retired tools."""
+    return [(r, s) for r, s in found if retired(repo, r, ctx) is None]
+
+
+def record_use(
+    runtime: Runtime[Context], ctx: Context, record: ToolRecord, result: ExecResult
+) -> ToolStats | None:
+    """Count one run of a tool at use time; never fails the run (a warning instead)."""
+    from latm.nodes.common import get_repository
+
+    status: UseStatus = "ok" if result.ok and result.value is not None else "error"
+    if result.status == "timeout":
+        status = "timeout"
+    error = None if status == "ok" else f"{result.status}: {result.error}"
+    try:
+        return get_repository(runtime, ctx).record_use(record, status, error)
+    except RepositoryError as exc:
+        log.warning("could not record the use of %s: %s", record.task_type, exc)
+        return None
+
+
+# ------------------------------------------------------------------- leases
+
+
+def lease_key(task_type: str | None, examples: list[Example]) -> str:
+    """The key of the tool a miss would make: its task type, or a hash of the examples."""
+    if task_type:
+        return task_type
+    canonical = json.dumps(
+        [[e["input"], e["target"]] for e in examples], ensure_ascii=False, separators=(",", ":")
+    )
+    return "ex-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _lease_ns(repo: ToolRepository, key: str) -> tuple[str, ...]:
+    return ("latm", repo.tenant, "leases", key)
+
+
+def _made_ns(repo: ToolRepository) -> tuple[str, ...]:
+    return ("latm", repo.tenant, "made")
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One contender's record in a lease's bakery."""
+
+    owner: str
+    choosing: bool
+    number: int
+    expires_at: float
+
+    @classmethod
+    def parse(cls, value: Any) -> Ticket | None:
+        """Read a ticket record; ``None`` when it is not one (foreign or corrupt)."""
+        try:
+            return cls(
+                owner=str(value["owner"]),
+                choosing=bool(value["choosing"]),
+                number=int(value["number"]),
+                expires_at=float(value["expires_at"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _tickets(repo: ToolRepository, key: str) -> list[Ticket]:
+    """The live tickets of a lease; lapsed and unreadable ones are removed."""
+    ns = _lease_ns(repo, key)
+    now = time.time()
+    live = []
+    for item in repo.store.search(ns, limit=1000):
+        ticket = Ticket.parse(item.value)
+        if ticket is None or ticket.expires_at < now:
+            repo.store.delete(ns, item.key)
+            continue
+        live.append(ticket)
+    return live
+
+
+def _write_ticket(repo: ToolRepository, key: str, ticket: Ticket) -> None:
+    value = {
+        "owner": ticket.owner,
+        "choosing": ticket.choosing,
+        "number": ticket.number,
+        "expires_at": ticket.expires_at,
+    }
+    repo.store.put(_lease_ns(repo, key), ticket.owner, value, index=False)
+
+
+def _made(repo: ToolRepository, key: str) -> dict[str, Any] | None:
+    item = repo.store.get(_made_ns(repo), key)
+    return item.value if item and isinstance(item.value, dict) else None
+
+
+@dataclass
+class Claim:
+    """The outcome of a miss: make the tool (holding ``lease``), use a new one, or fail."""
+
+    kind: Literal["make", "hit", "error"]
+    lease: dict[str, Any] | None = None
+    record: ToolRecord | None = None
+    error: str | None = None
+    waited_s: float = 0.0
+
+
+def _fresh_tool(
+    repo: ToolRepository, key: str, task_type: str | None, seen: tuple[Any, int]
+) -> ToolRecord | None:
+    """A tool made by someone else since ``seen`` (the ``made`` marker and version then)."""
+    made = _made(repo, key)
+    if made is not None and made.get("id") != seen[0]:
+        record = repo.get(str(made.get("task_type") or ""))
+        if record is not None:
+            return record
+    if task_type:
+        record = repo.get(task_type)
+        if record is not None and record.version > seen[1]:
+            return record
+    return None
+
+
+def claim(
+    repo: ToolRepository,
+    ctx: Context,
+    task_type: str | None,
+    examples: list[Example],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Claim:
+    """Take the lease to make a tool, or wait for the run that holds it.
+
+    Args:
+        repo: The tool repository.
+        ctx: The run's context (lease TTL and wait).
+        task_type: The requested task type, if any.
+        examples: The request's examples (the lease key without a task type).
+        sleep: How to wait between polls (tests pass a fake).
+
+    Returns:
+        ``make`` with the lease to hold; ``hit`` with a tool another run made
+        meanwhile; or ``error`` when the wait timed out.
+    """
+    with repo.guard("taking the tool-making lease"):
+        return _claim(repo, ctx, task_type, examples, sleep)
+
+
+def _owner() -> str:
+    """Who holds a lease: the run's thread when it has one, else a fresh id.
+
+    A run resumed from its checkpoint is the same owner, so it keeps its lease.
+    """
+    try:
+        from langgraph.config import get_config
+
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:  # called outside a graph run
+        thread = None
+    if thread:
+        return "thread-" + hashlib.sha256(str(thread).encode()).hexdigest()[:32]
+    return uuid.uuid4().hex
+
+
+def _claim(
+    repo: ToolRepository,
+    ctx: Context,
+    task_type: str | None,
+    examples: list[Example],
+    sleep: Callable[[float], None],
+) -> Claim:
+    key = lease_key(task_type, examples)
+    owner = _owner()
+    started = time.monotonic()
+    made = _made(repo, key)
+    current = repo.get(task_type) if task_type else None
+    seen = (made.get("id") if made else None, current.version if current else 0)
+
+    def ticket(choosing: bool, number: int) -> Ticket:
+        return Ticket(owner, choosing, number, time.time() + ctx.lease_ttl_s)
+
+    _write_ticket(repo, key, ticket(True, 0))
+    number = 1 + max((t.number for t in _tickets(repo, key)), default=0)
+    _write_ticket(repo, key, ticket(False, number))
+    lease = {"key": key, "owner": owner, "number": number}
+    blockers: list[Ticket] = []
+    while True:
+        fresh = _fresh_tool(repo, key, task_type, seen)
+        if fresh is not None:
+            release(repo, lease)
+            return Claim("hit", record=fresh, waited_s=time.monotonic() - started)
+        blockers = [
+            t
+            for t in _tickets(repo, key)
+            if t.owner != owner and (t.choosing or (t.number, t.owner) < (number, owner))
+        ]
+        if not blockers:
+            return Claim("make", lease=lease, waited_s=time.monotonic() - started)
+        if time.monotonic() - started >= ctx.lease_wait_s:
+            release(repo, lease)
+            return Claim(
+                "error",
+                error=(
+                    f"another run is making the tool for {key!r}; gave up waiting for it "
+                    f"after {ctx.lease_wait_s:g} s (its lease lapses {ctx.lease_ttl_s:g} s "
+                    "after its last sign of life). Try again later."
+                ),
+                waited_s=time.monotonic() - started,
+            )
+        sleep(POLL_S * (0.5 + random.random()))
+
+
+def renew(repo: ToolRepository, lease: dict[str, Any], ctx: Context) -> None:
+    """Extend a held lease by ``ctx.lease_ttl_s`` (a sign of life of the maker)."""
+    ticket = Ticket(lease["owner"], False, int(lease["number"]), time.time() + ctx.lease_ttl_s)
+    _write_ticket(repo, lease["key"], ticket)
+
+
+def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None = None) -> None:
+    """Give a lease back; with ``made``, first tell the waiters which tool was made."""
+    if made is not None:
+        marker = {
+            "id": uuid.uuid4().hex,
+            "task_type": made.task_type,
+            "version": made.version,
+            "at": time.time(),
+        }
+        repo.store.put(_made_ns(repo), lease["key"], marker, index=False)
+    repo.store.delete(_lease_ns(repo, lease["key"]), lease["owner"])
+
+
+def holds_lease(node: Node) -> Node:
+    """Wrap a tool-making node: renew the run's lease, or release it when making ends.
+
+    Making ends when the node stores a tool (its update has a ``tool``) or
+    fails (its update has an ``error``); the update then clears ``lease``. A
+    store failure here is logged, never raised: the lease lapses on its own.
+    """
+
+    @functools.wraps(node)
+    def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        update = node(state, runtime)
+        lease = state.get("lease")
+        if not lease:
+            return update
+        from latm.nodes.common import get_context, get_repository
+
+        ctx = get_context(runtime)
+        try:
+            repo = get_repository(runtime, ctx)
+            with repo.guard("updating the tool-making lease"):
+                if update.get("error"):
+                    release(repo, lease)
+                elif update.get("tool_record") and update.get("tool"):
+                    made = ToolRecord.model_validate(update["tool_record"])
+                    release(repo, lease, made=made)
+                else:
+                    renew(repo, lease, ctx)
+                    return update
+        except Exception as exc:
+            log.warning("could not update the lease on %s: %s", lease.get("key"), exc)
+        return {**update, "lease": None}
+
+    return cast(Node, run)
+
+
+def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[[Node], Node]:
+    """Wrap a node so that a failing store ends the run with a clear ``error``.
+
+    Args:
+        reset: State updates to return with the error (e.g. a fresh run's).
+    """
+
+    def decorate(node: Node) -> Node:
+        @functools.wraps(node)
+        def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+            try:
+                return node(state, runtime)
+            except RepositoryError as exc:
+                runtime.stream_writer(
+                    {"node": node.__name__, "event": "store_error", "error": str(exc)}
+                )
+                return {**(reset() if reset else {}), "route": "stop", "error": str(exc)}
+
+        return cast(Node, run)
+
+    return decorate

@@ -10,6 +10,7 @@ weaker runs generated code only with the explicit opt-in
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 
 from latm.sandbox import probe as _tiers
@@ -47,6 +48,7 @@ EXECUTOR_NAMES = ("auto", "bwrap", "landlock", "subprocess")
 
 _lock = threading.Lock()
 _instances: dict[str, Executor] = {}
+_owner_pid = os.getpid()
 
 
 def resolve(name: str = "auto", *, allow_unsandboxed: bool = False) -> Choice:
@@ -82,7 +84,11 @@ def get_executor(name: str = "auto", *, allow_unsandboxed: bool = False) -> Exec
     choice = resolve(name, allow_unsandboxed=allow_unsandboxed)
     if choice.tier is None:
         return RefusingExecutor(choice.reason)
+    global _owner_pid
     with _lock:
+        if _owner_pid != os.getpid():  # a forked host: the parent's sandboxes are not ours
+            _instances.clear()
+            _owner_pid = os.getpid()
         executor = _instances.get(choice.tier.name)
         if executor is None:
             if choice.tier.config is not None:
@@ -104,7 +110,7 @@ def describe_isolation(executor: Executor) -> str:
 def close_executors() -> None:
     """Stop every cached executor's processes (also run at interpreter exit)."""
     with _lock:
-        executors = list(_instances.values())
+        executors = list(_instances.values()) if _owner_pid == os.getpid() else []
         _instances.clear()
     for executor in executors:
         close = getattr(executor, "close", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from latm.sandbox import (
     get_executor,
 )
 from latm.sandbox.executor import SandboxExecutor
-from latm.sandbox.probe import ProbeReport, TierStatus, choose, probe, run_probe
+from latm.sandbox.probe import ProbeReport, TierStatus, choose, probe, run_probe, smoke_test
 
 LIMITS = ExecLimits(timeout_s=10.0, memory_mb=512, max_output_bytes=65536)
 
@@ -365,3 +366,38 @@ def test_probe_reports_facts_for_doctor() -> None:
     assert {"sandbox user", "landlock", "seccomp", "interpreter", "bubblewrap"} <= set(facts)
     if os.geteuid() == 0:
         assert "dropped from root" in facts["sandbox user"]
+
+
+@linux_only
+@pytest.mark.parametrize("abi", [1, 3, 5])
+def test_older_landlock_abis_still_hold(tier: TierStatus, abi: int) -> None:
+    """Without Landlock's TCP rules (ABI < 4) or signal scoping (ABI < 6), seccomp still holds."""
+    assert tier.config is not None
+    if tier.config.landlock_abi < abi:
+        pytest.skip(f"the kernel's Landlock ABI is {tier.config.landlock_abi}")
+    config = dataclasses.replace(tier.config, landlock_abi=abi)
+    assert smoke_test(config) is None
+    ex = SandboxExecutor(config, prestart=False)
+    try:
+        code = (
+            "import os, socket\n"
+            "def tool():\n"
+            "    hits = []\n"
+            "    for name, attempt in (\n"
+            "        ('passwd', lambda: open('/etc/passwd').read()),\n"
+            "        ('write', lambda: open('/tmp/latm-abi-probe', 'w').write('x')),\n"
+            "        ('socket', lambda: socket.socket()),\n"
+            "        ('signal', lambda: os.kill(os.getppid(), 0)),\n"
+            "    ):\n"
+            "        try:\n"
+            "            attempt()\n"
+            "            hits.append(name)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    return 'hit ' + ' '.join(hits) if hits else 'sealed'\n"
+        )
+        for key in (None, f"abi:{abi}:x"):
+            assert ex.run(code, ["tool()"], LIMITS, cache_key=key)[0].value == "sealed"
+        assert not Path("/tmp/latm-abi-probe").exists()
+    finally:
+        ex.close()

@@ -80,11 +80,18 @@ def _fresh_process(config: SandboxConfig) -> Callable[[int], str | None]:
     return one
 
 
+def _executor_call(executor: SandboxExecutor, cache_key: str | None) -> Callable[[int], str | None]:
+    def one(i: int) -> str | None:
+        return executor.run(TOOL, [_call(i)], LIMITS, cache_key=cache_key)[0].value
+
+    return one
+
+
 def _row(path: str, samples: list[float]) -> str:
     ordered = sorted(samples)
 
     def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
     return (
         f"{path:<34} {len(samples):>5} {pct(50):>9.3f} {pct(90):>9.3f} {pct(99):>9.3f} "
@@ -125,11 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(f"{label}: fresh process", _time(fresh_calls, _fresh_process(tier.config))))
         executor = SandboxExecutor(tier.config, max_calls_per_worker=max(1000, calls + 10))
         try:
-            verify = _time(calls, lambda i: executor.run(TOOL, [_call(i)], LIMITS)[0].value)
-            warm = _time(
-                calls,
-                lambda i: executor.run(TOOL, [_call(i)], LIMITS, cache_key="bench:1:tool")[0].value,
-            )
+            verify = _time(calls, _executor_call(executor, None))
+            warm = _time(calls, _executor_call(executor, "bench:1:tool"))
         finally:
             executor.close()
         print(_row(f"{label}: verification", verify))

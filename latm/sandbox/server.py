@@ -26,6 +26,7 @@ answers length-prefixed JSON requests on the control pipe:
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -135,6 +136,8 @@ class Server:
         for name in PRELOAD:
             with contextlib.suppress(ImportError):
                 __import__(name)
+        gc.collect()
+        gc.freeze()  # forked children then leave these objects' pages shared
         paths = [str(p) for p in self.config["ro_paths"]]
         paths += [p for p in sys.path if p and os.path.isdir(p)]
         self.ro_rules = [(p, confine.READ_ONLY) for p in paths]

@@ -401,3 +401,25 @@ def test_older_landlock_abis_still_hold(tier: TierStatus, abi: int) -> None:
         assert not Path("/tmp/latm-abi-probe").exists()
     finally:
         ex.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("    while True:\n        pass\n", "timeout"),
+        ("    import time\n    time.sleep(30)\n", "timeout"),
+        ("    return len(bytearray(4 * 1024 ** 3))\n", "error"),
+        ("    import os\n    os._exit(3)\n", "killed"),
+        ("    import os\n    os.write(1, b'x' * (64 * 1024 * 1024))\n    return 5\n", "ok"),
+        ("    print('y' * 10 ** 7)\n    return 'z' * 10 ** 6\n", "error"),
+    ],
+    ids=["while-true", "sleep", "4gb", "exit", "stdout-flood", "huge-result"],
+)
+def test_forced_tier_3_still_contains_resource_abuse(body: str, expected: str) -> None:
+    executor = get_executor("subprocess", allow_unsandboxed=True)
+    limits = ExecLimits(timeout_s=1.0, memory_mb=512, max_output_bytes=1000)
+    started = time.monotonic()
+    result = executor.run("def tool():\n" + body, ["tool()"], limits)[0]
+    assert result.status == expected, result
+    assert time.monotonic() - started < 4
+    assert len(result.stdout) <= 1000 and len(result.value or "") <= 1000

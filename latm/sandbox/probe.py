@@ -35,6 +35,7 @@ from latm.sandbox.process import (
     SandboxStartError,
     SandboxTimeout,
     Tier,
+    bwrap_options,
     running,
 )
 
@@ -318,7 +319,13 @@ def run_probe() -> ProbeReport:
         interpreter, python_note = _find_interpreter(uid, gid)
         facts.append(("interpreter", python_note))
         bwrap = shutil.which("bwrap")
-        facts.append(("bubblewrap", bwrap or "not installed (apt-get install -y bubblewrap)"))
+        known = bwrap_options(bwrap) if bwrap else frozenset()
+        if bwrap:
+            lacking = [o for o in ("--disable-userns", "--size") if o not in known]
+            extra = f" (older: lacks {', '.join(lacking)})" if lacking else ""
+            facts.append(("bubblewrap", bwrap + extra))
+        else:
+            facts.append(("bubblewrap", "not installed (apt-get install -y bubblewrap)"))
         missing = []
         if os.geteuid() == 0 and uid is None:
             missing.append(who)
@@ -342,6 +349,7 @@ def run_probe() -> ProbeReport:
                 tier=tier, python=interpreter.path, python_paths=interpreter.paths,
                 bind_dirs=interpreter.bind_dirs, landlock_abi=abi, seccomp=programs,
                 uid=uid, gid=gid, bwrap=bwrap if tier == "bwrap" else None,
+                bwrap_options=known if tier == "bwrap" else frozenset(),
             )
             failure = smoke_test(config)
             if failure is None:

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -106,6 +107,9 @@ class SandboxConfig:
         uid: Unprivileged uid to run as, or ``None`` to keep the host's (non-root) uid.
         gid: Its gid.
         bwrap: Path of the ``bwrap`` binary (``bwrap`` tier only).
+        bwrap_options: The options that ``bwrap`` knows (see :func:`bwrap_options`);
+            the optional hardening ones (``--disable-userns``, ``--size``) are
+            used only when listed.
         scratch_bytes: Size of the scratch tmpfs (``bwrap`` tier).
         file_bytes: ``RLIMIT_FSIZE``: the largest file a tool may write.
         open_files: ``RLIMIT_NOFILE``.
@@ -122,6 +126,7 @@ class SandboxConfig:
     uid: int | None = None
     gid: int | None = None
     bwrap: str | None = None
+    bwrap_options: frozenset[str] = frozenset()
     scratch_bytes: int = 64 * 1024 * 1024
     file_bytes: int = 16 * 1024 * 1024
     open_files: int = 64
@@ -223,11 +228,25 @@ def _bundle(config: SandboxConfig, scratch: str) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
+def bwrap_options(bwrap: str) -> frozenset[str]:
+    """The command-line options a ``bwrap`` binary lists in its ``--help``."""
+    try:
+        done = subprocess.run(
+            [bwrap, "--help"], capture_output=True, timeout=10, check=False, env={},
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    text = (done.stdout + done.stderr).decode("utf-8", "replace")
+    return frozenset(re.findall(r"(?m)^\s*(--[a-z0-9-]+)", text))
+
+
 def _bwrap_argv(config: SandboxConfig) -> list[str]:
     assert config.bwrap is not None
-    argv = [
-        config.bwrap,
-        "--unshare-all", "--unshare-user", "--disable-userns",
+    known = config.bwrap_options
+    argv = [config.bwrap, "--unshare-all", "--unshare-user"]
+    if "--disable-userns" in known:  # bubblewrap 0.8+
+        argv.append("--disable-userns")
+    argv += [
         "--die-with-parent", "--new-session",
         "--hostname", "latm-sandbox",
         "--ro-bind", "/usr", "/usr",
@@ -242,12 +261,12 @@ def _bwrap_argv(config: SandboxConfig) -> list[str]:
     for path in config.bind_dirs:
         if os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    argv += [
-        "--dev", "/dev",
-        "--perms", "0700", "--size", str(config.scratch_bytes), "--tmpfs", _BWRAP_SCRATCH,
-        "--chdir", _BWRAP_SCRATCH,
-        "--",
-    ]
+    argv += ["--dev", "/dev"]
+    if "--perms" in known:
+        argv += ["--perms", "0700"]
+    if "--size" in known:  # bubblewrap 0.7+: a bounded scratch file system
+        argv += ["--size", str(config.scratch_bytes)]
+    argv += ["--tmpfs", _BWRAP_SCRATCH, "--chdir", _BWRAP_SCRATCH, "--"]
     return argv
 
 

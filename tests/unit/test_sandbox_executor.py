@@ -423,3 +423,16 @@ def test_forced_tier_3_still_contains_resource_abuse(body: str, expected: str) -
     assert result.status == expected, result
     assert time.monotonic() - started < 4
     assert len(result.stdout) <= 1000 and len(result.value or "") <= 1000
+
+
+@linux_only
+def test_older_bubblewrap_without_optional_options_still_holds() -> None:
+    status = probe().tier("bwrap")
+    if not status.available or status.config is None:
+        pytest.skip(f"tier 1 (bwrap) unavailable here: {status.reason}")
+    assert {"--disable-userns", "--size"} <= status.config.bwrap_options
+    optional = {"--disable-userns", "--size", "--perms"}
+    old = dataclasses.replace(
+        status.config, bwrap_options=status.config.bwrap_options - optional
+    )
+    assert smoke_test(old) is None

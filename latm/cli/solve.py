@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from latm.cli import run as cli_run
-from latm.cli.common import context_from_args, load_examples
+from latm.cli.common import context_from_args, load_examples, task_type_from_path
 from latm.cli.run import print_result, run_graph
 from latm.graph.state import InputState
 
@@ -20,7 +20,11 @@ def register(subparsers: Any) -> None:
         "model calls it; with --examples, a tool is made when none fits.",
     )
     parser.add_argument("question", help="the question to answer")
-    parser.add_argument("--task-type", metavar="NAME", help="use the tool of this task type")
+    parser.add_argument(
+        "--task-type",
+        metavar="NAME",
+        help="use the tool of this task type (default with --examples: the file's name)",
+    )
     parser.add_argument(
         "--examples", metavar="FILE", help="worked examples to make a tool from if none fits"
     )
@@ -35,5 +39,6 @@ def handle(args: argparse.Namespace) -> int:
         inputs["task_type"] = args.task_type
     if args.examples:
         inputs["examples"] = load_examples(args.examples)
+        inputs.setdefault("task_type", task_type_from_path(args.examples))
     ctx = cli_run.configure_models(context_from_args(args))
     return print_result(run_graph(inputs, ctx), as_json=args.json)

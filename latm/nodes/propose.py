@@ -25,6 +25,7 @@ from latm.prompts import (
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
+    RETRY_DIRECT_ONLY,
     RETRY_FAILED_CASES,
     WRITE_INSTRUCTIONS,
 )
@@ -74,7 +75,10 @@ def feedback(state: State) -> str:
     shown = failed[:MAX_FAILURES_SHOWN]
     if len(failed) > len(shown):
         shown.append(f"({len(failed) - len(shown)} more failed)")
-    return RETRY_FAILED_CASES.format(failures="\n\n".join(shown))
+    report = state.get("report") or []
+    calls_ok = all(c["passed"] for c in report if c.get("check", "call") == "call")
+    hint = RETRY_DIRECT_ONLY if failed and calls_ok else ""
+    return hint + RETRY_FAILED_CASES.format(failures="\n\n".join(shown))
 
 
 def _candidate(

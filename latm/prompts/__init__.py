@@ -12,6 +12,7 @@ from latm.prompts.maker import (
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
+    RETRY_DIRECT_ONLY,
     RETRY_FAILED_CASES,
     WRITE_INSTRUCTIONS,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "MAKER_SYSTEM",
     "PROPOSE_USER",
     "RETRY_BAD_REPLY",
+    "RETRY_DIRECT_ONLY",
     "RETRY_FAILED_CASES",
     "USE_SYSTEM",
     "USE_USER",

@@ -43,11 +43,11 @@ and helpers){direct_name} followed by a list named CALLS with exactly {n_calls} 
 one per question, in order:
 
 ```python
-def your_function(...):
+def name_of_your_function(...):
     ...
 {direct_template}
 CALLS = [
-    your_function(...),  # question 1
+    name_of_your_function(...),  # question 1
 ]
 ```"""
 
@@ -63,7 +63,7 @@ DIRECT_NAME = ", the solve(request) entry"
 DIRECT_TEMPLATE = """
 def solve(request: str) -> str:
     ...  # parse the request, then
-    return your_function(...)
+    return name_of_your_function(...)
 """
 
 RETRY_FAILED_CASES = """\
@@ -73,6 +73,13 @@ Your code did not pass verification. These cases failed:
 
 Find the bug, then reply again with ONE fenced ```python block holding the corrected \
 code and the list CALLS (one call per question, same order as before)."""
+
+RETRY_DIRECT_ONLY = """\
+Your function is right on all your calls; only solve(request) fails, so fix how it \
+reads the question text. (Note: re.match matches only at the very start of the text; \
+re.search finds the pattern anywhere.)
+
+"""
 
 RETRY_BAD_REPLY = """\
 Your reply could not be used: {problem}.

@@ -227,8 +227,35 @@ def test_a_request_the_direct_entry_rejects_falls_back_to_the_user_model(store):
     assert out["usage"]["user"]["calls"] == 1
 
 
-def test_a_direct_entry_that_fails_extra_examples_fails_verification(store):
+def test_a_direct_entry_that_fails_extra_examples_is_fed_back_with_a_hint(store):
+    maker = scripted(
+        [maker_reply(SOLVE_BAD_PARSER, VALIDATION_QS), maker_reply(SOLVE, VALIDATION_QS)]
+    )
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([]), max_attempts=2),
+    )
+    assert out["error"] is None and len(maker.received) == 2
+    retry = str(maker.received[1][-1].content)
+    assert "only solve(request) fails" in retry and "solve(question) got" in retry
+    assert tools(store).get("word_sorting").direct_entry == "solve"
+
+
+def test_on_the_last_attempt_a_tool_whose_calls_pass_is_kept_without_its_direct_entry(store):
     maker = scripted([maker_reply(SOLVE_BAD_PARSER, VALIDATION_QS)])
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([]), max_attempts=1),
+    )
+    assert out["error"] is None
+    record = tools(store).get("word_sorting")
+    assert record.direct_entry is None
+    assert [c.get("check") for c in record.verification] == ["call"] * 3
+
+
+def test_a_tool_whose_calls_fail_is_not_kept_even_on_the_last_attempt(store):
+    buggy_solve = SOLVE.replace("sorted(words))", "sorted(words, reverse=True))")
+    maker = scripted([maker_reply(buggy_solve, VALIDATION_QS)])
     out = build_graph(store=store).invoke(
         {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
         context=direct_ctx(maker, scripted([]), max_attempts=1),
@@ -303,4 +330,5 @@ def test_a_tool_that_hangs_stops_its_checks_after_one_chunk(store):
     )
     # 30 direct checks would cost 15 s of deadlines; the first chunk's timeout stops them.
     assert time.perf_counter() - started < 8
-    assert "could not make a verified tool" in out["error"] and "timeout" in out["error"]
+    # Its calls pass, so on this last attempt it is kept, without the hanging entry.
+    assert out["error"] is None and tools(store).get("word_sorting").direct_entry is None

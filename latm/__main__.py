@@ -1,0 +1,7 @@
+"""``python -m latm`` runs the ``latm`` command line."""
+
+import sys
+
+from latm.cli import main
+
+sys.exit(main())

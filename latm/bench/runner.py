@@ -400,6 +400,8 @@ def _answer_phase(
             bars[task.name] = progress.add_task(task.name, total=len(todo), note="")
     if not work:
         return
+    # Item by item across the tasks, so that a run stopped early is balanced over the tasks.
+    work.sort(key=lambda w: w[1].index)
     correct: dict[str, list[int]] = {}
     pool = ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="latm-bench")
     queue = iter(work)

@@ -80,6 +80,8 @@ class FakeModel(BaseChatModel):
             reply = maker_reply(SORT_CODE, [e["input"] for e in TASK.validation])
         elif kind == "use":
             reply = f"```python\nsort_words({words_of(item.input)!r})\n```"
+        elif item is None:  # a task the fake does not know
+            reply = "So the answer is x."
         elif self.role == "maker" or item.index % 2 == 0:
             reply = f"Sorting the words one by one.\nSo the answer is {item.target}."
         else:
@@ -217,6 +219,23 @@ def test_crashed_run_continues_where_it_stopped(tmp_path):
     assert len(records) == 15
     assert stats.answered == 15 - len(first)
     assert sum(maker2.kinds.values()) + sum(user2.kinds.values()) == 15 - len(first)
+
+
+def test_items_run_item_by_item_across_tasks_so_a_stopped_run_is_balanced(tmp_path):
+    run_dir = RunDir(tmp_path / "run")
+    options = BenchOptions(
+        tasks=("word_sorting", "dyck_languages"), limit=3, methods=("cot_user",), concurrency=1
+    )
+    user = FakeModel(role="user", interrupt_after=4)
+    stats = run_bench(context(FakeModel(role="maker"), user), options, run_dir)
+    assert stats.interrupted
+    done = [(r["task"], r["index"]) for r in run_dir.read(ITEMS)]
+    assert done == [
+        ("word_sorting", 10),
+        ("dyck_languages", 10),
+        ("word_sorting", 11),
+        ("dyck_languages", 11),
+    ]
 
 
 def test_model_failures_are_recorded_and_retried_on_the_next_run(tmp_path):

@@ -42,10 +42,32 @@ from latm.sandbox import confine, runner
 
 MIB = 1024 * 1024
 PRELOAD = (
-    "re", "math", "cmath", "json", "itertools", "collections", "functools", "operator",
-    "datetime", "calendar", "string", "textwrap", "random", "heapq", "bisect",
-    "statistics", "fractions", "decimal", "typing", "dataclasses", "copy", "enum",
-    "unicodedata", "difflib", "contextlib", "io",
+    "re",
+    "math",
+    "cmath",
+    "json",
+    "itertools",
+    "collections",
+    "functools",
+    "operator",
+    "datetime",
+    "calendar",
+    "string",
+    "textwrap",
+    "random",
+    "heapq",
+    "bisect",
+    "statistics",
+    "fractions",
+    "decimal",
+    "typing",
+    "dataclasses",
+    "copy",
+    "enum",
+    "unicodedata",
+    "difflib",
+    "contextlib",
+    "io",
 )
 """Standard library modules imported before confinement, so calls start fast."""
 
@@ -112,7 +134,7 @@ class Server:
         self.tool: runner.LoadedTool | None = None
         self.forks = 0
         self.pid = os.getpid()
-        self._last_status = 0
+        self.unreaped = 0
         self.generation = 0
         self.workdir = os.path.join(self.scratch, "call-0")
 
@@ -186,6 +208,10 @@ class Server:
             else:
                 answer = {"op": "refused", "error": f"unexpected request {op!r}"}
             self.send(answer)
+            if self.unreaped:
+                self._kill(self.unreaped)
+                os.waitpid(self.unreaped, 0)
+                self.unreaped = 0
 
     # -- fork per call (verification) ----------------------------------------
 
@@ -200,21 +226,26 @@ class Server:
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child: never returns
-            status = 70
+            exit_code = 70
             try:
                 os.close(read_end)
                 os.close(self.ctl_in)
                 os.close(self.ctl_out)
                 self._child(workdir, request["code"], request["call"], limits, write_end)
-                status = 0
+                exit_code = 0
             finally:
-                os._exit(status)
+                os._exit(exit_code)
         os.close(write_end)
-        data, verdict = self._collect(read_end, pid, started, timeout, result_cap(cap))
+        data, verdict, status = self._collect(read_end, pid, started, timeout, result_cap(cap))
         if verdict is None:
             verdict = self._parse(data)
         if verdict is None:
-            verdict = self._judge_exit(self._last_status)
+            if status is None:  # no result and still running: never left behind
+                self._kill(pid)
+                status = os.waitpid(pid, 0)[1]
+            verdict = self._judge_exit(status)
+        elif status is None:
+            self.unreaped = pid  # killed and reaped right after the answer is sent
         verdict["op"] = "result"
         verdict["duration_ms"] = (time.monotonic() - started) * 1000
         return verdict
@@ -241,9 +272,7 @@ class Server:
             os.mkdir(workdir, 0o700)
         return workdir
 
-    def _child(
-        self, workdir: str, code: str, call: str, limits: dict[str, Any], out: int
-    ) -> None:
+    def _child(self, workdir: str, code: str, call: str, limits: dict[str, Any], out: int) -> None:
         write_all = _write_all
         os.setsid()
         confine.die_with_parent(signal.SIGKILL)
@@ -261,14 +290,17 @@ class Server:
         # From here on, tool code runs in this process.
         result = runner.execute(code, call, int(limits["max_output_bytes"]))
         write_all(out, runner.dumps(result).encode("utf-8"))
+        os.close(out)  # EOF now: the zygote answers without waiting for the exit
 
     def _collect(
         self, fd: int, pid: int, started: float, timeout: float, max_bytes: int
-    ) -> tuple[bytes, dict[str, Any] | None]:
-        """Read the child's result until it exits and reap it, killing it at the deadline.
+    ) -> tuple[bytes, dict[str, Any] | None, int | None]:
+        """Read the child's result, killing it at the deadline.
 
-        Waits on the result pipe and on a pidfd of the child (Linux 5.3+,
-        Python 3.9+; otherwise polls ``waitpid`` after the pipe's EOF).
+        Returns once the result pipe is closed and either the child has exited
+        (its wait status is returned) or it left a well-formed result (status
+        ``None``: the caller reaps it). Waits on the pipe and on a pidfd of the
+        child (Linux 5.3+, Python 3.9+), else polls ``waitpid``.
         """
         deadline = started + timeout
         data = bytearray()
@@ -283,7 +315,7 @@ class Server:
         status: int | None = None
         pause = 0.0001
         try:
-            while verdict is None and (pipe_open or status is None):
+            while pipe_open or status is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     verdict = self._timeout(timeout)
@@ -307,10 +339,13 @@ class Server:
                         "status": "invalid",
                         "error": f"the tool's result is larger than {max_bytes} bytes",
                     }
-                elif status is None and (pidfd < 0 or not pipe_open):
+                    break
+                if status is None and (pidfd < 0 or not pipe_open):
                     reaped, code = os.waitpid(pid, os.WNOHANG)
                     if reaped:
                         status = code
+                    elif not pipe_open and self._parse(bytes(data)) is not None:
+                        break  # a complete result: answer first, reap after
                     elif pidfd < 0 and not pipe_open:  # no pidfd: poll for the exit
                         time.sleep(pause)
                         pause = min(pause * 2, 0.002)
@@ -318,11 +353,10 @@ class Server:
             os.close(fd)
             if pidfd >= 0:
                 os.close(pidfd)
-        if status is None:
+        if verdict is not None and status is None:
             self._kill(pid)
             status = os.waitpid(pid, 0)[1]
-        self._last_status = status
-        return bytes(data), verdict
+        return bytes(data), verdict, status
 
     @staticmethod
     def _timeout(seconds: float) -> dict[str, Any]:

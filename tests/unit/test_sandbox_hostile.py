@@ -346,6 +346,35 @@ def test_exit_and_segfault_are_contained(executor: SandboxExecutor) -> None:
     assert_healthy(executor, cache_key="hostile:exit:killed")
 
 
+def test_a_tool_that_answers_early_and_lingers_is_killed(executor: SandboxExecutor) -> None:
+    marker = "lg" + secrets.token_hex(3)
+    code = f"""
+import ctypes, os, time
+
+def tool():
+    ctypes.CDLL(None).prctl(15, {marker.encode()!r}, 0, 0, 0)  # PR_SET_NAME
+    forged = b'{{"status": "ok", "value": "early", "error": null, "stdout": ""}}'
+    for fd in range(3, 64):
+        try:
+            os.write(fd, forged)
+            os.close(fd)
+        except OSError:
+            pass
+    time.sleep(30)
+"""
+    started = time.monotonic()
+    result = run1(executor, code, limits=FAST)
+    assert time.monotonic() - started < FAST.timeout_s + 2.5
+    assert result.status in ("ok", "timeout"), result  # its own answer, or the deadline
+    time.sleep(0.1)
+    lingering = processes_named(marker)
+    for pid in lingering:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not lingering, describe(set(lingering))
+    assert_healthy(executor)
+
+
 # -- resources -----------------------------------------------------------------
 
 

@@ -13,10 +13,11 @@ directory, no TCP, signals scoped) and load the base seccomp filter. Then it
 answers length-prefixed JSON requests on the control pipe:
 
 * ``fork`` (the zygote, used for verification): fork a child per call; the
-  child gets its own session, a fresh scratch sub-directory, the call's rlimits,
-  a nested Landlock domain and the call filter (no fork, no signals), runs the
-  call and writes its result to a pipe; the parent kills the child's process
-  group at the wall deadline and answers with the verdict.
+  child gets its own session, an emptied scratch sub-directory, the call's
+  rlimits, a nested Landlock domain and the call filter (no fork, no signals),
+  runs the call and writes its result to a pipe; the parent answers with the
+  verdict (killing the child at the wall deadline), then kills and reaps the
+  child's process group before the next request.
 * ``load`` then ``call`` (a warm worker dedicated to one tool version): load
   the call filter and limits in this very process, execute the module once,
   then evaluate calls against it. A process that loaded a tool never forks

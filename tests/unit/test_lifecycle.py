@@ -210,11 +210,27 @@ def sqlite_store(tmp_path) -> SqliteStore:
     return s
 
 
+def all_in_line(store: Any, maker: Any, n: int) -> Any:
+    """The maker replies once all ``n`` requests hold a lease ticket (so none comes late)."""
+    reply = maker._generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if len(store.search(("latm", "default", "leases"), limit=100)) >= n:
+                break
+            time.sleep(0.05)
+        return reply(*args, **kwargs)
+
+    object.__setattr__(maker, "_generate", generate)
+    return maker
+
+
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 @pytest.mark.parametrize("with_task_type", [True, False])
 def test_eight_concurrent_requests_for_a_new_task_make_one_tool(tmp_path, backend, with_task_type):
     store = InMemoryStore() if backend == "memory" else sqlite_store(tmp_path)
-    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])  # a second call fails the run
+    maker = all_in_line(store, scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), 8)
     questions = [EXAMPLES[20 + i] for i in range(8)]
     user = scripted([user_reply(q["input"]) for q in questions] * 2)
     app = build_graph(store=store)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from latm.graph.context import Context
 from latm.graph.state import Example
-from latm.repository import ToolRepository, open_local_store
+from latm.repository import ToolRepository
 
 
 class UserError(Exception):
@@ -36,11 +36,13 @@ def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
 
 
 def repository_from_args(args: argparse.Namespace) -> ToolRepository:
-    """The repository the CLI works on (the local SQLite file)."""
+    """The repository the CLI works on (``LATM_DATABASE_URL``, else the local SQLite file)."""
+    from latm.backends import BackendError, backend_for
+
     ctx = context_from_args(args)
     try:
-        store = open_local_store(ctx.store_path)
-    except Exception as exc:
+        store = backend_for(ctx).store
+    except BackendError as exc:
         raise UserError(f"cannot open the tool repository: {exc}") from exc
     return ToolRepository(store, ctx.namespace)
 

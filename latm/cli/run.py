@@ -10,11 +10,11 @@ from typing import Any
 from langgraph.types import StreamMode
 from rich.markup import escape
 
+from latm.backends import BackendError, backend_for
 from latm.cli.common import UserError, console, err_console
 from latm.graph.builder import build_graph
 from latm.graph.context import Context
 from latm.graph.state import InputState
-from latm.repository import open_local_store
 
 
 def configure_models(ctx: Context) -> Context:
@@ -100,7 +100,10 @@ def render_event(event: dict[str, Any]) -> str | None:
 
 def run_graph(inputs: InputState, ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """Run LATM once, printing each node's progress, and return its output."""
-    app = build_graph(store=open_local_store(ctx.store_path))
+    try:
+        app = build_graph(store=backend_for(ctx).store)
+    except BackendError as exc:
+        raise UserError(f"cannot open the tool repository: {exc}") from exc
     output: dict[str, Any] = {}
     started = time.perf_counter()
     modes: list[StreamMode] = ["custom", "values"]

@@ -1,17 +1,34 @@
-"""``latm tools``: list, show, remove and export the repository's tools."""
+"""``latm tools``: list, show, remove, export and import the repository's tools.
+
+Export writes JSON (never pickle): ``{"format": "latm-tools", "tools": [...],
+"sha256": ...}``, where ``sha256`` is taken over the canonical JSON of the tool
+list (sorted keys, no spaces, UTF-8). Import checks that hash and every record
+(its fields, task type, and that its code parses and defines its function)
+before it stores anything; a tool whose task type exists becomes a new version
+unless its code is unchanged. Imported code is never run by the import.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from latm.cli.common import UserError, console, repository_from_args
+from latm.cli.common import UserError, console, context_from_args, repository_from_args
+from latm.codeparse import ReplyError, function_info
+from latm.nodes.dispatcher import TASK_TYPE
+from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
+
+FORMAT = "latm-tools"
+FORMAT_VERSION = 1
 
 
 def register(subparsers: Any) -> None:
@@ -29,33 +46,58 @@ def register(subparsers: Any) -> None:
     export.add_argument("task_type", nargs="*", help="tools to export (default: all)")
     export.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     export.set_defaults(func=export_tools)
+    imp = actions.add_parser("import", help="import tools from an export (checks its sha256)")
+    imp.add_argument("file", help="a JSON file written by 'latm tools export'")
+    imp.set_defaults(func=import_tools)
 
 
 def list_tools(args: argparse.Namespace) -> int:
-    """Print a table of the tools."""
-    records = repository_from_args(args).records()
+    """Print a table of the tools with their use statistics."""
+    repo = repository_from_args(args)
+    limit = context_from_args(args).max_tool_failures
+    records = _guarded(repo.records)
     if not records:
         console.print("no tools yet: make one with 'latm make --examples FILE'")
         return 0
     table = Table()
     table.add_column("task type", no_wrap=True)
-    for column in ("version", "function", "maker", "created", "description"):
+    for column in ("version", "function", "uses", "failures", "status", "created", "description"):
         table.add_column(column)
     for r in records:
+        stats = _guarded(lambda r=r: repo.stats(r.task_type, r.version))
         table.add_row(
             r.task_type,
             str(r.version),
             r.name,
-            r.maker_model,
+            str(stats.calls),
+            _failures(stats),
+            _status(stats, limit),
             r.created_at,
-            escape(r.description[:80]),
+            escape(r.description[:60]),
         )
     console.print(table)
     return 0
 
 
+def _guarded(read: Any) -> Any:
+    try:
+        return read()
+    except RepositoryError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _failures(stats: ToolStats) -> str:
+    return (
+        f"{stats.failures} ({stats.timeouts} timeouts)" if stats.timeouts else str(stats.failures)
+    )
+
+
+def _status(stats: ToolStats, limit: int) -> str:
+    return "retired" if limit > 0 and stats.failures >= limit else "active"
+
+
 def _get(args: argparse.Namespace) -> Any:
-    record = repository_from_args(args).get(args.task_type)
+    record = _guarded(lambda: repository_from_args(args).get(args.task_type))
     if record is None:
         raise UserError(f"no tool named {args.task_type!r} (see 'latm tools list')")
     return record
@@ -74,30 +116,49 @@ def show_tool(args: argparse.Namespace) -> int:
         )
     passed = sum(c["passed"] for c in r.verification)
     console.print(f"[bold]Verification[/]: {passed}/{len(r.verification)} passed")
+    repo = repository_from_args(args)
+    limit = context_from_args(args).max_tool_failures
+    stats = _guarded(lambda: repo.stats(r.task_type, r.version))
+    console.print(
+        f"[bold]Use[/]: {stats.calls} calls, {_failures(stats)} failures, "
+        f"{_status(stats, limit)}; last used {stats.last_used_at or 'never'}"
+    )
+    if stats.last_error:
+        console.print(f"  last error ({stats.last_error_at}): {escape(stats.last_error[:300])}")
+    history = Table(title="Versions")
+    for column in ("version", "created", "maker", "verification", "uses", "failures"):
+        history.add_column(column)
+    for v in _guarded(lambda: repo.versions(r.task_type)):
+        vs = _guarded(lambda v=v: repo.stats(v.task_type, v.version))
+        checks = f"{sum(c['passed'] for c in v.verification)}/{len(v.verification)}"
+        history.add_row(
+            f"v{v.version}", v.created_at, v.maker_model, checks, str(vs.calls), _failures(vs)
+        )
+    console.print(history)
     return 0
 
 
 def remove_tool(args: argparse.Namespace) -> int:
     """Delete one tool."""
-    if not repository_from_args(args).delete(args.task_type):
+    if not _guarded(lambda: repository_from_args(args).delete(args.task_type)):
         raise UserError(f"no tool named {args.task_type!r} (see 'latm tools list')")
     console.print(f"removed {args.task_type}")
     return 0
 
 
 def export_tools(args: argparse.Namespace) -> int:
-    """Write tools as a JSON document ``{"tools": [...]}``."""
+    """Write tools as a JSON document ``{"format", "tools": [...], "sha256"}``."""
     repo = repository_from_args(args)
     if args.task_type:
         records = []
         for name in args.task_type:
-            record = repo.get(name)
+            record = _guarded(lambda name=name: repo.get(name))
             if record is None:
                 raise UserError(f"no tool named {name!r} (see 'latm tools list')")
             records.append(record)
     else:
-        records = repo.records()
-    text = json.dumps({"tools": [r.model_dump(mode="json") for r in records]}, indent=2)
+        records = _guarded(repo.records)
+    text = json.dumps(export_document(records, repo.tenant), indent=2, ensure_ascii=False)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as handle:
@@ -107,4 +168,112 @@ def export_tools(args: argparse.Namespace) -> int:
         console.print(f"exported {len(records)} tool(s) to {args.output}")
     else:
         sys.stdout.write(text + "\n")
+    return 0
+
+
+def content_hash(tools: list[dict[str, Any]]) -> str:
+    """The sha256 of the canonical JSON of a tool list (sorted keys, no spaces, UTF-8)."""
+    canonical = json.dumps(tools, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def export_document(records: list[ToolRecord], namespace: str) -> dict[str, Any]:
+    """The JSON document an export writes."""
+    tools = [r.model_dump(mode="json") for r in records]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "namespace": namespace,
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tools": tools,
+        "sha256": content_hash(tools),
+    }
+
+
+def check_record(raw: Any, index: int) -> ToolRecord:
+    """Validate one imported tool record.
+
+    Raises:
+        UserError: The record is not a readable, self-consistent tool.
+    """
+    where = f"tool {index}"
+    try:
+        record = ToolRecord.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "record"
+        raise UserError(f"{where} is not a valid tool record: {field}: {first['msg']}") from exc
+    where = f"tool {index} ({record.task_type!r})"
+    if not TASK_TYPE.match(record.task_type):
+        raise UserError(f"{where}: the task type must be 1-64 letters, digits, '_' or '-'")
+    for entry in filter(None, (record.name, record.direct_entry)):
+        try:
+            function_info(record.code, entry)
+        except ReplyError as exc:
+            raise UserError(f"{where}: its code does not define {entry}(): {exc}") from exc
+    return record
+
+
+def parse_document(text: str, source: str) -> list[ToolRecord]:
+    """Read and check an export: its format, its content hash and every record.
+
+    Raises:
+        UserError: The document is not an intact LATM export.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UserError(f"{source} is not JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tools"), list):
+        raise UserError(f"{source} is not a LATM tools export (no 'tools' list)")
+    if data.get("format", FORMAT) != FORMAT:
+        raise UserError(f"{source} is a {data.get('format')!r} document, not {FORMAT!r}")
+    expected = data.get("sha256")
+    if not isinstance(expected, str):
+        raise UserError(
+            f"{source} has no sha256 content hash: export it again with 'latm tools export'"
+        )
+    actual = content_hash(data["tools"])
+    if actual != expected:
+        raise UserError(
+            f"{source}: content hash mismatch (file says {expected[:16]}..., content is "
+            f"{actual[:16]}...): the file was changed or damaged; nothing was imported"
+        )
+    records = [check_record(raw, i) for i, raw in enumerate(data["tools"])]
+    seen: set[str] = set()
+    for record in records:
+        if record.task_type in seen:
+            raise UserError(f"{source} holds the task type {record.task_type!r} twice")
+        seen.add(record.task_type)
+    return records
+
+
+def import_records(repo: ToolRepository, records: list[ToolRecord]) -> list[str]:
+    """Store checked records; one line per tool saying what happened."""
+    lines = []
+    for record in records:
+        current = repo.get(record.task_type)
+        if current is not None and current.code == record.code:
+            lines.append(f"{record.task_type}: unchanged (same code as v{current.version})")
+            continue
+        version = repo.next_version(record.task_type)
+        repo.put(record.model_copy(update={"version": version}))
+        lines.append(f"{record.task_type}: imported as v{version}")
+    return lines
+
+
+def import_tools(args: argparse.Namespace) -> int:
+    """Import tools from an export file, after checking its hash and records."""
+    try:
+        with open(args.file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{args.file} is not UTF-8 text: {exc}") from exc
+    records = parse_document(text, args.file)
+    repo = repository_from_args(args)
+    for line in _guarded(lambda: import_records(repo, records)):
+        console.print(line)
+    console.print(f"imported {len(records)} tool(s) from {args.file}")
     return 0

@@ -418,6 +418,23 @@ def install_model(paths: LocalPaths, model: ModelSpec, console: Console) -> floa
     return time.monotonic() - start
 
 
+def space_needed(paths: LocalPaths, build: bool, models: Sequence[ModelSpec]) -> int:
+    """Peak free space an install needs, in bytes.
+
+    The build's scratch space is freed before the models are fetched; each model
+    needs room for its chunk archives and the joined file at once, while the
+    models joined before it stay. Files already in place count as free.
+    """
+    kept = 0
+    peak = BUILD_SPACE if build else 0
+    for model in models:
+        path = paths.model_path(model)
+        existing = path.stat().st_size if path.is_file() else 0
+        peak = max(peak, kept + 2 * model.size - existing + MODEL_SPACE_MARGIN)
+        kept += model.size - existing
+    return max(peak, 0)
+
+
 def verify_model(paths: LocalPaths, model: ModelSpec, console: Console) -> bool:
     """Re-hash an installed model file; drop its marker if it no longer matches."""
     path = paths.model_path(model)
@@ -457,10 +474,13 @@ def install(
     paths = paths or LocalPaths.from_env()
     console = console or Console(highlight=False)
     report = InstallReport()
-    paths.root.mkdir(parents=True, exist_ok=True)
     console.print(f"Local models directory: {paths.root}")
+    build = rebuild or not server_is_current(paths)
+    todo = [m for m in MODELS if not model_is_current(paths, m)]
+    check_free_space(paths.root, space_needed(paths, build, todo), "the local models")
+    paths.root.mkdir(parents=True, exist_ok=True)
 
-    if rebuild or not server_is_current(paths):
+    if build:
         console.print(f"[bold]Server[/]: building {SERVER_BINARY} from {SERVER_SOURCE.requirement}")
         report.seconds["build"] = build_server(paths, console)
         report.built_server = True

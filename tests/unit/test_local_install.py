@@ -182,8 +182,10 @@ def test_too_little_disk_space_fails_before_downloading(
 ) -> None:
     monkeypatch.setattr(asm.shutil, "disk_usage", lambda _p: Usage(10**12, 0, 1000))
     with pytest.raises(LocalError, match=r"Not enough free disk space for fake-big\.gguf"):
+        inst.install_model(paths, MODELS[0], quiet())
+    with pytest.raises(LocalError, match=r"Not enough free disk space for the local models"):
         inst.install(paths, quiet())
-    assert registry.calls == []
+    assert registry.calls == [] and builds == []
 
 
 def test_server_build_needs_space_and_tools(
@@ -305,3 +307,29 @@ def test_missing_parts_names_what_to_install(paths: LocalPaths) -> None:
     missing = inst.missing_parts(paths)
     assert missing[0] == "llama-server"
     assert any(m.endswith(".gguf") for m in missing)
+
+
+def test_the_whole_install_is_checked_for_space_before_the_build(
+    paths: LocalPaths,
+    registry: FakeRegistry,
+    builds: list[LocalPaths],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    need = inst.space_needed(paths, True, MODELS)
+    assert need == inst.BUILD_SPACE  # the fake models are tiny: the build is the peak
+    monkeypatch.setattr(asm.shutil, "disk_usage", lambda _p: Usage(10**12, 0, need - 1))
+    with pytest.raises(LocalError, match="for the local models"):
+        inst.install(paths, quiet())
+    assert builds == [] and registry.calls == []
+
+
+def test_space_needed_counts_chunks_joined_files_and_files_in_place(paths: LocalPaths) -> None:
+    big, small = MODELS
+    margin = inst.MODEL_SPACE_MARGIN
+    assert inst.space_needed(paths, False, []) == 0
+    assert inst.space_needed(paths, False, [big]) == 2 * big.size + margin
+    both = max(2 * big.size, big.size + 2 * small.size) + margin
+    assert inst.space_needed(paths, False, [big, small]) == both
+    paths.models_dir.mkdir(parents=True)
+    paths.model_path(big).write_bytes(b"x" * big.size)
+    assert inst.space_needed(paths, False, [big]) == big.size + margin

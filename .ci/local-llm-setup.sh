@@ -30,6 +30,12 @@ start=$(date +%s)
 if command -v latm >/dev/null 2>&1; then
   latm local install
 else
-  "${PYTHON:-python3}" -c 'import sys; from latm.cli import main; sys.exit(main(["local", "install"]))'
+  python=${PYTHON:-python3}
+  if ! "$python" -c 'import latm.cli.local' >/dev/null 2>&1; then
+    echo "local-llm-setup: LATM is not installed in $python: pip install it first" >&2
+    echo "  (or put its 'latm' on PATH, or set PYTHON to the Python that has it)." >&2
+    exit 1
+  fi
+  "$python" -c 'import sys; from latm.cli import main; sys.exit(main(["local", "install"]))'
 fi
 echo "local-llm-setup: done in $(( $(date +%s) - start )) s"

@@ -128,6 +128,11 @@ def _open_sqlite(url: str, store_path: str | None, embeddings: str) -> Backend:
     if index is None:
         store = open_local_store(path)
     else:
+        if not hasattr(sqlite3.Connection, "enable_load_extension"):
+            raise BackendError(
+                "this Python's sqlite3 cannot load extensions, so SQLite has no semantic index "
+                "here: set LATM_EMBEDDINGS=none (lexical search) or use PostgreSQL"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -150,6 +155,7 @@ def _open_sqlite(url: str, store_path: str | None, embeddings: str) -> Backend:
 
 def _open_postgres(url: str, embeddings: str) -> Backend:
     try:
+        import psycopg
         from langgraph.checkpoint.postgres import PostgresSaver
         from langgraph.store.postgres import PostgresStore
         from psycopg.rows import dict_row
@@ -161,6 +167,11 @@ def _open_postgres(url: str, embeddings: str) -> Backend:
         ) from exc
     where = redact(url)
     index = load_embeddings(embeddings or "hash")
+    try:  # one plain connection first: fail fast, with the server's own reason
+        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+    except psycopg.Error as exc:
+        detail = " ".join(str(exc).split())
+        raise BackendError(f"cannot connect to PostgreSQL at {where}: {detail}") from exc
     pool: ConnectionPool[Any] = ConnectionPool(
         url,
         min_size=1,

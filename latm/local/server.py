@@ -86,7 +86,7 @@ class ServerStatus:
 
 
 def default_threads() -> int:
-    """CPU threads per model: ``$LATM_LOCAL_THREADS``, else every core up to 8.
+    """CPU threads per model: ``$LATM_LOCAL_THREADS``, else every usable core up to 8.
 
     Raises:
         LocalError: If the variable is set to something that is not a positive integer.
@@ -96,7 +96,11 @@ def default_threads() -> int:
         if not raw.isdigit() or int(raw) < 1:
             raise LocalError(f"{ENV_LOCAL_THREADS}={raw!r} is not a positive integer.")
         return int(raw)
-    return max(1, min(os.cpu_count() or 2, 8))
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours CPU limits of containers
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return max(1, min(cores, 8))
 
 
 def preset_text(paths: LocalPaths, threads: int, models: tuple[ModelSpec, ...] = MODELS) -> str:
@@ -330,7 +334,8 @@ def wait_ready(
             return
         if failure:
             raise LocalError(
-                f"The local server started but {failure}. See {log}:\n{_log_tail(log)}"
+                f"The local server runs but {failure}; `latm local stop` and start it again. "
+                f"See {log}:\n{_log_tail(log)}"
             )
         if time.monotonic() >= deadline:
             raise LocalError(

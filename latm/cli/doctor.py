@@ -95,20 +95,30 @@ def handler(args: argparse.Namespace) -> int:
             check = {"ok": False, "error": str(exc)}
     active = choice.tier.name if choice.tier is not None else None
     if args.json:
-        print(json.dumps({
-            "setting": {"executor": name, "allow_unsandboxed": allow},
-            "active": active,
-            "sandboxed": bool(choice.tier and choice.tier.sandboxed),
-            "reason": choice.reason,
-            "tiers": [
-                {"name": t.name, "level": t.level, "available": t.available,
-                 "sandboxed": t.sandboxed, "reason": t.reason}
-                for t in report.tiers
-            ],
-            "facts": dict(report.facts),
-            "probe_ms": round(report.duration_ms, 1),
-            "check": check,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "setting": {"executor": name, "allow_unsandboxed": allow},
+                    "active": active,
+                    "sandboxed": bool(choice.tier and choice.tier.sandboxed),
+                    "reason": choice.reason,
+                    "tiers": [
+                        {
+                            "name": t.name,
+                            "level": t.level,
+                            "available": t.available,
+                            "sandboxed": t.sandboxed,
+                            "reason": t.reason,
+                        }
+                        for t in report.tiers
+                    ],
+                    "facts": dict(report.facts),
+                    "probe_ms": round(report.duration_ms, 1),
+                    "check": check,
+                },
+                indent=2,
+            )
+        )
         return 0 if choice.tier is not None else 1
 
     facts = Table(title="machine", show_header=False, title_justify="left")

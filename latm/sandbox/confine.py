@@ -104,7 +104,9 @@ def landlock_abi() -> int:
     """
     try:
         version = _syscall(
-            _SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+            _SYS_LANDLOCK_CREATE_RULESET,
+            None,
+            ctypes.c_size_t(0),
             ctypes.c_uint32(_LANDLOCK_CREATE_RULESET_VERSION),
         )
     except (OSError, AttributeError):
@@ -157,8 +159,10 @@ def landlock_restrict(abi: int, rules: Iterable[tuple[str, int]]) -> int:
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     attr = ctypes.create_string_buffer(struct.pack("=QQQ", handled_fs, handled_net, scoped), 24)
     ruleset = _syscall(
-        _SYS_LANDLOCK_CREATE_RULESET, ctypes.cast(attr, ctypes.c_void_p),
-        ctypes.c_size_t(size), ctypes.c_uint32(0),
+        _SYS_LANDLOCK_CREATE_RULESET,
+        ctypes.cast(attr, ctypes.c_void_p),
+        ctypes.c_size_t(size),
+        ctypes.c_uint32(0),
     )
     if ruleset < 0:
         raise _fail("landlock_create_ruleset")
@@ -174,11 +178,17 @@ def landlock_restrict(abi: int, rules: Iterable[tuple[str, int]]) -> int:
                 if not os.path.isdir(path):
                     mask &= _FILE_ONLY
                 beneath = ctypes.create_string_buffer(struct.pack("=Qi", mask, fd), 12)
-                if mask and _syscall(
-                    _SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset),
-                    ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
-                    ctypes.cast(beneath, ctypes.c_void_p), ctypes.c_uint32(0),
-                ) != 0:
+                if (
+                    mask
+                    and _syscall(
+                        _SYS_LANDLOCK_ADD_RULE,
+                        ctypes.c_int(ruleset),
+                        ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                        ctypes.cast(beneath, ctypes.c_void_p),
+                        ctypes.c_uint32(0),
+                    )
+                    != 0
+                ):
                     raise _fail(f"landlock_add_rule({path})")
                 added += 1
             finally:
@@ -212,9 +222,12 @@ def load_seccomp(bpf: bytes) -> None:
     pointer = ctypes.c_void_p(ctypes.addressof(fprog))
     ctypes.set_errno(0)
     zero = ctypes.c_ulong(0)
-    if _lib().prctl(
-        ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), pointer, zero, zero
-    ) != 0:
+    if (
+        _lib().prctl(
+            ctypes.c_int(_PR_SET_SECCOMP), ctypes.c_ulong(_SECCOMP_MODE_FILTER), pointer, zero, zero
+        )
+        != 0
+    ):
         raise _fail("prctl(PR_SET_SECCOMP)")
 
 

@@ -93,8 +93,9 @@ def to_result(answer: dict[str, Any], limits: ExecLimits, started: float) -> Exe
         or (status == "ok" and value is None)
         or (value is not None and len(value) > cap)
     ):
-        return ExecResult("invalid", error="the sandbox answered with a malformed result",
-                          duration_ms=duration)
+        return ExecResult(
+            "invalid", error="the sandbox answered with a malformed result", duration_ms=duration
+        )
     checked: Status = next(s for s in _STATUSES if s == status)
     return ExecResult(
         checked,
@@ -252,11 +253,16 @@ class SandboxExecutor:
             for call in calls:
                 zygote = self._ensure_zygote()
                 started = time.perf_counter()
-                request = {"op": "fork", "code": code, "call": call,
-                           "limits": _limits_message(limits)}
+                request = {
+                    "op": "fork",
+                    "code": code,
+                    "call": call,
+                    "limits": _limits_message(limits),
+                }
                 try:
                     answer = zygote.request(
-                        request, limits.timeout_s + ZYGOTE_GRACE_S,
+                        request,
+                        limits.timeout_s + ZYGOTE_GRACE_S,
                         result_cap(limits.max_output_bytes) + 4096,
                     )
                 except SandboxTimeout:
@@ -265,9 +271,13 @@ class SandboxExecutor:
                     continue
                 except SandboxDied as exc:
                     zygote.kill()
-                    results.append(ExecResult(
-                        "killed", error=f"the sandbox process died ({exc})",
-                        duration_ms=(time.perf_counter() - started) * 1000))
+                    results.append(
+                        ExecResult(
+                            "killed",
+                            error=f"the sandbox process died ({exc})",
+                            duration_ms=(time.perf_counter() - started) * 1000,
+                        )
+                    )
                     continue
                 results.append(to_result(answer, limits, started))
         return results
@@ -313,9 +323,14 @@ class SandboxExecutor:
             budget = self.max_calls_per_worker * (math.ceil(limits.timeout_s) + 1)
             try:
                 answer = proc.request(
-                    {"op": "load", "code": code, "limits": _limits_message(limits),
-                     "cpu_budget_s": budget},
-                    limits.timeout_s + WARM_GRACE_S, 4096,
+                    {
+                        "op": "load",
+                        "code": code,
+                        "limits": _limits_message(limits),
+                        "cpu_budget_s": budget,
+                    },
+                    limits.timeout_s + WARM_GRACE_S,
+                    4096,
                 )
             except SandboxTimeout:
                 proc.kill()
@@ -325,15 +340,23 @@ class SandboxExecutor:
                 return _died(started)
             if answer.get("op") != "loaded":
                 proc.kill()
-                return ExecResult("invalid", error="the sandbox did not load the tool",
-                                  duration_ms=(time.perf_counter() - started) * 1000)
+                return ExecResult(
+                    "invalid",
+                    error="the sandbox did not load the tool",
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
             slot.proc, slot.calls = proc, 0
         remaining = limits.timeout_s - (time.perf_counter() - started)
-        request = {"op": "call", "call": call, "timeout_s": limits.timeout_s,
-                   "max_output_bytes": limits.max_output_bytes}
+        request = {
+            "op": "call",
+            "call": call,
+            "timeout_s": limits.timeout_s,
+            "max_output_bytes": limits.max_output_bytes,
+        }
         try:
             answer = slot.proc.request(
-                request, max(remaining, 0.0) + WARM_GRACE_S,
+                request,
+                max(remaining, 0.0) + WARM_GRACE_S,
                 result_cap(limits.max_output_bytes) + 4096,
             )
         except SandboxTimeout:
@@ -359,7 +382,8 @@ def _timeout(limits: ExecLimits, started: float) -> ExecResult:
 
 def _died(started: float) -> ExecResult:
     return ExecResult(
-        "killed", error="the tool process died",
+        "killed",
+        error="the tool process died",
         duration_ms=(time.perf_counter() - started) * 1000,
     )
 

@@ -197,7 +197,9 @@ def _candidates() -> list[str]:
     names = [
         os.path.realpath(sys.executable),
         os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
-        f"/usr/bin/{version}", "/usr/bin/python3", f"/usr/local/bin/{version}",
+        f"/usr/bin/{version}",
+        "/usr/bin/python3",
+        f"/usr/local/bin/{version}",
         "/usr/local/bin/python3",
     ]
     found = shutil.which("python3")
@@ -220,8 +222,13 @@ def _find_interpreter(uid: int | None, gid: int | None) -> tuple[_Interpreter | 
         try:
             done = subprocess.run(
                 [path, "-I", "-S", "-B", "-c", _INTERPRETER_CHECK],
-                env={}, cwd="/", stdin=subprocess.DEVNULL, capture_output=True,
-                timeout=15, check=False, **drop,  # type: ignore[call-overload]
+                env={},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=15,
+                check=False,
+                **drop,  # type: ignore[call-overload]
             )
             info = json.loads(done.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
             if tuple(info["version"]) < (3, 8):
@@ -229,9 +236,7 @@ def _find_interpreter(uid: int | None, gid: int | None) -> tuple[_Interpreter | 
         except (OSError, ValueError, IndexError, KeyError, subprocess.TimeoutExpired) as exc:
             tried.append(f"{path} ({type(exc).__name__})")
             continue
-        bind = tuple(
-            p for p in info["prefixes"] if p != "/usr" and not p.startswith("/usr/")
-        )
+        bind = tuple(p for p in info["prefixes"] if p != "/usr" and not p.startswith("/usr/"))
         interpreter = _Interpreter(
             path=path,
             version=".".join(str(v) for v in info["version"]),
@@ -278,10 +283,13 @@ def smoke_test(config: SandboxConfig) -> str | None:
         with running(config) as proc:
             answer = proc.request(
                 {
-                    "op": "fork", "code": CANARY_CODE, "call": "canary()",
+                    "op": "fork",
+                    "code": CANARY_CODE,
+                    "call": "canary()",
                     "limits": {"timeout_s": 10.0, "memory_mb": 512, "max_output_bytes": 4096},
                 },
-                timeout_s=15.0, max_bytes=1 << 20,
+                timeout_s=15.0,
+                max_bytes=1 << 20,
             )
     except SandboxStartError as exc:
         return str(exc)
@@ -338,17 +346,26 @@ def run_probe() -> ProbeReport:
         tier: Tier
         for tier, level in (("bwrap", 1), ("landlock", 2)):
             if tier == "bwrap" and not bwrap:
-                sandbox_tiers.append(TierStatus(
-                    tier, level, False, True, f"bubblewrap is not installed; {SETUP_HINT}"))
+                sandbox_tiers.append(
+                    TierStatus(
+                        tier, level, False, True, f"bubblewrap is not installed; {SETUP_HINT}"
+                    )
+                )
                 continue
             if missing:
                 sandbox_tiers.append(TierStatus(tier, level, False, True, "; ".join(missing)))
                 continue
             assert interpreter is not None and programs is not None
             config = SandboxConfig(
-                tier=tier, python=interpreter.path, python_paths=interpreter.paths,
-                bind_dirs=interpreter.bind_dirs, landlock_abi=abi, seccomp=programs,
-                uid=uid, gid=gid, bwrap=bwrap if tier == "bwrap" else None,
+                tier=tier,
+                python=interpreter.path,
+                python_paths=interpreter.paths,
+                bind_dirs=interpreter.bind_dirs,
+                landlock_abi=abi,
+                seccomp=programs,
+                uid=uid,
+                gid=gid,
+                bwrap=bwrap if tier == "bwrap" else None,
                 bwrap_options=known if tier == "bwrap" else frozenset(),
             )
             failure = smoke_test(config)
@@ -364,7 +381,10 @@ def run_probe() -> ProbeReport:
                     failure = f"namespaces refused or bubblewrap failed: {failure}"
                 sandbox_tiers.append(TierStatus(tier, level, False, True, failure))
     floor = TierStatus(
-        "subprocess", 3, True, False,
+        "subprocess",
+        3,
+        True,
+        False,
         f"plain subprocess with rlimits, NO isolation: runs generated code only with {ALLOW_ENV}=1",
     )
     return ProbeReport(

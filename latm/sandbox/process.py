@@ -72,7 +72,13 @@ sys.modules[_bundle["main"]].serve(_bundle["config"])
 
 _SHIPPED = ("latm.sandbox.confine", "latm.sandbox.runner", "latm.sandbox.server")
 _SYSTEM_DIRS = (
-    "/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32", "/usr/share/zoneinfo",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/lib32",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/usr/share/zoneinfo",
 )
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
 _BWRAP_SCRATCH = "/scratch"
@@ -232,7 +238,11 @@ def bwrap_options(bwrap: str) -> frozenset[str]:
     """The command-line options a ``bwrap`` binary lists in its ``--help``."""
     try:
         done = subprocess.run(
-            [bwrap, "--help"], capture_output=True, timeout=10, check=False, env={},
+            [bwrap, "--help"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+            env={},
         )
     except (OSError, subprocess.TimeoutExpired):
         return frozenset()
@@ -247,9 +257,13 @@ def _bwrap_argv(config: SandboxConfig) -> list[str]:
     if "--disable-userns" in known:  # bubblewrap 0.8+
         argv.append("--disable-userns")
     argv += [
-        "--die-with-parent", "--new-session",
-        "--hostname", "latm-sandbox",
-        "--ro-bind", "/usr", "/usr",
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "latm-sandbox",
+        "--ro-bind",
+        "/usr",
+        "/usr",
     ]
     for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
         if os.path.islink(top):

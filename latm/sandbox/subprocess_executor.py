@@ -124,8 +124,9 @@ class SubprocessExecutor:
                 preexec_fn=_limit_resources(limits),
             )
             try:
-                stdout = _read_tail(proc, time.monotonic() + limits.timeout_s,
-                                    result_cap(limits.max_output_bytes))
+                stdout = _read_tail(
+                    proc, time.monotonic() + limits.timeout_s, result_cap(limits.max_output_bytes)
+                )
                 proc.wait(timeout=max(0.0, started + limits.timeout_s - time.perf_counter()))
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
@@ -140,7 +141,10 @@ class SubprocessExecutor:
         if result.status == "killed" and proc.returncode == -signal.SIGXCPU:
             result = ExecResult("timeout", error="the tool exceeded its CPU time limit")
         return ExecResult(
-            result.status, result.value, result.error, result.stdout,
+            result.status,
+            result.value,
+            result.error,
+            result.stdout,
             (time.perf_counter() - started) * 1000,
         )
 

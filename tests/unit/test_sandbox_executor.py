@@ -88,8 +88,16 @@ def raises():
 print("module output")
 """
 RENDER_CALLS = [
-    "text()", "integer()", "integral_float()", "other_float()", "listing()",
-    "printed()", "silent()", "raises()", "undefined_name", "1 +",
+    "text()",
+    "integer()",
+    "integral_float()",
+    "other_float()",
+    "listing()",
+    "printed()",
+    "silent()",
+    "raises()",
+    "undefined_name",
+    "1 +",
 ]
 
 
@@ -100,10 +108,19 @@ def test_answers_match_the_unsandboxed_floor(executor: SandboxExecutor) -> None:
     warm = executor.run(RENDER_CODE, RENDER_CALLS[:3], LIMITS, cache_key="render:1:x")
     for expected, got in zip(floor, fresh, strict=True):
         assert (got.status, got.value, got.error, got.stdout) == (
-            expected.status, expected.value, expected.error, expected.stdout,
+            expected.status,
+            expected.value,
+            expected.error,
+            expected.stdout,
         )
     assert [r.value for r in fresh[:7]] == [
-        "a b", "7", "3", "0.25", "1 x 2.5 True", "last line", "module output",
+        "a b",
+        "7",
+        "3",
+        "0.25",
+        "1 x 2.5 True",
+        "last line",
+        "module output",
     ]
     assert fresh[7].error == "ValueError: bad input (tool line 25)"
     silent = executor.run("def f():\n    pass\n", ["f()"], LIMITS)[0]
@@ -111,7 +128,9 @@ def test_answers_match_the_unsandboxed_floor(executor: SandboxExecutor) -> None:
     assert silent.error == "the call returned None and printed nothing"
     for expected, got in zip(floor[:3], warm, strict=True):
         assert (got.status, got.value, got.stdout) == (
-            expected.status, expected.value, expected.stdout,
+            expected.status,
+            expected.value,
+            expected.stdout,
         )
 
 
@@ -152,7 +171,8 @@ def test_warm_worker_is_recycled_after_any_failure(executor: SandboxExecutor) ->
     code = COUNTER + "\ndef fail():\n    raise KeyError('x')\n"
     key = "c:fail:1"
     assert [r.value for r in executor.run(code, ["tick()", "tick()"], LIMITS, cache_key=key)] == [
-        "1", "2",
+        "1",
+        "2",
     ]
     results = executor.run(code, ["fail()", "tick()"], LIMITS, cache_key=key)
     assert results[0].status == "error"
@@ -346,7 +366,8 @@ def test_probe_falls_back_to_tier_2_when_namespaces_are_refused(
     folder.chmod(0o755)
     real_which = sandbox.probe.shutil.which
     monkeypatch.setattr(
-        sandbox.probe.shutil, "which",
+        sandbox.probe.shutil,
+        "which",
         lambda name, *a, **k: str(fake) if name == "bwrap" else real_which(name, *a, **k),
     )
     try:
@@ -431,7 +452,5 @@ def test_older_bubblewrap_without_optional_options_still_holds() -> None:
     if not status.available or status.config is None:
         pytest.skip(f"tier 1 (bwrap) unavailable here: {status.reason}")
     optional = {"--disable-userns", "--size", "--perms"}
-    old = dataclasses.replace(
-        status.config, bwrap_options=status.config.bwrap_options - optional
-    )
+    old = dataclasses.replace(status.config, bwrap_options=status.config.bwrap_options - optional)
     assert smoke_test(old) is None

@@ -47,8 +47,13 @@ def executor(request: pytest.FixtureRequest) -> Iterator[SandboxExecutor]:
         ex.close()
 
 
-def run1(ex: SandboxExecutor, code: str, call: str = "tool()", limits: ExecLimits = NORMAL,
-         cache_key: str | None = None) -> ExecResult:
+def run1(
+    ex: SandboxExecutor,
+    code: str,
+    call: str = "tool()",
+    limits: ExecLimits = NORMAL,
+    cache_key: str | None = None,
+) -> ExecResult:
     return ex.run(code, [call], limits, cache_key=cache_key)[0]
 
 
@@ -74,8 +79,11 @@ def victim() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     key = "sk-latm-fake-" + secrets.token_hex(16)
     drop = {"user": 65534, "group": 65534, "extra_groups": []} if os.geteuid() == 0 else {}
     proc = subprocess.Popen(  # type: ignore[call-overload]
-        ["sleep", "60"], env={"OPENAI_API_KEY": key, "PATH": "/usr/bin:/bin"},
-        stdin=subprocess.DEVNULL, start_new_session=True, **drop,
+        ["sleep", "60"],
+        env={"OPENAI_API_KEY": key, "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        **drop,
     )
     try:
         deadline = time.monotonic() + 5
@@ -156,7 +164,8 @@ def tool():
 
 
 def test_host_secrets_in_proc_environ_never_leak(
-    executor: SandboxExecutor, victim: tuple[subprocess.Popen[bytes], str],
+    executor: SandboxExecutor,
+    victim: tuple[subprocess.Popen[bytes], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     proc, key = victim
@@ -340,8 +349,9 @@ def test_exit_and_segfault_are_contained(executor: SandboxExecutor) -> None:
         assert result.status == expected, (code, result)
         warm = run1(executor, code, cache_key="hostile:exit:" + expected)
         assert warm.status in ("killed", "invalid"), (code, warm)
-    assert "SIGSEGV" in (run1(executor, "import ctypes\ndef tool():\n    ctypes.string_at(0)\n")
-                         .error or "")
+    assert "SIGSEGV" in (
+        run1(executor, "import ctypes\ndef tool():\n    ctypes.string_at(0)\n").error or ""
+    )
     assert_healthy(executor)
     assert_healthy(executor, cache_key="hostile:exit:killed")
 
@@ -520,9 +530,7 @@ def tool(text):
 
 
 def test_normal_stdlib_tools_work(executor: SandboxExecutor) -> None:
-    expected = (
-        'b|120|24|2024-02-29|1/3|3.30|[1, 4]|2|abc|{"k": 832040}|a [...]|2'
-    )
+    expected = 'b|120|24|2024-02-29|1/3|3.30|[1, 4]|2|abc|{"k": 832040}|a [...]|2'
     call = "tool('a b b c')"
     assert run1(executor, STDLIB_TOOL, call).value == expected
     for _ in range(2):

@@ -12,12 +12,14 @@ Landlock domain (read-only interpreter and libraries, read-write scratch
 directory, no TCP, signals scoped) and load the base seccomp filter. Then it
 answers length-prefixed JSON requests on the control pipe:
 
-* ``fork`` (the zygote, used for verification): fork a child per call; the
-  child gets its own session, an emptied scratch sub-directory, the call's
-  rlimits, a nested Landlock domain and the call filter (no fork, no signals),
-  runs the call and writes its result to a pipe; the parent answers with the
-  verdict (killing the child at the wall deadline), then kills and reaps the
-  child's process group before the next request.
+* ``fork`` (the zygote, used for verification): a fresh child per call. The
+  zygote forks it ahead of time (after answering the previous call); the child
+  takes its own session, an emptied scratch sub-directory, a nested Landlock
+  domain and the call filter (no fork, no signals), then waits for its job on
+  a pipe, lowers its rlimits to the call's, runs the call and writes its result
+  to another pipe. The zygote answers with the verdict (killing the child at
+  the wall deadline), then kills and reaps the child's process group before it
+  forks the next one.
 * ``load`` then ``call`` (a warm worker dedicated to one tool version): load
   the call filter and limits in this very process, execute the module once,
   then evaluate calls against it. A process that loaded a tool never forks
@@ -136,6 +138,7 @@ class Server:
         self.forks = 0
         self.pid = os.getpid()
         self.unreaped = 0
+        self.waiting: tuple[int, int, int] | None = None
         self.generation = 0
         self.workdir = os.path.join(self.scratch, "call-0")
 
@@ -213,6 +216,8 @@ class Server:
                 self._kill(self.unreaped)
                 os.waitpid(self.unreaped, 0)
                 self.unreaped = 0
+            if op == "fork" and self.waiting is None:
+                self.waiting = self._prefork()  # off the next call's critical path
 
     # -- fork per call (verification) ----------------------------------------
 
@@ -221,23 +226,14 @@ class Server:
         limits = request["limits"]
         timeout = float(limits["timeout_s"])
         cap = int(limits["max_output_bytes"])
-        self.forks += 1
-        workdir = self._clean_workdir()
-        read_end, write_end = os.pipe()
+        child, self.waiting = self.waiting or self._prefork(), None
+        pid, job_fd, result_fd = child
         started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            exit_code = 70
-            try:
-                os.close(read_end)
-                os.close(self.ctl_in)
-                os.close(self.ctl_out)
-                self._child(workdir, request["code"], request["call"], limits, write_end)
-                exit_code = 0
-            finally:
-                os._exit(exit_code)
-        os.close(write_end)
-        data, verdict, status = self._collect(read_end, pid, started, timeout, result_cap(cap))
+        job = {"code": request["code"], "call": request["call"], "limits": limits}
+        with contextlib.suppress(OSError):  # a child that died is judged below
+            _write_all(job_fd, encode_frame(job))
+        os.close(job_fd)
+        data, verdict, status = self._collect(result_fd, pid, started, timeout, result_cap(cap))
         if verdict is None:
             verdict = self._parse(data)
         if verdict is None:
@@ -250,6 +246,30 @@ class Server:
         verdict["op"] = "result"
         verdict["duration_ms"] = (time.monotonic() - started) * 1000
         return verdict
+
+    def _prefork(self) -> tuple[int, int, int]:
+        """Fork the next call's child, which confines itself and waits for its job.
+
+        Returns:
+            ``(pid, job fd, result fd)``.
+        """
+        self.forks += 1
+        workdir = self._clean_workdir()
+        job_read, job_write = os.pipe()
+        result_read, result_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            exit_code = 70
+            try:
+                for fd in (job_write, result_read, self.ctl_in, self.ctl_out):
+                    os.close(fd)
+                self._child(workdir, job_read, result_write)
+                exit_code = 0
+            finally:
+                os._exit(exit_code)
+        os.close(job_read)
+        os.close(result_write)
+        return pid, job_write, result_read
 
     def _clean_workdir(self) -> str:
         """The calls' working directory, emptied of whatever the last call left.
@@ -273,23 +293,29 @@ class Server:
             os.mkdir(workdir, 0o700)
         return workdir
 
-    def _child(self, workdir: str, code: str, call: str, limits: dict[str, Any], out: int) -> None:
+    def _child(self, workdir: str, job_fd: int, out: int) -> None:
         write_all = _write_all
         os.setsid()
         confine.die_with_parent(signal.SIGKILL)
         if os.getppid() != self.pid:
             os._exit(0)
         os.chdir(workdir)
-        confine.set_limits(
-            memory_bytes=int(limits["memory_mb"]) * MIB,
-            cpu_seconds=math.ceil(float(limits["timeout_s"])) + 1,
-            file_bytes=self.file_bytes,
-            open_files=self.open_files,
-        )
+        confine.set_limits(file_bytes=self.file_bytes, open_files=self.open_files)
         confine.landlock_restrict(self.abi, [*self.ro_rules, (workdir, confine.READ_WRITE)])
         confine.load_seccomp(self.call_filter)
+        header = _read_exact(job_fd, 4)
+        body = _read_exact(job_fd, struct.unpack(">I", header)[0]) if header else None
+        if body is None:  # the zygote is gone or never needed this child
+            os._exit(0)
+        os.close(job_fd)
+        job = json.loads(body.decode("utf-8"))
+        limits = job["limits"]
+        confine.set_limits(
+            memory_bytes=int(limits["memory_mb"]) * MIB,
+            cpu_seconds=math.ceil(confine.cpu_seconds_used() + float(limits["timeout_s"])) + 1,
+        )
         # From here on, tool code runs in this process.
-        result = runner.execute(code, call, int(limits["max_output_bytes"]))
+        result = runner.execute(job["code"], job["call"], int(limits["max_output_bytes"]))
         write_all(out, runner.dumps(result).encode("utf-8"))
         os.close(out)  # EOF now: the zygote answers without waiting for the exit
 

@@ -113,6 +113,7 @@ class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     proc: SandboxProcess | None = None
     calls: int = 0
+    evicted: bool = False
 
 
 class SandboxExecutor:
@@ -194,6 +195,7 @@ class SandboxExecutor:
         for slot in slots:
             with slot.lock:
                 _retire(slot)
+                slot.evicted = True
 
     def stats(self) -> dict[str, int]:
         """Counts of live processes, for ``latm doctor`` and tests."""
@@ -298,6 +300,7 @@ class SandboxExecutor:
                         continue
                     try:
                         _retire(old)
+                        old.evicted = True
                         del self._slots[old_key]
                     finally:
                         old.lock.release()
@@ -307,9 +310,14 @@ class SandboxExecutor:
         self, cache_key: str, code: str, calls: Sequence[str], limits: ExecLimits
     ) -> list[ExecResult]:
         digest = hashlib.sha256(code.encode("utf-8")).hexdigest()
-        slot = self._slot((cache_key, digest, limits))
-        with slot.lock:
-            return [self._warm_call(slot, code, call, limits) for call in calls]
+        while True:
+            slot = self._slot((cache_key, digest, limits))
+            with slot.lock:
+                if self._closed:
+                    raise SandboxUnavailableError(f"the {self.name} executor has been closed")
+                if slot.evicted:  # evicted between the lookup and the lock
+                    continue
+                return [self._warm_call(slot, code, call, limits) for call in calls]
 
     def _warm_call(self, slot: _Slot, code: str, call: str, limits: ExecLimits) -> ExecResult:
         if slot.proc is not None and (

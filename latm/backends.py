@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from langgraph.store.base import BaseStore
 
 from latm.embeddings import load_embeddings
-from latm.repository import default_store_path, open_local_store
+from latm.repository import default_store_path, open_local_store, setup_with_retries
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -140,14 +140,14 @@ def _open_sqlite(url: str, store_path: str | None, embeddings: str) -> Backend:
         sqlite_store = SqliteStore(
             conn, index={"dims": dims, "embed": embed, "fields": ["search_text"]}
         )
-        sqlite_store.setup()
+        setup_with_retries(sqlite_store.setup)
         store = sqlite_store
 
     def checkpointer() -> SqliteSaver:
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         saver = SqliteSaver(conn)
-        saver.setup()
+        setup_with_retries(saver.setup)
         return saver
 
     return Backend("sqlite", str(path), store, index is not None, checkpointer)
@@ -198,7 +198,7 @@ def _open_postgres(url: str, embeddings: str) -> Backend:
                 "distance_type": "cosine",
             }
         store = PostgresStore(pool, index=config)
-        store.setup()
+        setup_with_retries(store.setup)
     except Exception as exc:
         pool.close()
         raise BackendError(
@@ -207,7 +207,7 @@ def _open_postgres(url: str, embeddings: str) -> Backend:
 
     def checkpointer() -> PostgresSaver:
         saver = PostgresSaver(pool)
-        saver.setup()
+        setup_with_retries(saver.setup)
         return saver
 
     return Backend("postgres", where, store, index is not None, checkpointer, pool.close)

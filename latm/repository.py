@@ -19,6 +19,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -379,6 +380,23 @@ class ToolRepository:
         return [(records[key], score) for key, score in ranked[:limit]]
 
 
+def setup_with_retries(setup: Any, attempts: int = 30) -> None:
+    """Run a store's ``setup()``, again while another process runs the same migrations.
+
+    Several processes opening a new database at once race on its migration table
+    (one gets a unique-key or lock error); the loser waits and re-reads how far
+    the winner got.
+    """
+    for attempt in range(attempts):
+        try:
+            setup()
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 + 0.05 * attempt)
+
+
 _LOCAL_STORES: dict[str, SqliteStore] = {}
 _LOCAL_LOCK = threading.Lock()
 
@@ -406,6 +424,6 @@ def open_local_store(path: str | Path | None = None) -> SqliteStore:
             conn = sqlite3.connect(str(resolved), check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             store = SqliteStore(conn)
-            store.setup()
+            setup_with_retries(store.setup)
             _LOCAL_STORES[key] = store
         return store

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -211,3 +212,30 @@ def langserve_server(
         yield server
     finally:
         server.stop()
+
+
+# --- PostgreSQL for the persistence tests (tests/integration/pgcluster.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server (with pgvector when installed) on a free port of 127.0.0.1.
+
+    Skips only when the server binaries are absent (``.ci/postgres-setup.sh`` installs them).
+    """
+    from .pgcluster import PgCluster, find_bin
+
+    bin_dir = find_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries are not installed (run .ci/postgres-setup.sh)")
+    cluster = PgCluster(bin_dir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_url(postgres: Any) -> str:
+    """The URL of a fresh database on the session's PostgreSQL server."""
+    return str(postgres.new_database())

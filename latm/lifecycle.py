@@ -29,6 +29,8 @@ re-makes it (a new version, the history kept) when the request has examples.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import hashlib
 import json
@@ -36,7 +38,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
@@ -364,3 +367,26 @@ def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[
         return cast(Node, run)
 
     return decorate
+
+
+_WAITING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="latm-dispatch")
+
+
+def on_own_threads(node: Node) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """The async twin of a sync node that may wait for a lease (the dispatcher).
+
+    An async host (the LangGraph server) runs sync nodes on its event loop's small
+    default thread pool. Requests that wait for another run's tool would fill it,
+    and the maker's own nodes could not run until the waiters timed out. This twin
+    runs the node on a separate pool of cheap waiting threads instead, with the
+    run's context variables (config, runtime) carried over.
+    """
+
+    @functools.wraps(node)
+    async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        call = functools.partial(context.run, node, state, runtime)
+        return await loop.run_in_executor(_WAITING_THREADS, call)
+
+    return run

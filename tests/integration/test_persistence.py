@@ -203,3 +203,14 @@ def test_a_database_that_goes_away_mid_run_ends_it_cleanly_and_comes_back(postgr
         backend.close()
     finally:
         cluster.remove()
+
+
+def test_the_load_script_drives_the_langgraph_server_without_losses(capsys):
+    from latm.bench import load
+
+    argv = ["--requests", "24", "--concurrency", "8", "--makers", "4", "--llm", "4"]
+    assert load.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "hit/direct" in out and "p99 ms" in out and "FAIL" not in out
+    assert "ok  maker called once (1)" in out
+    assert "ok  every request answered (32/32)" in out

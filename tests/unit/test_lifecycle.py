@@ -411,3 +411,19 @@ def test_record_use_ignores_a_failing_store(store):
         store = BrokenStore()
 
     assert lifecycle.record_use(Runtime(), ctx(), record, ExecResult("ok", value="x")) is None
+
+
+def test_concurrent_make_only_requests_make_one_tool_and_answer_nothing(store):
+    maker = all_in_line(store, scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), 3)
+    app = build_graph(store=store)
+    context = ctx(maker, lease_wait_s=30)
+
+    def run(_: int) -> dict[str, Any]:
+        return app.invoke({"examples": SIX, "task_type": "word_sorting"}, context=context)
+
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(run, range(3)))
+    assert len(maker.received) == 1
+    assert [(o["error"], o["answer"]) for o in outs] == [(None, None)] * 3
+    assert [o["tool"]["version"] for o in outs] == [1, 1, 1]
+    assert sum(o["cache_hit"] for o in outs) == 2

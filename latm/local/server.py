@@ -34,6 +34,9 @@ HOST = "127.0.0.1"
 ENV_LOCAL_THREADS = "LATM_LOCAL_THREADS"
 """Environment variable overriding the number of CPU threads per model."""
 
+ENV_LOCAL_PARALLEL = "LATM_LOCAL_PARALLEL"
+"""Environment variable setting how many requests each model serves at once (default 1)."""
+
 START_TIMEOUT_S = 180.0
 """How long ``start`` waits for both models to be loaded."""
 
@@ -103,7 +106,29 @@ def default_threads() -> int:
     return max(1, min(cores, 8))
 
 
-def preset_text(paths: LocalPaths, threads: int, models: tuple[ModelSpec, ...] = MODELS) -> str:
+def default_parallel() -> int:
+    """Requests each model serves at once: ``$LATM_LOCAL_PARALLEL`` (1-8), else 1.
+
+    More than one slot lets llama.cpp batch concurrent requests (such as the
+    maker's candidates); each slot gets the model's full context window.
+
+    Raises:
+        LocalError: If the variable is set to something other than 1-8.
+    """
+    raw = os.environ.get(ENV_LOCAL_PARALLEL, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 8:
+        raise LocalError(f"{ENV_LOCAL_PARALLEL}={raw!r} is not a number from 1 to 8.")
+    return int(raw)
+
+
+def preset_text(
+    paths: LocalPaths,
+    threads: int,
+    models: tuple[ModelSpec, ...] = MODELS,
+    parallel: int = 1,
+) -> str:
     """The router's models preset (INI): one section per model, loaded at start-up."""
     lines = [
         "; written by `latm local start`; regenerated at every start",
@@ -112,7 +137,7 @@ def preset_text(paths: LocalPaths, threads: int, models: tuple[ModelSpec, ...] =
         "[*]",
         f"threads = {threads}",
         f"threads-batch = {threads}",
-        "parallel = 1",
+        f"parallel = {parallel}",
         f"cache-ram = {PROMPT_CACHE_MIB}",
         "",
     ]
@@ -120,7 +145,7 @@ def preset_text(paths: LocalPaths, threads: int, models: tuple[ModelSpec, ...] =
         lines += [
             f"[{model.name}]",
             f"model = {paths.model_path(model)}",
-            f"ctx-size = {model.ctx_size}",
+            f"ctx-size = {model.ctx_size * parallel}",
             "load-on-startup = true",
             "",
         ]
@@ -399,7 +424,8 @@ def start(
         )
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     paths.log_dir.mkdir(parents=True, exist_ok=True)
-    paths.preset_file.write_text(preset_text(paths, threads or default_threads()), encoding="utf-8")
+    preset = preset_text(paths, threads or default_threads(), parallel=default_parallel())
+    paths.preset_file.write_text(preset, encoding="utf-8")
     cmd = server_command(paths, wanted_port)
     with paths.server_log.open("a", encoding="utf-8") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")

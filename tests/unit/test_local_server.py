@@ -124,6 +124,23 @@ def test_preset_has_each_model_with_its_absolute_path(tmp_path: Path) -> None:
         assert Path(p.model_path(model)).is_absolute()
 
 
+def test_parallel_slots_each_get_the_full_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = LocalPaths(root=tmp_path)
+    assert srv.default_parallel() == 1
+    monkeypatch.setenv("LATM_LOCAL_PARALLEL", "3")
+    assert srv.default_parallel() == 3
+    text = srv.preset_text(p, threads=2, parallel=3)
+    assert "parallel = 3" in text
+    for model in MODELS:
+        assert f"ctx-size = {3 * model.ctx_size}" in text
+    for bad in ("0", "9", "two"):
+        monkeypatch.setenv("LATM_LOCAL_PARALLEL", bad)
+        with pytest.raises(LocalError, match="from 1 to 8"):
+            srv.default_parallel()
+
+
 def test_server_env_drops_llama_overrides(tmp_path: Path) -> None:
     env = srv.server_env(
         LocalPaths(root=tmp_path), {"PATH": "/bin", "LLAMA_ARG_PORT": "1", "LLAMA_ARG_CTX": "9"}

@@ -3,7 +3,7 @@
 The maker (Qwen2.5-Coder 1.5B) is weak, so the run may end either way; what
 is asserted is that it ends cleanly: with a verified, stored tool and an
 answer, or with a clear ``error`` and no tool, never with an exception.
-Skipped only when ``latm local install`` has not been run.
+Skipped only when ``latm local install`` has not been run (see :mod:`.local_server`).
 """
 
 from __future__ import annotations
@@ -16,25 +16,16 @@ from langgraph.store.memory import InMemoryStore
 
 from latm.data import load_task, paper_split
 from latm.graph import Context, build_graph
-from latm.local import LocalEndpoints, LocalPaths, ensure_local_endpoints, missing_parts
-from latm.local import server as srv
+from latm.local import LocalEndpoints
+
+from .local_server import local_endpoints
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def endpoints() -> Iterator[LocalEndpoints]:
-    paths = LocalPaths.from_env()
-    missing = missing_parts(paths)
-    if missing:
-        pytest.skip(
-            f"local models not installed in {paths.root} (missing: {', '.join(missing)}); "
-            "run `latm local install` or .ci/local-llm-setup.sh"
-        )
-    was_running = srv.status(paths).running
-    yield ensure_local_endpoints(paths=paths)
-    if not was_running:
-        srv.stop(paths)
+    yield from local_endpoints()
 
 
 def test_make_then_use_ends_with_a_verified_tool_or_a_clean_error(

@@ -1,8 +1,8 @@
 """The real local server: llama.cpp serving Qwen2.5-Coder 1.5B (maker) and 0.5B (user).
 
 Started through ``latm.local`` (and stopped again if this session started it).
-Skipped, with the reason, only when ``latm local install`` has not been run;
-``.ci/run`` installs it, so in CI these tests run.
+Skipped, with the reason, only when ``latm local install`` has not been run
+(and failed then instead if ``LATM_LOCAL_REQUIRED=1``, as CI sets it).
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import pytest
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, Field
 
-from latm.local import LocalEndpoints, LocalPaths, ensure_local_endpoints, missing_parts
+from latm.local import LocalEndpoints, LocalPaths
 from latm.local import server as srv
+
+from .local_server import local_endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -26,19 +28,7 @@ WORDS = ["pear", "apple", "fig", "banana"]
 
 @pytest.fixture(scope="module")
 def endpoints() -> Iterator[LocalEndpoints]:
-    paths = LocalPaths.from_env()
-    missing = missing_parts(paths)
-    if missing:
-        pytest.skip(
-            f"local models not installed in {paths.root} (missing: {', '.join(missing)}); "
-            "run `latm local install` or .ci/local-llm-setup.sh"
-        )
-    was_running = srv.status(paths).running
-    eps = ensure_local_endpoints(paths=paths)
-    yield eps
-    if not was_running:
-        assert "stopped" in srv.stop(paths)
-        assert not srv.status(paths).running
+    yield from local_endpoints()
 
 
 def chat(base_url: str, model: str, max_tokens: int = 256) -> ChatOpenAI:

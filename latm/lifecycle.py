@@ -328,20 +328,20 @@ def holds_lease(node: Node) -> Node:
         from latm.nodes.common import get_context, get_repository
 
         ctx = get_context(runtime)
+        ends = bool(update.get("error") or (update.get("tool_record") and update.get("tool")))
         try:
             repo = get_repository(runtime, ctx)
             with repo.guard("updating the tool-making lease"):
                 if update.get("error"):
                     release(repo, lease)
-                elif update.get("tool_record") and update.get("tool"):
-                    made = ToolRecord.model_validate(update["tool_record"])
-                    release(repo, lease, made=made)
+                elif ends:
+                    release(repo, lease, made=ToolRecord.model_validate(update["tool_record"]))
                 else:
                     renew(repo, lease, ctx)
-                    return update
         except Exception as exc:
             log.warning("could not update the lease on %s: %s", lease.get("key"), exc)
-        return {**update, "lease": None}
+        # only a node that ends the making clears the lease (parallel proposals never write it)
+        return {**update, "lease": None} if ends else update
 
     return cast(Node, run)
 

@@ -427,3 +427,30 @@ def test_concurrent_make_only_requests_make_one_tool_and_answer_nothing(store):
     assert [(o["error"], o["answer"]) for o in outs] == [(None, None)] * 3
     assert [o["tool"]["version"] for o in outs] == [1, 1, 1]
     assert sum(o["cache_hit"] for o in outs) == 2
+
+
+def test_a_store_failing_during_best_of_n_making_ends_the_run_cleanly():
+    class FlakyStore(InMemoryStore):
+        broken = False
+
+        def batch(self, ops: Any) -> Any:
+            if self.broken:
+                raise sqlite3.OperationalError("the database went away")
+            return super().batch(ops)
+
+    store = FlakyStore()
+    replies = [maker_reply(SORT_CODE, VALIDATION_QS)] * 3
+    maker = scripted(replies)
+    reply = maker._generate
+
+    def break_then_reply(*args: Any, **kwargs: Any) -> Any:
+        store.broken = True
+        return reply(*args, **kwargs)
+
+    object.__setattr__(maker, "_generate", break_then_reply)
+    out = build_graph(store=store).invoke(
+        {"examples": SIX, "task_type": "word_sorting"}, context=ctx(maker, n_candidates=3)
+    )
+    assert len(maker.received) == 3
+    assert out["error"].startswith("the tool repository is unavailable")
+    assert "the database went away" in out["error"]

@@ -390,3 +390,15 @@ def on_own_threads(node: Node) -> Callable[..., Awaitable[dict[str, Any]]]:
         return await loop.run_in_executor(_WAITING_THREADS, call)
 
     return run
+
+
+def waiting_node(node: Node) -> Any:
+    """``node`` for ``add_node``: sync runs call it, async runs use :func:`on_own_threads`.
+
+    LangGraph's public node API takes one callable; pairing a sync function with
+    its async twin needs its ``RunnableCallable`` (an internal module, pinned by
+    the project's ``langgraph<1.3`` range).
+    """
+    from langgraph._internal._runnable import RunnableCallable
+
+    return RunnableCallable(node, on_own_threads(node))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -13,7 +12,7 @@ from langgraph.types import Send
 
 from latm.graph.context import Context
 from latm.graph.state import InputState, OutputState, State
-from latm.lifecycle import on_own_threads
+from latm.lifecycle import waiting_node
 from latm.nodes import dispatcher, propose, use, verify, wrap
 from latm.nodes.common import get_context
 from latm.nodes.verify import passed
@@ -67,8 +66,8 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder = StateGraph(
         State, context_schema=Context, input_schema=InputState, output_schema=OutputState
     )
-    # async runs (the server) wait for another run's tool off the node thread pool
-    builder.add_node("dispatcher", RunnableCallable(dispatcher, on_own_threads(dispatcher)))
+    # waits for another run's tool off the server's node threads (see waiting_node)
+    builder.add_node("dispatcher", waiting_node(dispatcher))
     builder.add_node("propose", propose)
     builder.add_node("verify", verify)
     builder.add_node("wrap", wrap)

@@ -31,6 +31,20 @@ def run(store: Any, ctx: Context, **inputs: Any) -> dict[str, Any]:
     return build_graph(store=store).invoke(inputs, context=ctx)
 
 
+def make_sorting_tool(store: Any, make_context: Any, code: str = SORT_CODE) -> None:
+    """Make and store the word_sorting tool (one maker call), answering one question."""
+    out = run(
+        store,
+        make_context(
+            scripted([maker_reply(code, VALIDATION_QS)]), scripted([user_reply(HELD_OUT["input"])])
+        ),
+        task=HELD_OUT["input"],
+        examples=DEMOS_AND_VALIDATION,
+        task_type="word_sorting",
+    )
+    assert out["error"] is None
+
+
 def repo(store: Any) -> ToolRepository:
     return ToolRepository(store, "default")
 
@@ -111,16 +125,7 @@ def test_exhausted_attempts_end_with_an_error_and_store_nothing(store, make_cont
 
 
 def test_hit_by_task_type_never_calls_the_maker_or_the_dispatch_model(store, make_context):
-    run(
-        store,
-        make_context(
-            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-            scripted([user_reply(HELD_OUT["input"])]),
-        ),
-        task=HELD_OUT["input"],
-        examples=DEMOS_AND_VALIDATION,
-        task_type="word_sorting",
-    )
+    make_sorting_tool(store, make_context)
 
     question = EXAMPLES[30]
     maker, user = scripted([]), scripted([user_reply(question["input"])])
@@ -139,16 +144,7 @@ def test_hit_by_task_type_never_calls_the_maker_or_the_dispatch_model(store, mak
 
 
 def test_hit_by_search_is_confirmed_by_the_user_model(store, make_context):
-    run(
-        store,
-        make_context(
-            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-            scripted([user_reply(HELD_OUT["input"])]),
-        ),
-        task=HELD_OUT["input"],
-        examples=DEMOS_AND_VALIDATION,
-        task_type="word_sorting",
-    )
+    make_sorting_tool(store, make_context)
 
     question = EXAMPLES[40]
     user = scripted(['{"tool": "word_sorting"}', user_reply(question["input"])])
@@ -160,16 +156,7 @@ def test_hit_by_search_is_confirmed_by_the_user_model(store, make_context):
 
 
 def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_context):
-    run(
-        store,
-        make_context(
-            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-            scripted([user_reply(HELD_OUT["input"])]),
-        ),
-        task=HELD_OUT["input"],
-        examples=DEMOS_AND_VALIDATION,
-        task_type="word_sorting",
-    )
+    make_sorting_tool(store, make_context)
 
     question = EXAMPLES[41]
     maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
@@ -184,16 +171,7 @@ def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_conte
 
 
 def test_miss_without_examples_names_the_closest_tools(store, make_context):
-    run(
-        store,
-        make_context(
-            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-            scripted([user_reply(HELD_OUT["input"])]),
-        ),
-        task=HELD_OUT["input"],
-        examples=DEMOS_AND_VALIDATION,
-        task_type="word_sorting",
-    )
+    make_sorting_tool(store, make_context)
 
     user = scripted(['{"tool": "none"}'])
     out = run(
@@ -311,16 +289,7 @@ def test_tool_that_loops_or_raises_at_use_time_gives_a_clear_error(
 
 
 def test_user_reply_without_a_call_is_a_clear_error(store, make_context):
-    run(
-        store,
-        make_context(
-            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]),
-            scripted([user_reply(HELD_OUT["input"])]),
-        ),
-        task=HELD_OUT["input"],
-        examples=DEMOS_AND_VALIDATION,
-        task_type="word_sorting",
-    )
+    make_sorting_tool(store, make_context)
     out = run(
         store,
         make_context(scripted([]), scripted(["The answer is apple zebra."])),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,11 +17,20 @@ from latm.prompts.bench import COT_DEMO, COT_SYSTEM, COT_USER
 
 def cot_messages(demos: list[Example], question: str) -> list[BaseMessage]:
     """The few-shot chain-of-thought prompt: the demos, then the question."""
-    shots = "\n\n".join(COT_DEMO.format(question=d["input"], answer=d["target"]) for d in demos)
+    shots = "\n\n".join(
+        COT_DEMO.format(n=i, question=d["input"], answer=d["target"])
+        for i, d in enumerate(demos, 1)
+    )
     return [
         SystemMessage(COT_SYSTEM),
         HumanMessage(COT_USER.format(demos=shots, question=question)),
     ]
+
+
+def cot_prompt_version() -> str:
+    """A short hash of the CoT prompt texts: a run's CoT answers all come from one prompt."""
+    text = "\0".join((COT_SYSTEM, COT_DEMO, COT_USER))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from latm.bench.cot import answer_cot, cot_context
+from latm.bench.cot import answer_cot, cot_context, cot_prompt_version
 from latm.bench.records import ITEMS, MAKE, STORE, UNEXPECTED, RunDir, is_infra_error
 from latm.bench.scoring import score
 from latm.bench.tasks import TASKS, BenchItem, BenchTask, prepare_task
@@ -125,6 +125,7 @@ def run_identity(ctx: Context, options: BenchOptions) -> dict[str, Any]:
         "user": model_label(ctx, "user"),
         "dyck_strip_spaces": options.dyck_strip_spaces,
         "cot_max_tokens": options.cot_max_tokens,
+        "cot_prompt": cot_prompt_version(),
         "settings": graph_settings(ctx),
     }
 

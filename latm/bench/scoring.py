@@ -12,7 +12,7 @@ import re
 
 from latm.answers import is_correct, parse_options
 
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*(.+)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"answer is[ \t]*:?[ \t]*(\S.*)", re.IGNORECASE)
 _PREFIX = re.compile(r"^(?:final answer|answer|a)\s*:\s*", re.IGNORECASE)
 _LEADING_OPTION = re.compile(r"^\(([A-Z])\)")
 _BOXED = re.compile(r"\\boxed\{(.*)\}")

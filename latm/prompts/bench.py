@@ -1,23 +1,26 @@
 """Prompts of the benchmark's direct-answering baseline (few-shot chain of thought).
 
 The tasks ship worked examples without written reasoning, so the three demos
-show the question and the final answer in the required form, and the
-instruction asks for step-by-step reasoning before it.
+are shown as solved examples (question and final answer) that fix the answer's
+form, apart from the question to answer, which the model is asked to reason
+about step by step before it gives its answer.
 """
 
 COT_SYSTEM = """\
-You solve reasoning problems. Think step by step, then end your reply with one line \
-of the form:
-So the answer is <answer>.
-Write <answer> exactly in the form of the answers in the examples (for a multiple-choice \
-question, the option letter in parentheses, like (A))."""
+You solve reasoning problems carefully, step by step."""
 
 COT_DEMO = """\
-Q: {question}
-A: So the answer is {answer}."""
+Example {n}:
+Question: {question}
+Final answer: {answer}"""
 
 COT_USER = """\
+Here are solved examples of a task, each with its final answer:
+
 {demos}
 
-Q: {question}
-A: Let's think step by step."""
+Now solve the following question of the same task. First reason step by step. Then \
+end with one last line of the form "So the answer is <answer>." where <answer> is \
+written exactly in the form of the final answers above.
+
+Question: {question}"""

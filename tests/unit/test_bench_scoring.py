@@ -21,6 +21,8 @@ MC = (
         ("So the answer is (B) The robin is the leftmost.", MC, "(B)"),
         ("...\nSo the answer is **(C)**.", MC, "(C)"),
         ("The answer is: 42", "", "42"),
+        ("Therefore, the correct answer is:\n\nSo the answer is (E).", MC, "(E)"),
+        ("So the answer is (E).\n\nThe final answer is \\(\\boxed{E}\\).", MC, "E"),
         ("I think the answer is 3.\nWait, no.\nSo the answer is 7.", "", "7"),
         ("reasoning\nAnswer: `] ) >`", "", "] ) >"),
         ("So the answer is No time slot works.", "", "No time slot works."),

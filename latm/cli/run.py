@@ -15,6 +15,7 @@ from latm.cli.common import UserError, console, err_console
 from latm.graph.builder import build_graph
 from latm.graph.context import Context
 from latm.graph.state import InputState
+from latm.sandbox import describe_isolation, get_executor
 
 
 def configure_models(ctx: Context) -> Context:
@@ -98,12 +99,27 @@ def render_event(event: dict[str, Any]) -> str | None:
     return head + text if text else None
 
 
+_warned = False
+
+
+def warn_if_unsandboxed(ctx: Context) -> None:
+    """Say once, loudly, when generated code will run without OS-level isolation."""
+    global _warned
+    if _warned or not ctx.allow_unsandboxed:
+        return
+    executor = get_executor(ctx.executor, allow_unsandboxed=True)
+    if getattr(executor, "sandboxed", True) is False:
+        _warned = True
+        err_console.print(f"[bold red]warning:[/] {escape(describe_isolation(executor))}")
+
+
 def run_graph(inputs: InputState, ctx: Context, *, quiet: bool = False) -> dict[str, Any]:
     """Run LATM once, printing each node's progress, and return its output."""
     try:
         app = build_graph(store=backend_for(ctx).store)
     except BackendError as exc:
         raise UserError(f"cannot open the tool repository: {exc}") from exc
+    warn_if_unsandboxed(ctx)
     output: dict[str, Any] = {}
     started = time.perf_counter()
     modes: list[StreamMode] = ["custom", "values"]

@@ -128,3 +128,13 @@ def test_demo_makes_a_tool_and_reports_accuracy(models, capsys):
     out = capsys.readouterr().out
     assert "accuracy 2/3 = 67%" in out
     assert out.count("correct") == 2 and "wrong (expected" in out
+
+
+def test_an_unsandboxed_run_says_so(models, monkeypatch, capsys):
+    import latm.cli.run as run_module
+
+    monkeypatch.setattr(run_module, "_warned", False)
+    monkeypatch.setenv("LATM_ALLOW_UNSANDBOXED", "1")
+    monkeypatch.setenv("LATM_EXECUTOR", "subprocess")
+    main(["solve", "What is 2 + 2?"])
+    assert "NO isolation" in capsys.readouterr().err

@@ -387,7 +387,12 @@ def plot(results: dict[str, Any], path: str | Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     colors = {"latm": "tab:green", "cot_user": "tab:blue", "cot_maker": "tab:red"}
     jobs: list[tuple[str, dict[str, tuple[float, float]], dict[str, int | None], int]] = [
-        (name, _curves(task, pricing), task["break_even"].get(pricing, {}), task["n_test_total"])
+        (
+            name + (" (no tool)" if task["methods"].get("latm", {}).get("no_tool") else ""),
+            _curves(task, pricing),
+            task["break_even"].get(pricing, {}),
+            task["n_test_total"],
+        )
         for name, task in panels
     ]
     if all_panel:
@@ -430,7 +435,12 @@ def plot(results: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[len(jobs) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = [METHOD_TITLES[m] for m in METHODS if METHOD_TITLES[m] in legend]
+    handles = [legend[label] for label in labels]
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(

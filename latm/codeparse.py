@@ -51,7 +51,11 @@ def _parse(source: str) -> ast.Module:
     if len(source) > MAX_CODE_CHARS:
         raise ReplyError(f"the code is longer than {MAX_CODE_CHARS} characters")
     try:
-        return ast.parse(source)
+        module = ast.parse(source)
+        # The compiler's later passes find what parsing does not (``import *`` in a
+        # function, ``return`` outside one, ...). Compiling runs nothing.
+        compile(module, "<tool>", "exec", dont_inherit=True)
+        return module
     except SyntaxError as exc:
         raise ReplyError(f"the code has a syntax error: {exc.msg} (line {exc.lineno})") from exc
     except (ValueError, RecursionError, MemoryError) as exc:

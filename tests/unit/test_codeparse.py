@@ -49,6 +49,8 @@ def test_proposal_across_two_blocks_and_unfenced_code():
         ("I cannot do that.", "no Python code block"),
         ("```python\ndef f(:\n```", "syntax error"),
         ("```python\nx = 1\n```", "defines no public function"),
+        ("```python\ndef f(x):\n    from math import *\n    return x\n```", r"import \* only"),
+        ("```python\nreturn 1\ndef f(x):\n    return x\n```", "'return' outside function"),
     ],
 )
 def test_unusable_replies(reply, message):

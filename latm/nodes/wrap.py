@@ -39,6 +39,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     report = state.get("report") or []
     direct = bool(state.get("direct"))
     maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
+    version = repo.next_version(task_type)
     if ctx.require_approval:
         decision = review(
             state,
@@ -46,7 +47,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             ctx,
             task_type=task_type,
             entry=entry,
-            version=repo.next_version(task_type),
+            version=version,
         )
         if decision.error:
             return {"error": decision.error}
@@ -73,7 +74,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         maker_model=maker,
         verification=report,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        version=repo.next_version(task_type),
+        version=version,
         direct_entry=DIRECT_ENTRY if direct and ctx.direct_entry else None,
     )
     try:

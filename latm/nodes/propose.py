@@ -1,7 +1,12 @@
 """Propose: the maker writes a generic Python function from the demos (paper, stage 1).
 
 With best-of-N, ``propose`` runs as N parallel branches (one ``Send`` each); each
-branch makes one candidate and ``verify`` collects them.
+branch makes one candidate and ``verify`` collects them. In the first round the
+candidates differ by sampling and by the order of the demos. In later rounds
+candidate 0 repairs the round's best candidate from its failures (the paper's
+retry), and the others start afresh with those failures as extra worked examples:
+a small maker shown its own code tends to repeat it token for token, so fresh
+attempts are where new ideas come from.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from latm.prompts import (
     DIRECT_INSTRUCTIONS,
     DIRECT_NAME,
     DIRECT_TEMPLATE,
+    LESSONS,
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
@@ -55,6 +61,42 @@ def instructions(validation: list[Example], direct: bool) -> str:
         direct_name=DIRECT_NAME if direct else "",
         direct_template=DIRECT_TEMPLATE if direct else "",
     )
+
+
+def rotated(demos: list[Example], index: int) -> list[Example]:
+    """The demos in the order candidate ``index`` sees them (candidate 0: as given)."""
+    if not demos:
+        return demos
+    shift = index % len(demos)
+    return demos[shift:] + demos[:shift]
+
+
+def lessons(state: State, demos: list[Example]) -> list[Example]:
+    """Failed cases of the previous round's best candidate, as worked examples.
+
+    Their expected answers were already shown in the repair feedback; a fresh
+    candidate gets them without the failing code.
+    """
+    seen = {ex["input"] for ex in demos}
+    cases: list[Example] = []
+    for case in state.get("report") or []:
+        if case["passed"] or case["input"] in seen:
+            continue
+        seen.add(case["input"])
+        cases.append(Example(input=case["input"], target=case["expected"]))
+    return cases[:MAX_FAILURES_SHOWN]
+
+
+def first_prompt(state: State, ctx: Context, index: int) -> list[str]:
+    """The user turns of a fresh candidate: demos (and lessons), then what to write."""
+    demos, validation = split_examples(state, ctx)
+    shown = format_demos(rotated(demos, index))
+    if learned := lessons(state, demos):
+        shown += "\n\n" + LESSONS.format(cases=format_demos(learned))
+    asks = instructions(validation, ctx.direct_entry)
+    if ctx.two_step:
+        return [DESCRIBE_USER.format(demos=shown), asks]
+    return [PROPOSE_USER.format(demos=shown, instructions=asks)]
 
 
 def _describe_failure(i: int, case: CaseReport) -> str:
@@ -111,22 +153,17 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the maker for one candidate tool, or for a fix of the round's best one.
 
     The first round shows the demos and the validation questions (with the
-    two-step setting, the maker first describes the input format and the rule);
-    a later round continues the best candidate's conversation with its failing
-    cases (expected vs got, or the error) or the reason its reply was unusable.
+    two-step setting, the maker first describes the input format and the rule).
+    In a later round candidate 0 continues the best candidate's conversation with
+    its failing cases (expected vs got, or the error) or the reason its reply was
+    unusable; the other candidates start a new conversation whose examples
+    include those failing cases.
     """
     ctx = get_context(runtime)
     index = state.get("candidate", 0)
     attempt = state.get("attempts", 0) + 1
-    demos, validation = split_examples(state, ctx)
-    history: list[BaseMessage] = list(state.get("maker_messages") or [])
-    asks = instructions(validation, ctx.direct_entry)
-    if history:
-        steps = [feedback(state)]
-    elif ctx.two_step:
-        steps = [DESCRIBE_USER.format(demos=format_demos(demos)), asks]
-    else:
-        steps = [PROPOSE_USER.format(demos=format_demos(demos), instructions=asks)]
+    history: list[BaseMessage] = list(state.get("maker_messages") or []) if index == 0 else []
+    steps = [feedback(state)] if history else first_prompt(state, ctx, index)
     prompt: list[tuple[str, str]] = [] if history else [("system", MAKER_SYSTEM)]
     messages: list[BaseMessage] = history or [SystemMessage(MAKER_SYSTEM)]
     temperature = ctx.maker_temperature if index == 0 else ctx.candidate_temperature

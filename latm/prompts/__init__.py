@@ -9,6 +9,7 @@ from latm.prompts.maker import (
     DIRECT_INSTRUCTIONS,
     DIRECT_NAME,
     DIRECT_TEMPLATE,
+    LESSONS,
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
@@ -16,7 +17,7 @@ from latm.prompts.maker import (
     RETRY_FAILED_CASES,
     WRITE_INSTRUCTIONS,
 )
-from latm.prompts.user import USE_SYSTEM, USE_USER
+from latm.prompts.user import USE_CALL, USE_SYSTEM, USE_USER
 
 __all__ = [
     "DESCRIBE_USER",
@@ -25,11 +26,13 @@ __all__ = [
     "DIRECT_TEMPLATE",
     "DISPATCH_SYSTEM",
     "DISPATCH_USER",
+    "LESSONS",
     "MAKER_SYSTEM",
     "PROPOSE_USER",
     "RETRY_BAD_REPLY",
     "RETRY_DIRECT_ONLY",
     "RETRY_FAILED_CASES",
+    "USE_CALL",
     "USE_SYSTEM",
     "USE_USER",
     "WRITE_INSTRUCTIONS",

@@ -19,6 +19,13 @@ Here are worked examples of a task.
 
 {instructions}"""
 
+LESSONS = """\
+An earlier attempt misread this task and got the questions below wrong. Their \
+correct answers are given: treat them as more worked examples, and make sure your \
+rule gives exactly these answers.
+
+{cases}"""
+
 DESCRIBE_USER = """\
 Here are worked examples of a task.
 

@@ -98,7 +98,7 @@ def test_best_of_n_prefers_the_simplest_passing_candidate(store):
     assert tools(store).get("word_sorting").code.strip() == SORT_CODE.strip()
 
 
-def test_next_round_continues_the_best_failing_candidate(store):
+def test_next_round_repairs_the_best_failing_candidate_and_restarts_the_others(store):
     round_one = [
         maker_reply(BUGGY_SORT_CODE, VALIDATION_QS),
         "no code, sorry",
@@ -111,14 +111,39 @@ def test_next_round_continues_the_best_failing_candidate(store):
         context=ctx(maker, scripted([]), n_candidates=3),
     )
     assert out["error"] is None and out["usage"]["maker"]["calls"] == 6
-    second_round = maker.received[3:]
+    second_round = ["\n".join(str(m.content) for m in messages) for messages in maker.received[3:]]
     assert len(second_round) == 3
-    for messages in second_round:
-        history = "\n".join(str(m.content) for m in messages)
-        # PARTIAL passed 1 of 3 (the 3-word list): it is the best failure, fed back.
-        assert "long ones are not handled yet" in history and "reverse=True" not in history
-        assert f"Expected: {EXAMPLES[3]['target']!r}" in str(messages[-1].content)
-        assert f"Question 2: {EXAMPLES[4]['input']}" not in str(messages[-1].content)
+    # PARTIAL passed 1 of 3 (the 3-word list): it is the best failure.
+    repairs = [h for h in second_round if "long ones are not handled yet" in h]
+    fresh = [h for h in second_round if h not in repairs]
+    assert len(repairs) == 1 and len(fresh) == 2
+    repair = maker.received[3:][second_round.index(repairs[0])]
+    assert "reverse=True" not in repairs[0]
+    assert f"Expected: {EXAMPLES[3]['target']!r}" in str(repair[-1].content)
+    assert f"Question 2: {EXAMPLES[4]['input']}" not in str(repair[-1].content)
+    for history in fresh:
+        # a new conversation: no earlier code, the failed cases shown as worked examples
+        assert "def " not in history.split("CALLS = [")[0].replace("def name_of_your_function", "")
+        assert "An earlier attempt misread this task" in history
+        assert f"Question: {EXAMPLES[3]['input']}\nAnswer: {EXAMPLES[3]['target']}" in history
+        assert f"Answer: {EXAMPLES[5]['target']}" in history
+        assert f"Answer: {EXAMPLES[4]['target']}" not in history  # that case passed
+    # the two fresh candidates see the demos in different orders
+    firsts = {h.index(EXAMPLES[0]["input"]) < h.index(EXAMPLES[1]["input"]) for h in fresh}
+    assert firsts == {True, False}
+
+
+def test_first_round_candidates_see_the_demos_in_different_orders(store):
+    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)] * 3)
+    build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(maker, scripted([]), n_candidates=3),
+    )
+    orders = set()
+    for messages in maker.received:
+        text = str(messages[-1].content)
+        orders.add(tuple(sorted(range(3), key=lambda i: text.index(EXAMPLES[i]["input"]))))
+    assert orders == {(0, 1, 2), (1, 2, 0), (2, 0, 1)}
 
 
 def test_rounds_and_candidates_are_capped(store):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from latm.answers import normalize_answer
@@ -14,7 +14,7 @@ from latm.graph.state import State
 from latm.lifecycle import record_use
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, get_limits, get_tool_executor
-from latm.prompts import USE_SYSTEM, USE_USER
+from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
 from latm.sandbox import SandboxUnavailableError
 
@@ -50,18 +50,17 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             emit(runtime, "use", "failed", status=result.status, error=result.error)
             return {"error": f"tool {name} failed on the request: {result.status}: {result.error}"}
         emit(runtime, "use", "fallback", reason=result.error)
-    demos = "\n\n".join(f"Question: {d.question}\nCall: {d.call}" for d in record.demos)
-    messages = [
-        SystemMessage(USE_SYSTEM),
-        HumanMessage(
-            USE_USER.format(
-                signature=record.signature,
-                docstring=record.docstring or record.description,
-                demos=demos,
-                question=task,
+    messages: list[BaseMessage] = [
+        SystemMessage(
+            USE_SYSTEM.format(
+                signature=record.signature, docstring=record.docstring or record.description
             )
-        ),
+        )
     ]
+    for demo in record.demos:
+        messages.append(HumanMessage(USE_USER.format(question=demo.question)))
+        messages.append(AIMessage(USE_CALL.format(call=demo.call)))
+    messages.append(HumanMessage(USE_USER.format(question=task)))
     try:
         reply, usage = invoke(ctx, "user", messages)
     except ModelError as exc:

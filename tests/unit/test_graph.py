@@ -141,6 +141,13 @@ def test_hit_by_task_type_never_calls_the_maker_or_the_dispatch_model(store, mak
     assert out["answer"] == question["target"]
     assert maker.received == []
     assert len(user.received) == 1 and "usage" in out and "maker" not in out["usage"]
+    # the usage demos come as worked turns (question, then the call), the question last
+    messages = user.received[0]
+    assert [m.type for m in messages] == ["system"] + ["human", "ai"] * 3 + ["human"]
+    assert "def sort_words" in str(messages[0].content)
+    assert str(messages[1].content) == f"Question: {EXAMPLES[3]['input']}"
+    assert "sort_words(" in str(messages[2].content)
+    assert str(messages[-1].content) == f"Question: {question['input']}"
 
 
 def test_hit_by_search_is_confirmed_by_the_user_model(store, make_context):

@@ -14,6 +14,24 @@ from dataclasses import dataclass
 MAX_CODE_CHARS = 100_000
 DIRECT_ENTRY = "solve"
 """Name of the optional entry that takes the raw request text."""
+AUTO_IMPORTS = frozenset(
+    {
+        "bisect",
+        "collections",
+        "datetime",
+        "fractions",
+        "functools",
+        "heapq",
+        "itertools",
+        "math",
+        "operator",
+        "re",
+        "statistics",
+        "string",
+    }
+)
+"""Standard modules whose missing ``import`` is added when the code uses them as
+``module.attribute`` without importing or defining the name (small makers forget)."""
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
@@ -79,13 +97,32 @@ def _keep(stmt: ast.stmt) -> bool:
     return not _is_main_guard(stmt)
 
 
+def missing_imports(module: ast.Module) -> list[str]:
+    """Modules of :data:`AUTO_IMPORTS` the code uses (``re.search``) but never binds."""
+    bound: set[str] = set()
+    used: set[str] = set()
+    for node in ast.walk(module):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            used.add(node.value.id)
+    return sorted((used & AUTO_IMPORTS) - bound)
+
+
 def parse_proposal(reply: str) -> Proposal:
     """Split the maker's reply into tool code and validation calls.
 
     The reply holds fenced Python: the tool function (with any imports and
     helpers) and a list ``CALLS = [tool(...), ...]`` with one call per
     validation question. Top-level demo code (prints, ``__main__`` blocks) is
-    dropped from the tool.
+    dropped from the tool, and a forgotten ``import`` of a common standard
+    module the code uses (``re``, ``math``, ...) is added.
 
     Args:
         reply: The maker's whole reply.
@@ -132,6 +169,8 @@ def parse_proposal(reply: str) -> Proposal:
     _with_decorators = [s for s in kept if getattr(s, "decorator_list", None)]
     if _with_decorators:  # get_source_segment drops decorators; unparse keeps them
         code = "\n\n".join(ast.unparse(s) for s in kept)
+    if missing := missing_imports(ast.Module(body=kept, type_ignores=[])):
+        code = "".join(f"import {name}\n" for name in missing) + "\n" + code
     return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
 
 

@@ -43,6 +43,32 @@ def test_proposal_across_two_blocks_and_unfenced_code():
     assert parse_proposal("def g(x):\n    return x\n").entry == "g"
 
 
+FORGETFUL = """```python
+from collections import Counter as C
+
+def parse(text: str) -> str:
+    numbers = [int(n) for n in re.findall(r"\\d+", text)]
+    return str(math.prod(numbers)) + str(C(text)) + str(len(string))
+
+def count(words, string):
+    return words.split()
+```"""
+
+
+def test_forgotten_imports_of_common_modules_are_added_and_nothing_else():
+    p = parse_proposal(FORGETFUL)
+    lines = p.code.splitlines()
+    # `re` and `math` are used as modules and bound nowhere in the module
+    assert lines[:2] == ["import math", "import re"]
+    # a name the code binds itself (here `re`) is left alone
+    rebinding = FORGETFUL.replace("return words.split()", "re = words\n    return re.split()")
+    assert "import re" not in parse_proposal(rebinding).code
+    # `string` is a parameter somewhere, `Counter` came in under another name
+    assert "import string" not in p.code and "import collections" not in p.code
+    # already imported: nothing is added
+    assert parse_proposal(REPLY).code.startswith("import re\n\ndef _helper")
+
+
 @pytest.mark.parametrize(
     ("reply", "message"),
     [

@@ -174,6 +174,61 @@ def parse_proposal(reply: str) -> Proposal:
     return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
 
 
+def _defined(stmt: ast.stmt) -> str | None:
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return stmt.name
+    return None
+
+
+def attach_direct_entry(reply: str, code: str, entry: str, calls: list[str]) -> Proposal:
+    """Add the ``solve(request)`` entry of the maker's reply to a verified tool.
+
+    The reply's functions and imports are appended to ``code``; any function the
+    verified code already defines (the tool itself, a helper) is kept as
+    verified, so writing the entry can never break the tool.
+
+    Raises:
+        ReplyError: The reply has no code, code that does not parse, or no
+            ``solve`` taking one argument.
+    """
+    blocks = code_blocks(reply)
+    if not blocks:
+        raise ReplyError("the reply contains no Python code block")
+    source = "\n\n".join(blocks)
+    module = _parse(source)
+    known = {name for s in _parse(code).body if (name := _defined(s))}
+    added = [
+        s for s in module.body if _keep(s) and _defined(s) not in known and not _assigns_calls(s)
+    ]
+    if not any(
+        isinstance(s, ast.FunctionDef)
+        and s.name == DIRECT_ENTRY
+        and len(s.args.posonlyargs) + len(s.args.args) == 1
+        for s in added
+    ):
+        raise ReplyError(f"the code defines no {DIRECT_ENTRY}(request) function")
+    extra = "\n\n".join(ast.unparse(s) for s in added)
+    combined = code.rstrip() + "\n\n\n" + extra + "\n"
+    tree = _parse(combined)
+    if missing := missing_imports(tree):
+        combined = "".join(f"import {name}\n" for name in missing) + "\n" + combined
+    return Proposal(code=combined, entry=entry, calls=list(calls), direct=True)
+
+
+def without_function(code: str, name: str) -> str:
+    """``code`` without its top-level function ``name`` (a failing ``solve``, say)."""
+    module = _parse(code)
+    kept = [s for s in module.body if _defined(s) != name]
+    if len(kept) == len(module.body):
+        return code
+    return "\n\n\n".join(ast.unparse(s) for s in kept) + "\n"
+
+
+def _assigns_calls(stmt: ast.stmt) -> bool:
+    target = stmt.targets[0] if isinstance(stmt, ast.Assign) and stmt.targets else None
+    return isinstance(target, ast.Name) and target.id == "CALLS"
+
+
 def function_info(code: str, entry: str) -> tuple[str, str]:
     """Return the signature line and docstring of ``entry`` in ``code``."""
     module = _parse(code)

@@ -81,9 +81,14 @@ def render_event(event: dict[str, Any]) -> str | None:
         if event.get("problem"):
             text += f"; {escape(str(event['problem'])[:200])}"
     elif kind == "done":
-        verdict = "[green]verified[/]" if event["passed"] else "[red]failed[/]"
+        verdict = "[green]verified[/]" if event["passed"] else "[red]not yet[/]"
         direct = ", with a direct entry" if event.get("direct") else ""
         text = f"{verdict}: candidate #{event.get('candidate', 0)}{direct}"
+    elif kind == "function":
+        text = f"[green]function verified[/] (#{event['candidate']}); "
+        text += "next: its solve(request) entry"
+    elif kind == "no_direct":
+        text = "no solve(request) entry verified: keeping the function for the user model"
     elif kind == "stored":
         text = f"stored {event['tool']} v{event['version']}"
     elif kind == "call":

@@ -61,7 +61,8 @@ class Candidate(TypedDict):
 
     Attributes:
         index: The candidate's number within its round.
-        prompt: The messages sent to the maker this round, as ``(role, text)`` pairs.
+        prompt: The whole conversation sent to the maker (earlier rounds included), as
+            ``(role, text)`` pairs.
         reply: The maker's reply (its last reply, with the two-step prompt).
         code: The tool code, or ``None`` when the reply could not be used.
         entry: The tool function's name.
@@ -80,6 +81,26 @@ class Candidate(TypedDict):
     direct: bool
     problem: str | None
     error: str | None
+
+
+class VerifiedFunction(TypedDict):
+    """A tool function whose calls passed, waiting for its ``solve(request)`` entry.
+
+    Attributes:
+        code: The verified tool code.
+        entry: The tool function's name.
+        calls: The maker's verified calls for the validation questions.
+        report: The verification report of those calls.
+        conversation: The maker's conversation that produced it, as ``(role, text)``.
+        round: The round in which it was verified.
+    """
+
+    code: str
+    entry: str
+    calls: list[str]
+    report: list[CaseReport]
+    conversation: list[tuple[str, str]]
+    round: int
 
 
 def add_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:
@@ -174,6 +195,10 @@ class State(InputState, OutputState, total=False):
             a syntax error, ...), for the maker's next attempt.
         attempts: How many rounds of proposals the maker has made in this run.
         maker_messages: The conversation with the maker in this run.
+        function: The verified tool function (calls passed) while the maker writes
+            its ``solve(request)`` entry in later rounds; if no entry verifies,
+            this function is stored without one.
+        verified: Whether the latest round accepted a tool, for ``wrap`` to store.
         lease: The tool-making lease this run holds (``key``, ``owner``), taken by
             the dispatcher on a miss and released when the tool is stored or the
             making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
@@ -192,4 +217,6 @@ class State(InputState, OutputState, total=False):
     problem: str | None
     attempts: int
     maker_messages: Annotated[list[AnyMessage], add_messages]
+    function: VerifiedFunction | None
+    verified: bool
     lease: dict[str, Any] | None

@@ -47,6 +47,8 @@ def _fresh_run() -> dict[str, Any]:
         "problem": None,
         "attempts": 0,
         "maker_messages": Overwrite([]),
+        "function": None,
+        "verified": False,
         "lease": None,
     }
 

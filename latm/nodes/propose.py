@@ -7,6 +7,11 @@ candidate 0 repairs the round's best candidate from its failures (the paper's
 retry), and the others start afresh with those failures as extra worked examples:
 a small maker shown its own code tends to repeat it token for token, so fresh
 attempts are where new ideas come from.
+
+With the direct entry on, the function comes first and ``solve(request)`` after:
+once a function's calls pass, the next rounds ask only for the entry that parses
+the raw question, which is attached to the verified function (a small maker
+asked for both at once mixes parsing into the algorithm and gets both wrong).
 """
 
 from __future__ import annotations
@@ -16,23 +21,29 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from latm.codeparse import ReplyError, parse_proposal
+from latm.codeparse import Proposal, ReplyError, attach_direct_entry, parse_proposal
 from latm.graph.context import Context
-from latm.graph.state import Candidate, CaseReport, Example, State, TokenUsage, merge_usage
+from latm.graph.state import (
+    Candidate,
+    CaseReport,
+    Example,
+    State,
+    TokenUsage,
+    VerifiedFunction,
+    merge_usage,
+)
 from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples
 from latm.prompts import (
     DESCRIBE_USER,
-    DIRECT_INSTRUCTIONS,
-    DIRECT_NAME,
-    DIRECT_TEMPLATE,
+    DIRECT_STAGE,
     LESSONS,
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
-    RETRY_DIRECT_ONLY,
     RETRY_FAILED_CASES,
+    RETRY_SOLVE,
     WRITE_INSTRUCTIONS,
 )
 
@@ -52,14 +63,10 @@ def format_questions(validation: list[Example]) -> str:
     return "\n\n".join(f"Question {i}: {ex['input']}" for i, ex in enumerate(validation, 1))
 
 
-def instructions(validation: list[Example], direct: bool) -> str:
+def instructions(validation: list[Example]) -> str:
     """What the maker is asked to write, and in which form."""
     return WRITE_INSTRUCTIONS.format(
-        questions=format_questions(validation),
-        n_calls=len(validation),
-        direct=DIRECT_INSTRUCTIONS if direct else "",
-        direct_name=DIRECT_NAME if direct else "",
-        direct_template=DIRECT_TEMPLATE if direct else "",
+        questions=format_questions(validation), n_calls=len(validation)
     )
 
 
@@ -93,7 +100,7 @@ def first_prompt(state: State, ctx: Context, index: int) -> list[str]:
     shown = format_demos(rotated(demos, index))
     if learned := lessons(state, demos):
         shown += "\n\n" + LESSONS.format(cases=format_demos(learned))
-    asks = instructions(validation, ctx.direct_entry)
+    asks = instructions(validation)
     if ctx.two_step:
         return [DESCRIBE_USER.format(demos=shown), asks]
     return [PROPOSE_USER.format(demos=shown, instructions=asks)]
@@ -117,10 +124,44 @@ def feedback(state: State) -> str:
     shown = failed[:MAX_FAILURES_SHOWN]
     if len(failed) > len(shown):
         shown.append(f"({len(failed) - len(shown)} more failed)")
-    report = state.get("report") or []
-    calls_ok = all(c["passed"] for c in report if c.get("check", "call") == "call")
-    hint = RETRY_DIRECT_ONLY if failed and calls_ok else ""
-    return hint + RETRY_FAILED_CASES.format(failures="\n\n".join(shown))
+    template = RETRY_SOLVE if state.get("function") else RETRY_FAILED_CASES
+    return template.format(failures="\n\n".join(shown))
+
+
+def _messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:
+    kinds = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
+    return [kinds[role](text) for role, text in pairs]
+
+
+def _pairs(messages: list[BaseMessage]) -> list[tuple[str, str]]:
+    return [(m.type, m.content if isinstance(m.content, str) else str(m.content)) for m in messages]
+
+
+def plan(state: State, ctx: Context, index: int) -> tuple[list[BaseMessage], list[str]]:
+    """The conversation so far and the user turns to send, for candidate ``index``.
+
+    Returns:
+        The earlier messages (system prompt included) and the new user turns.
+    """
+    history: list[BaseMessage] = list(state.get("maker_messages") or [])
+    function = state.get("function")
+    if function is not None:
+        # the direct-entry stage: candidate 0 repairs the best solve() of the last
+        # round; the others (and everyone right after the function verified) ask
+        # for solve() in the conversation that made the function
+        if index == 0 and history and state.get("attempts", 0) > function["round"]:
+            return history, [feedback(state)]
+        return _messages(function["conversation"]), [DIRECT_STAGE.format(entry=function["entry"])]
+    if index == 0 and history:
+        return history, [feedback(state)]
+    return [SystemMessage(MAKER_SYSTEM)], first_prompt(state, ctx, index)
+
+
+def parse(text: str, function: VerifiedFunction | None) -> Proposal:
+    """The candidate in the maker's reply: a tool, or a ``solve`` for the verified one."""
+    if function is None:
+        return parse_proposal(text)
+    return attach_direct_entry(text, function["code"], function["entry"], function["calls"])
 
 
 def _candidate(
@@ -157,15 +198,14 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     In a later round candidate 0 continues the best candidate's conversation with
     its failing cases (expected vs got, or the error) or the reason its reply was
     unusable; the other candidates start a new conversation whose examples
-    include those failing cases.
+    include those failing cases. Once a function is verified (and the direct
+    entry is on), the candidates write its ``solve(request)`` entry instead.
     """
     ctx = get_context(runtime)
     index = state.get("candidate", 0)
     attempt = state.get("attempts", 0) + 1
-    history: list[BaseMessage] = list(state.get("maker_messages") or []) if index == 0 else []
-    steps = [feedback(state)] if history else first_prompt(state, ctx, index)
-    prompt: list[tuple[str, str]] = [] if history else [("system", MAKER_SYSTEM)]
-    messages: list[BaseMessage] = history or [SystemMessage(MAKER_SYSTEM)]
+    messages, steps = plan(state, ctx, index)
+    prompt = _pairs(messages)
     temperature = ctx.maker_temperature if index == 0 else ctx.candidate_temperature
     emit(
         runtime,
@@ -198,7 +238,7 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             prompt.append(("ai", text))
             messages.append(AIMessage(text))
     try:
-        proposal = parse_proposal(text)
+        proposal = parse(text, state.get("function"))
     except ReplyError as exc:
         emit(runtime, "propose", "unusable", attempt=attempt, candidate=index, problem=str(exc))
         return {"proposals": [_candidate(index, prompt, text, problem=str(exc))], "usage": usage}

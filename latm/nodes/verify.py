@@ -20,9 +20,9 @@ from langgraph.types import Overwrite
 
 from latm.answers import is_correct, normalize_answer
 from latm.checks import hardcoded
-from latm.codeparse import DIRECT_ENTRY
+from latm.codeparse import DIRECT_ENTRY, without_function
 from latm.graph.context import Context
-from latm.graph.state import Candidate, CaseReport, Example, State
+from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
 from latm.lifecycle import holds_lease
 from latm.nodes.common import emit, get_context, get_limits, get_tool_executor, split_examples
 from latm.sandbox import ExecLimits, ExecResult, Executor, SandboxUnavailableError
@@ -239,30 +239,46 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         )
     best = min(evaluations, key=Evaluation.rank)
     chosen = best.candidate
-    report = best.report
-    accepted = best.passed
-    if not best.passed and best.calls_passed and attempt >= ctx.max_attempts:
-        # Last round: a function whose calls pass meets the paper's bar; keep it,
-        # without the direct entry that failed, for the user model to call.
-        report = [c for c in best.report if c.get("check", "call") == "call"]
-        accepted = True
-        emit(
-            runtime,
-            "verify",
-            "no_direct",
-            attempt=attempt,
-            candidate=chosen["index"],
-            problem=best.first_failure,
-        )
+    function = state.get("function")
+    calls_only = [c for c in best.report if c.get("check", "call") == "call"]
+    accepted = best.passed and (best.direct or not ctx.direct_entry)
+    last = attempt >= ctx.max_attempts
     update.update(
-        report=report,
+        report=best.report,
         problem=None if best.report else best.problem,
         code=chosen["code"],
         entry=chosen["entry"],
         calls=chosen["calls"],
         direct=best.direct,
-        maker_messages=_conversation(chosen) if chosen["error"] is None else [],
+        maker_messages=Overwrite(_conversation(chosen) if chosen["error"] is None else []),
     )
+    if not accepted and function is None and best.calls_passed and chosen["code"]:
+        # The function is right; its solve(request) entry is missing or wrong.
+        function = VerifiedFunction(
+            code=without_function(chosen["code"], DIRECT_ENTRY),
+            entry=chosen["entry"] or "",
+            calls=chosen["calls"],
+            report=calls_only,
+            conversation=[*chosen["prompt"], ("ai", chosen["reply"])],
+            round=attempt,
+        )
+        update["function"] = function
+        emit(runtime, "verify", "function", attempt=attempt, candidate=chosen["index"])
+    if not accepted and function is not None and last:
+        # No entry verified in time: keep the verified function, for the user
+        # model to call (the paper's bar).
+        accepted = True
+        update.update(
+            code=function["code"],
+            entry=function["entry"],
+            calls=function["calls"],
+            report=function["report"],
+            direct=False,
+            problem=None,
+        )
+        emit(runtime, "verify", "no_direct", attempt=attempt, problem=best.first_failure)
+    report = update["report"]
+    update["verified"] = accepted
     emit(
         runtime,
         "verify",
@@ -272,9 +288,9 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         candidate=chosen["index"],
         n_passed=sum(c["passed"] for c in report),
         n_cases=len(report),
-        direct=best.direct,
+        direct=bool(update["direct"]),
     )
-    if not accepted and attempt >= ctx.max_attempts:
+    if not accepted and last:
         why = best.problem or (summarize(best.report) if best.report else "nothing could run")
         update["error"] = (
             f"could not make a verified tool in {attempt} attempt(s); best candidate of the "
@@ -284,6 +300,5 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def passed(state: State) -> bool:
-    """Whether the chosen proposal passed every check."""
-    report = state.get("report") or []
-    return bool(report) and all(c["passed"] for c in report) and not state.get("problem")
+    """Whether the round's verification accepted a tool for ``wrap``."""
+    return bool(state.get("verified"))

@@ -6,32 +6,28 @@ Templates use ``str.format`` fields; literal braces are doubled.
 from latm.prompts.dispatcher import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.prompts.maker import (
     DESCRIBE_USER,
-    DIRECT_INSTRUCTIONS,
-    DIRECT_NAME,
-    DIRECT_TEMPLATE,
+    DIRECT_STAGE,
     LESSONS,
     MAKER_SYSTEM,
     PROPOSE_USER,
     RETRY_BAD_REPLY,
-    RETRY_DIRECT_ONLY,
     RETRY_FAILED_CASES,
+    RETRY_SOLVE,
     WRITE_INSTRUCTIONS,
 )
 from latm.prompts.user import USE_CALL, USE_SYSTEM, USE_USER
 
 __all__ = [
     "DESCRIBE_USER",
-    "DIRECT_INSTRUCTIONS",
-    "DIRECT_NAME",
-    "DIRECT_TEMPLATE",
+    "DIRECT_STAGE",
     "DISPATCH_SYSTEM",
     "DISPATCH_USER",
     "LESSONS",
     "MAKER_SYSTEM",
     "PROPOSE_USER",
     "RETRY_BAD_REPLY",
-    "RETRY_DIRECT_ONLY",
     "RETRY_FAILED_CASES",
+    "RETRY_SOLVE",
     "USE_CALL",
     "USE_SYSTEM",
     "USE_USER",

@@ -44,34 +44,38 @@ Then convert each of the following questions into a call of your function, with 
 data of the question written out as literal arguments:
 
 {questions}
-{direct}
+
 Reply with ONE fenced ```python block that contains the function (with any imports \
-and helpers){direct_name} followed by a list named CALLS with exactly {n_calls} call(s), \
-one per question, in order:
+and helpers) followed by a list named CALLS with exactly {n_calls} call(s), one per \
+question, in order:
 
 ```python
 def name_of_your_function(...):
     ...
-{direct_template}
+
 CALLS = [
     name_of_your_function(...),  # question 1
 ]
 ```"""
 
-DIRECT_INSTRUCTIONS = """
-Also write `solve(request: str) -> str`: it takes the whole question text exactly as \
-the questions above are written, extracts the data from it (with `re` or string \
-methods, robust to small variations), calls your function and returns its answer. If \
-the text is not a question of this type, it raises ValueError.
-"""
+DIRECT_STAGE = """\
+Your function `{entry}` is right on every question. Now write \
+`solve(request: str) -> str`: it takes the whole question text, exactly as the \
+questions above are written, extracts the data from it (with `re` or string methods, \
+robust to small variations), calls `{entry}` and returns its answer. If the text is \
+not a question of this type, it raises ValueError.
 
-DIRECT_NAME = ", the solve(request) entry"
+Reply with ONE fenced ```python block holding `solve` and any helpers it needs; \
+`{entry}` is already defined, do not repeat it."""
 
-DIRECT_TEMPLATE = """
-def solve(request: str) -> str:
-    ...  # parse the request, then
-    return name_of_your_function(...)
-"""
+RETRY_SOLVE = """\
+Your function is right, but solve(request) failed on these questions:
+
+{failures}
+
+Fix how solve reads the question text (note: re.match matches only at the very start \
+of the text; re.search finds the pattern anywhere), then reply with ONE fenced \
+```python block holding the corrected `solve` and its helpers."""
 
 RETRY_FAILED_CASES = """\
 Your code did not pass verification. These cases failed:
@@ -80,13 +84,6 @@ Your code did not pass verification. These cases failed:
 
 Find the bug, then reply again with ONE fenced ```python block holding the corrected \
 code and the list CALLS (one call per question, same order as before)."""
-
-RETRY_DIRECT_ONLY = """\
-Your function is right on all your calls; only solve(request) fails, so fix how it \
-reads the question text. (Note: re.match matches only at the very start of the text; \
-re.search finds the pattern anywhere.)
-
-"""
 
 RETRY_BAD_REPLY = """\
 Your reply could not be used: {problem}.

@@ -209,18 +209,46 @@ def direct_ctx(maker: Any, user: Any, **kwargs: Any) -> Context:
     return ctx(maker, user, direct_entry=True, **kwargs)
 
 
+SOLVE_ONLY = SOLVE[SOLVE.index("def solve") :]
+
+
 def test_direct_entry_is_verified_on_every_example_beyond_the_demos(store):
     maker = scripted([maker_reply(SOLVE, VALIDATION_QS)])
     out = build_graph(store=store).invoke(
         {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
         context=direct_ctx(maker, scripted([])),
     )
-    assert out["error"] is None
+    assert out["error"] is None and len(maker.received) == 1  # offered at once: kept
     record = tools(store).get("word_sorting")
     assert record.direct_entry == "solve"
     checks = [c.get("check") for c in record.verification]
     assert checks.count("call") == 3 and checks.count("direct") == 9  # examples 3..11
-    assert "solve(request: str) -> str" in str(maker.received[0][-1].content)
+
+
+def test_the_function_comes_first_and_its_solve_entry_is_asked_for_next(store):
+    # the entry's reply also "fixes" sort_words into a wrong one: the verified one stays
+    wrong_redefinition = SORT_CODE.replace("sorted(words))", "sorted(words, reverse=True))")
+    maker = scripted(
+        [
+            maker_reply(SORT_CODE, VALIDATION_QS),
+            f"```python\nimport re\n\n{wrong_redefinition}\n\n{SOLVE_ONLY}\n```",
+        ]
+    )
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([])),
+    )
+    assert out["error"] is None and len(maker.received) == 2
+    first, second = maker.received
+    assert "solve(request" not in str(first[-1].content)  # round 1: the function only
+    # round 2 continues the conversation that made the function
+    assert [m.type for m in second] == ["system", "human", "ai", "human"]
+    assert "def sort_words" in str(second[2].content)
+    assert "Now write `solve(request: str) -> str`" in str(second[-1].content)
+    record = tools(store).get("word_sorting")
+    assert record.direct_entry == "solve" and record.code.count("def sort_words") == 1
+    assert "reverse=True" not in record.code
+    assert [c.get("check") for c in record.verification].count("direct") == 9
 
 
 def test_cache_hit_through_the_direct_entry_uses_no_model(store):
@@ -253,17 +281,25 @@ def test_a_request_the_direct_entry_rejects_falls_back_to_the_user_model(store):
 
 
 def test_a_direct_entry_that_fails_extra_examples_is_fed_back_with_a_hint(store):
+    bad_solve_only = SOLVE_BAD_PARSER[SOLVE_BAD_PARSER.index("def solve") :]
     maker = scripted(
-        [maker_reply(SOLVE_BAD_PARSER, VALIDATION_QS), maker_reply(SOLVE, VALIDATION_QS)]
+        [
+            maker_reply(SOLVE_BAD_PARSER, VALIDATION_QS),  # calls pass, solve fails
+            f"```python\n{bad_solve_only}\n```",  # asked for solve: still wrong
+            f"```python\n{SOLVE_ONLY}\n```",  # told what failed: fixed
+        ]
     )
     out = build_graph(store=store).invoke(
         {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
-        context=direct_ctx(maker, scripted([]), max_attempts=2),
+        context=direct_ctx(maker, scripted([]), max_attempts=3),
     )
-    assert out["error"] is None and len(maker.received) == 2
-    retry = str(maker.received[1][-1].content)
-    assert "only solve(request) fails" in retry and "solve(question) got" in retry
-    assert tools(store).get("word_sorting").direct_entry == "solve"
+    assert out["error"] is None and len(maker.received) == 3
+    assert "Now write `solve(request: str) -> str`" in str(maker.received[1][-1].content)
+    retry = str(maker.received[2][-1].content)
+    assert "but solve(request) failed" in retry and "solve(question) got" in retry
+    record = tools(store).get("word_sorting")
+    assert record.direct_entry == "solve" and record.code.count("def solve") == 1
+    assert "split()[:4]" not in record.code
 
 
 def test_on_the_last_attempt_a_tool_whose_calls_pass_is_kept_without_its_direct_entry(store):
@@ -274,7 +310,7 @@ def test_on_the_last_attempt_a_tool_whose_calls_pass_is_kept_without_its_direct_
     )
     assert out["error"] is None
     record = tools(store).get("word_sorting")
-    assert record.direct_entry is None
+    assert record.direct_entry is None and "def solve" not in record.code
     assert [c.get("check") for c in record.verification] == ["call"] * 3
 
 
@@ -290,12 +326,16 @@ def test_a_tool_whose_calls_fail_is_not_kept_even_on_the_last_attempt(store):
 
 
 def test_without_a_solve_entry_the_tool_is_kept_for_the_llm_path(store):
-    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
+    # the function verifies; two rounds of asking for its entry get nothing usable
+    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS), "no idea", "still no idea"])
     out = build_graph(store=store).invoke(
         {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
         context=direct_ctx(maker, scripted([])),
     )
-    assert out["error"] is None and tools(store).get("word_sorting").direct_entry is None
+    assert out["error"] is None and len(maker.received) == 3
+    assert "could not be used" in str(maker.received[2][-1].content)
+    record = tools(store).get("word_sorting")
+    assert record.direct_entry is None and record.code.strip() == SORT_CODE.strip()
     question = EXAMPLES[101]
     user = scripted([user_reply(question["input"])])
     out = build_graph(store=store).invoke(

@@ -111,9 +111,7 @@ def show_tool(args: argparse.Namespace) -> int:
     console.print(Syntax(r.code, "python", line_numbers=False))
     console.print("[bold]Usage demos[/]")
     for d in r.demos:
-        console.print(
-            f"  Q: {escape(d.question[:200])}\n  → {escape(d.call[:200])} = {escape(d.answer)!r}"
-        )
+        console.print(f"  Q: {escape(d.question)}\n  → {escape(d.call)} = {escape(d.answer)!r}")
     passed = sum(c["passed"] for c in r.verification)
     console.print(f"[bold]Verification[/]: {passed}/{len(r.verification)} passed")
     repo = repository_from_args(args)

@@ -65,6 +65,26 @@ def test_list_and_show_give_statistics_and_history(repo, capsys, monkeypatch):
     assert "retired" in capsys.readouterr().out
 
 
+def test_show_prints_long_usage_demos_in_full(repo, capsys, monkeypatch):
+    from latm.cli import common
+
+    monkeypatch.setattr(common.console, "width", 100)
+    words = [f"word{i:03d}" for i in range(60)]
+    long = record()
+    long.demos = [
+        UsageDemo(
+            question="Sort: " + " ".join(words),
+            call=f"sort_words({words!r})",
+            answer=" ".join(words),
+        )
+    ]
+    repo.put(long)
+    assert main(["tools", "show", "word_sorting"]) == 0
+    out = "".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "".join(f"sort_words({words!r})".split()) in out
+    assert "word059" in out.split("Verification")[0].split("→")[1]
+
+
 def test_export_then_import_into_another_namespace(repo, tmp_path, capsys):
     repo.put(record())
     repo.put(record("other_task"))

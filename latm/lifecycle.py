@@ -292,9 +292,12 @@ def _claim(
         sleep(POLL_S * (0.5 + random.random()))
 
 
-def renew(repo: ToolRepository, lease: dict[str, Any], ctx: Context) -> None:
-    """Extend a held lease by ``ctx.lease_ttl_s`` (a sign of life of the maker)."""
-    ticket = Ticket(lease["owner"], False, int(lease["number"]), time.time() + ctx.lease_ttl_s)
+def renew(
+    repo: ToolRepository, lease: dict[str, Any], ctx: Context, ttl_s: float | None = None
+) -> None:
+    """Extend a held lease by ``ttl_s`` (default ``ctx.lease_ttl_s``): a sign of life."""
+    ttl = ctx.lease_ttl_s if ttl_s is None else ttl_s
+    ticket = Ticket(lease["owner"], False, int(lease["number"]), time.time() + ttl)
     _write_ticket(repo, lease["key"], ticket)
 
 

@@ -103,6 +103,9 @@ class Context:
         require_approval: Pause before storing a new tool until a person approves,
             rejects or edits it (env ``LATM_REQUIRE_APPROVAL``; off by default;
             needs a checkpointer, as on the LangGraph server).
+        review_ttl_s: How long a run paused for approval keeps its tool-making
+            lease, so that no other run starts making the same tool while a
+            person reviews (env ``LATM_REVIEW_TTL``; a day).
     """
 
     maker_model: str = _env_str("LATM_MAKER_MODEL", "gpt-4o")
@@ -142,6 +145,7 @@ class Context:
     lease_ttl_s: float = _env_float("LATM_LEASE_TTL", 600.0)
     lease_wait_s: float = _env_float("LATM_LEASE_WAIT", 900.0)
     require_approval: bool = _env_bool("LATM_REQUIRE_APPROVAL", False)
+    review_ttl_s: float = _env_float("LATM_REVIEW_TTL", 86_400.0)
 
     def __post_init__(self) -> None:
         """Check the numeric settings."""
@@ -155,7 +159,12 @@ class Context:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Context.{name} must be at least 1")
-        if self.max_tool_failures < 0 or self.lease_ttl_s <= 0 or self.lease_wait_s < 0:
+        if (
+            self.max_tool_failures < 0
+            or self.lease_ttl_s <= 0
+            or self.review_ttl_s <= 0
+            or self.lease_wait_s < 0
+        ):
             raise ValueError("Context tool lifecycle settings must not be negative")
         if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
             raise ValueError("Context execution limits are too small")

@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
 from latm.graph.state import State
-from latm.lifecycle import holds_lease, store_errors
+from latm.lifecycle import holds_lease, renew, store_errors
 from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
 from latm.repository import ToolRecord, UsageDemo
@@ -41,6 +41,10 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     version = repo.next_version(task_type)
     if ctx.require_approval:
+        if lease := state.get("lease"):
+            # a person may take longer than a maker: hold the lease through the review
+            with repo.guard("holding the tool-making lease for the review"):
+                renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s)
         decision = review(
             state,
             runtime,

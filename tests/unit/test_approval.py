@@ -250,3 +250,16 @@ def test_an_edit_is_checked_like_the_makers_code_including_its_direct_entry(
     record = stored(store)
     assert record.code == fixed and record.direct_entry == "solve"
     assert len(record.verification) == 12 and all(c["passed"] for c in record.verification)
+
+
+def test_the_tool_making_lease_is_held_through_the_review(store, app, make_context):
+    import time
+
+    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
+    ctx = make_context(maker, scripted([]), require_approval=True, lease_ttl_s=60.0)
+    _, config = start(app, ctx)
+    lease = app.get_state(config).values["lease"]
+    tickets = list(store.search(("latm", "default", "leases", lease["key"])))
+    assert [t.key for t in tickets] == [lease["owner"]]
+    # held for the review's TTL (a day by default), not the maker's 60 s
+    assert tickets[0].value["expires_at"] > time.time() + 86_000

@@ -146,10 +146,11 @@ def plan(state: State, ctx: Context, index: int) -> tuple[list[BaseMessage], lis
     history: list[BaseMessage] = list(state.get("maker_messages") or [])
     function = state.get("function")
     if function is not None:
-        # the direct-entry stage: candidate 0 repairs the best solve() of the last
-        # round; the others (and everyone right after the function verified) ask
-        # for solve() in the conversation that made the function
-        if index == 0 and history and state.get("attempts", 0) > function["round"]:
+        # the direct-entry stage: candidate 0 repairs the last round's best solve()
+        # (or the one that came with the function) from its failures; the others
+        # ask for solve() afresh in the conversation that made the function
+        failed = any(not c["passed"] for c in state.get("report") or [])
+        if index == 0 and history and (failed or state.get("problem")):
             return history, [feedback(state)]
         return _messages(function["conversation"]), [DIRECT_STAGE.format(entry=function["entry"])]
     if index == 0 and history:

@@ -285,8 +285,8 @@ def test_a_direct_entry_that_fails_extra_examples_is_fed_back_with_a_hint(store)
     maker = scripted(
         [
             maker_reply(SOLVE_BAD_PARSER, VALIDATION_QS),  # calls pass, solve fails
-            f"```python\n{bad_solve_only}\n```",  # asked for solve: still wrong
-            f"```python\n{SOLVE_ONLY}\n```",  # told what failed: fixed
+            f"```python\n{bad_solve_only}\n```",  # told what failed: still wrong
+            f"```python\n{SOLVE_ONLY}\n```",  # told again: fixed
         ]
     )
     out = build_graph(store=store).invoke(
@@ -294,12 +294,34 @@ def test_a_direct_entry_that_fails_extra_examples_is_fed_back_with_a_hint(store)
         context=direct_ctx(maker, scripted([]), max_attempts=3),
     )
     assert out["error"] is None and len(maker.received) == 3
-    assert "Now write `solve(request: str) -> str`" in str(maker.received[1][-1].content)
-    retry = str(maker.received[2][-1].content)
-    assert "but solve(request) failed" in retry and "solve(question) got" in retry
+    for retry in (str(maker.received[1][-1].content), str(maker.received[2][-1].content)):
+        assert "but solve(request) failed" in retry and "solve(question) got" in retry
+    # each repair continues the conversation: the failing solve is in the history
+    assert "split()[:4]" in str(maker.received[2][-2].content)
     record = tools(store).get("word_sorting")
     assert record.direct_entry == "solve" and record.code.count("def solve") == 1
     assert "split()[:4]" not in record.code
+
+
+def test_other_candidates_ask_for_solve_afresh_in_the_functions_conversation(store):
+    maker = scripted(
+        [
+            maker_reply(SORT_CODE, VALIDATION_QS),
+            maker_reply(BUGGY_SORT_CODE, VALIDATION_QS),
+            f"```python\n{SOLVE_ONLY}\n```",
+            f"```python\n{SOLVE_ONLY}\n```",
+        ]
+    )
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([]), n_candidates=2),
+    )
+    assert out["error"] is None and len(maker.received) == 4
+    for messages in maker.received[2:]:
+        assert "Now write `solve(request: str) -> str`" in str(messages[-1].content)
+        assert "def sort_words" in str(messages[-2].content)
+        assert "reverse=True" not in "\n".join(str(m.content) for m in messages)
+    assert tools(store).get("word_sorting").direct_entry == "solve"
 
 
 def test_on_the_last_attempt_a_tool_whose_calls_pass_is_kept_without_its_direct_entry(store):

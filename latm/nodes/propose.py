@@ -8,10 +8,13 @@ retry), and the others start afresh with those failures as extra worked examples
 a small maker shown its own code tends to repeat it token for token, so fresh
 attempts are where new ideas come from.
 
-With the direct entry on, the function comes first and ``solve(request)`` after:
-once a function's calls pass, the next rounds ask only for the entry that parses
-the raw question, which is attached to the verified function (a small maker
-asked for both at once mixes parsing into the algorithm and gets both wrong).
+With the direct entry on, odd candidates write the function and its
+``solve(request)`` entry at once, even ones the function alone; once a function's
+calls pass without a verified ``solve``, the next rounds ask only for the entry that
+parses the raw question, which is attached to the verified function. (A small maker
+asked for both at once may mix parsing into the algorithm and get both wrong; asked
+for the function alone it may miscopy long data into its calls, which a ``solve``
+that parses the question avoids: the portfolio covers both.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples
 from latm.prompts import (
     DESCRIBE_USER,
+    DIRECT_INSTRUCTIONS,
+    DIRECT_NAME,
     DIRECT_STAGE,
+    DIRECT_TEMPLATE,
     LESSONS,
     MAKER_SYSTEM,
     PROPOSE_USER,
@@ -63,11 +69,26 @@ def format_questions(validation: list[Example]) -> str:
     return "\n\n".join(f"Question {i}: {ex['input']}" for i, ex in enumerate(validation, 1))
 
 
-def instructions(validation: list[Example]) -> str:
-    """What the maker is asked to write, and in which form."""
+def instructions(validation: list[Example], direct: bool = False) -> str:
+    """What the maker is asked to write, and in which form (``direct``: with ``solve``)."""
     return WRITE_INSTRUCTIONS.format(
-        questions=format_questions(validation), n_calls=len(validation)
+        questions=format_questions(validation),
+        n_calls=len(validation),
+        direct=DIRECT_INSTRUCTIONS if direct else "",
+        direct_name=DIRECT_NAME if direct else "",
+        direct_template=DIRECT_TEMPLATE if direct else "",
     )
+
+
+def asks_for_solve(ctx: Context, index: int) -> bool:
+    """Whether candidate ``index`` of a first or fresh attempt also writes ``solve``.
+
+    With the direct entry on, odd candidates write the function and ``solve`` at
+    once and even ones (the first among them) the function alone: parsing inside
+    ``solve`` spares the maker copying long data into its calls (where small
+    makers slip), but on harder tasks it mixes parsing into the algorithm.
+    """
+    return ctx.direct_entry and index % 2 == 1
 
 
 def rotated(demos: list[Example], index: int) -> list[Example]:
@@ -100,7 +121,7 @@ def first_prompt(state: State, ctx: Context, index: int) -> list[str]:
     shown = format_demos(rotated(demos, index))
     if learned := lessons(state, demos):
         shown += "\n\n" + LESSONS.format(cases=format_demos(learned))
-    asks = instructions(validation)
+    asks = instructions(validation, asks_for_solve(ctx, index))
     if ctx.two_step:
         return [DESCRIBE_USER.format(demos=shown), asks]
     return [PROPOSE_USER.format(demos=shown, instructions=asks)]

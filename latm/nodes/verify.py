@@ -3,7 +3,7 @@
 Each candidate of the round is checked: the maker's calls of its function on the
 validation questions and, when it defines one, its ``solve(request)`` entry on
 every example beyond the demos. Expected answers never leave the host. The best
-candidate wins: every check passed, then a verified direct entry, then the most
+candidate wins: a verified direct entry, then every check passed, then the most
 checks passed, then the simplest code.
 """
 
@@ -49,9 +49,14 @@ class Evaluation:
 
     @property
     def direct(self) -> bool:
-        """Its direct entry was checked and passed."""
+        """Its ``solve(request)`` entry was checked and passed on every example.
+
+        That verifies the tool on the raw questions, which is stronger evidence
+        than the maker's calls (its own transcription of the questions' data):
+        such a candidate is accepted even if a call miscopied the data.
+        """
         checked = [c for c in self.report if c.get("check") == "direct"]
-        return self.passed and bool(checked)
+        return not self.problem and bool(checked) and all(c["passed"] for c in checked)
 
     @property
     def first_failure(self) -> str | None:
@@ -66,14 +71,14 @@ class Evaluation:
         return f"expected {case['expected']!r}, {got}"
 
     def rank(self) -> tuple[bool, bool, bool, bool, bool, int, int, int]:
-        """Sort key, best first: passed, direct entry, calls passed, ran, passes, size, index."""
+        """Sort key, best first: verified entry, all passed, calls passed, ran, passes, size."""
         try:
             size = sum(1 for _ in ast.walk(ast.parse(self.candidate["code"] or "")))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             size = 10**9
         return (
-            not self.passed,
             not self.direct,
+            not self.passed,
             not self.calls_passed,
             self.candidate["error"] is not None,
             not self.report,
@@ -241,7 +246,7 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     chosen = best.candidate
     function = state.get("function")
     calls_only = [c for c in best.report if c.get("check", "call") == "call"]
-    accepted = best.passed and (best.direct or not ctx.direct_entry)
+    accepted = best.direct or (best.passed and not ctx.direct_entry)
     last = attempt >= ctx.max_attempts
     update.update(
         report=best.report,

@@ -63,9 +63,13 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     except ReplyError as exc:
         return {"error": f"cannot wrap the verified tool: {exc}"}
     _, validation = split_examples(state, ctx)
+    # a call that failed (the maker miscopied the question's data; the tool was
+    # verified through its solve entry) would teach the user model a wrong call
+    call_passed = [c["passed"] for c in report if c.get("check", "call") == "call"]
     demos = [
         UsageDemo(question=ex["input"], call=call, answer=ex["target"])
-        for ex, call in zip(validation, state.get("calls") or [], strict=False)
+        for i, (ex, call) in enumerate(zip(validation, state.get("calls") or [], strict=False))
+        if i >= len(call_passed) or call_passed[i]
     ]
     record = ToolRecord(
         name=entry,

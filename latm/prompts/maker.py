@@ -44,19 +44,34 @@ Then convert each of the following questions into a call of your function, with 
 data of the question written out as literal arguments:
 
 {questions}
-
+{direct}
 Reply with ONE fenced ```python block that contains the function (with any imports \
-and helpers) followed by a list named CALLS with exactly {n_calls} call(s), one per \
-question, in order:
+and helpers){direct_name} followed by a list named CALLS with exactly {n_calls} call(s), \
+one per question, in order:
 
 ```python
 def name_of_your_function(...):
     ...
-
+{direct_template}
 CALLS = [
     name_of_your_function(...),  # question 1
 ]
 ```"""
+
+DIRECT_INSTRUCTIONS = """
+Also write `solve(request: str) -> str`: it takes the whole question text exactly as \
+the questions above are written, extracts the data from it (with `re` or string \
+methods, robust to small variations), calls your function and returns its answer. If \
+the text is not a question of this type, it raises ValueError.
+"""
+
+DIRECT_NAME = ", the solve(request) entry"
+
+DIRECT_TEMPLATE = """
+def solve(request: str) -> str:
+    ...  # parse the request, then
+    return name_of_your_function(...)
+"""
 
 DIRECT_STAGE = """\
 Your function `{entry}` is right on every question. Now write \

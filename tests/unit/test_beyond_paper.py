@@ -11,7 +11,7 @@ from latm.graph import Context, build_graph
 from latm.graph.context import PAPER, paper_context
 from latm.repository import ToolRepository
 
-from .scripted import BUGGY_SORT_CODE, SORT_CODE, bbh, maker_reply, scripted, user_reply
+from .scripted import BUGGY_SORT_CODE, SORT_CODE, bbh, maker_reply, scripted, user_reply, words_of
 
 EXAMPLES = bbh("word_sorting")
 VALIDATION_QS = [e["input"] for e in EXAMPLES[3:6]]  # 5, 3 and 14 words
@@ -419,3 +419,32 @@ def test_a_tool_that_hangs_stops_its_checks_after_one_chunk(store):
     assert time.perf_counter() - started < 8
     # Its calls pass, so on this last attempt it is kept, without the hanging entry.
     assert out["error"] is None and tools(store).get("word_sorting").direct_entry is None
+
+
+def test_odd_candidates_write_solve_at_once_even_ones_the_function_alone(store):
+    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS), maker_reply(SOLVE, VALIDATION_QS)])
+    build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([]), n_candidates=2),
+    )
+    asked = sorted("solve(request: str) -> str" in str(m[-1].content) for m in maker.received)
+    assert asked == [False, True]
+
+
+def test_a_verified_solve_outweighs_a_miscopied_call_which_is_no_usage_demo(store):
+    # the maker dropped a word when copying question 2 into its call; solve parses the
+    # raw questions and is right on every example beyond the demos
+    reply = maker_reply(SOLVE, VALIDATION_QS)
+    first_word = words_of(VALIDATION_QS[1])[0]
+    miscopied = reply.replace(f"['{first_word}', ", "[", 1)
+    assert miscopied != reply
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(scripted([miscopied]), scripted([])),
+    )
+    assert out["error"] is None
+    record = tools(store).get("word_sorting")
+    assert record.direct_entry == "solve"
+    calls = [c for c in record.verification if c.get("check") == "call"]
+    assert [c["passed"] for c in calls] == [True, False, True]
+    assert [d.question for d in record.demos] == [VALIDATION_QS[0], VALIDATION_QS[2]]

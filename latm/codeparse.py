@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_CODE_CHARS = 100_000
@@ -145,8 +146,7 @@ def parse_proposal(reply: str) -> Proposal:
     calls: list[str] = []
     kept: list[ast.stmt] = []
     for stmt in module.body:
-        target = stmt.targets[0] if isinstance(stmt, ast.Assign) and stmt.targets else None
-        if isinstance(target, ast.Name) and target.id == "CALLS":
+        if _assigns_calls(stmt):
             value = stmt.value if isinstance(stmt, ast.Assign) else None
             if isinstance(value, ast.List | ast.Tuple):
                 calls = [ast.unparse(elt) for elt in value.elts]
@@ -157,9 +157,7 @@ def parse_proposal(reply: str) -> Proposal:
     functions = [s.name for s in defs]
     if not functions:
         raise ReplyError("the code defines no public function")
-    direct = any(
-        s.name == DIRECT_ENTRY and len(s.args.posonlyargs) + len(s.args.args) == 1 for s in defs
-    )
+    direct = _defines_direct_entry(defs)
     called = Counter(
         name for call in calls if (name := _called_name(ast.parse(call, mode="eval").body))
     )
@@ -169,9 +167,24 @@ def parse_proposal(reply: str) -> Proposal:
     _with_decorators = [s for s in kept if getattr(s, "decorator_list", None)]
     if _with_decorators:  # get_source_segment drops decorators; unparse keeps them
         code = "\n\n".join(ast.unparse(s) for s in kept)
-    if missing := missing_imports(ast.Module(body=kept, type_ignores=[])):
-        code = "".join(f"import {name}\n" for name in missing) + "\n" + code
+    code = _with_missing_imports(code, ast.Module(body=kept, type_ignores=[]))
     return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
+
+
+def _with_missing_imports(code: str, module: ast.Module) -> str:
+    """``code`` (whose tree is ``module``) with the imports it forgot prepended."""
+    missing = missing_imports(module)
+    return "".join(f"import {name}\n" for name in missing) + "\n" + code if missing else code
+
+
+def _defines_direct_entry(stmts: Sequence[ast.stmt]) -> bool:
+    """Whether ``stmts`` define ``solve`` taking one argument (the raw request)."""
+    return any(
+        isinstance(s, ast.FunctionDef)
+        and s.name == DIRECT_ENTRY
+        and len(s.args.posonlyargs) + len(s.args.args) == 1
+        for s in stmts
+    )
 
 
 def _defined(stmt: ast.stmt) -> str | None:
@@ -200,18 +213,11 @@ def attach_direct_entry(reply: str, code: str, entry: str, calls: list[str]) -> 
     added = [
         s for s in module.body if _keep(s) and _defined(s) not in known and not _assigns_calls(s)
     ]
-    if not any(
-        isinstance(s, ast.FunctionDef)
-        and s.name == DIRECT_ENTRY
-        and len(s.args.posonlyargs) + len(s.args.args) == 1
-        for s in added
-    ):
+    if not _defines_direct_entry(added):
         raise ReplyError(f"the code defines no {DIRECT_ENTRY}(request) function")
     extra = "\n\n".join(ast.unparse(s) for s in added)
     combined = code.rstrip() + "\n\n\n" + extra + "\n"
-    tree = _parse(combined)
-    if missing := missing_imports(tree):
-        combined = "".join(f"import {name}\n" for name in missing) + "\n" + combined
+    combined = _with_missing_imports(combined, _parse(combined))
     return Proposal(code=combined, entry=entry, calls=list(calls), direct=True)
 
 

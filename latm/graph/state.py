@@ -92,7 +92,6 @@ class VerifiedFunction(TypedDict):
         calls: The maker's verified calls for the validation questions.
         report: The verification report of those calls.
         conversation: The maker's conversation that produced it, as ``(role, text)``.
-        round: The round in which it was verified.
     """
 
     code: str
@@ -100,7 +99,6 @@ class VerifiedFunction(TypedDict):
     calls: list[str]
     report: list[CaseReport]
     conversation: list[tuple[str, str]]
-    round: int
 
 
 def add_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:

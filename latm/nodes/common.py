@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from latm.graph.context import Context
-from latm.graph.state import Example, State
+from latm.graph.state import Candidate, Example, State
 from latm.repository import RepositoryError, ToolRepository
 from latm.sandbox import ExecLimits, Executor, get_executor
 
@@ -70,3 +71,21 @@ def split_examples(state: State, ctx: Context) -> tuple[list[Example], list[Exam
 def emit(runtime: Runtime[Context], node: str, event: str, **data: Any) -> None:
     """Write a structured progress event to the custom stream."""
     runtime.stream_writer({"node": node, "event": event, **data})
+
+
+_MESSAGE_KINDS = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
+
+
+def to_messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:
+    """Chat messages from ``(role, text)`` pairs (``system``, ``human``, ``ai``)."""
+    return [_MESSAGE_KINDS[role](text) for role, text in pairs]
+
+
+def to_pairs(messages: list[BaseMessage]) -> list[tuple[str, str]]:
+    """``(role, text)`` pairs from chat messages (the inverse of :func:`to_messages`)."""
+    return [(m.type, m.content if isinstance(m.content, str) else str(m.content)) for m in messages]
+
+
+def transcript(candidate: Candidate) -> list[tuple[str, str]]:
+    """A candidate's whole conversation with the maker, its reply last."""
+    return [*candidate["prompt"], ("ai", candidate["reply"])]

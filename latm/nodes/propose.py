@@ -37,7 +37,7 @@ from latm.graph.state import (
 )
 from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
-from latm.nodes.common import emit, get_context, split_examples
+from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
 from latm.prompts import (
     DESCRIBE_USER,
     DIRECT_INSTRUCTIONS,
@@ -149,15 +149,6 @@ def feedback(state: State) -> str:
     return template.format(failures="\n\n".join(shown))
 
 
-def _messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:
-    kinds = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
-    return [kinds[role](text) for role, text in pairs]
-
-
-def _pairs(messages: list[BaseMessage]) -> list[tuple[str, str]]:
-    return [(m.type, m.content if isinstance(m.content, str) else str(m.content)) for m in messages]
-
-
 def plan(state: State, ctx: Context, index: int) -> tuple[list[BaseMessage], list[str]]:
     """The conversation so far and the user turns to send, for candidate ``index``.
 
@@ -173,7 +164,7 @@ def plan(state: State, ctx: Context, index: int) -> tuple[list[BaseMessage], lis
         failed = any(not c["passed"] for c in state.get("report") or [])
         if index == 0 and history and (failed or state.get("problem")):
             return history, [feedback(state)]
-        return _messages(function["conversation"]), [DIRECT_STAGE.format(entry=function["entry"])]
+        return to_messages(function["conversation"]), [DIRECT_STAGE.format(entry=function["entry"])]
     if index == 0 and history:
         return history, [feedback(state)]
     return [SystemMessage(MAKER_SYSTEM)], first_prompt(state, ctx, index)
@@ -227,7 +218,7 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     index = state.get("candidate", 0)
     attempt = state.get("attempts", 0) + 1
     messages, steps = plan(state, ctx, index)
-    prompt = _pairs(messages)
+    prompt = to_pairs(messages)
     temperature = ctx.maker_temperature if index == 0 else ctx.candidate_temperature
     emit(
         runtime,

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
@@ -24,7 +23,15 @@ from latm.codeparse import DIRECT_ENTRY, without_function
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
 from latm.lifecycle import holds_lease
-from latm.nodes.common import emit, get_context, get_limits, get_tool_executor, split_examples
+from latm.nodes.common import (
+    emit,
+    get_context,
+    get_limits,
+    get_tool_executor,
+    split_examples,
+    to_messages,
+    transcript,
+)
 from latm.sandbox import ExecLimits, ExecResult, Executor, SandboxUnavailableError
 
 
@@ -171,12 +178,6 @@ def evaluate(
     return Evaluation(candidate, report, None)
 
 
-def _conversation(candidate: Candidate) -> list[BaseMessage]:
-    kinds = {"system": SystemMessage, "human": HumanMessage, "ai": AIMessage}
-    messages: list[BaseMessage] = [kinds[role](text) for role, text in candidate["prompt"]]
-    return [*messages, AIMessage(candidate["reply"])]
-
-
 @holds_lease
 def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Check the round's candidates and keep the best.
@@ -255,7 +256,7 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         entry=chosen["entry"],
         calls=chosen["calls"],
         direct=best.direct,
-        maker_messages=Overwrite(_conversation(chosen) if chosen["error"] is None else []),
+        maker_messages=Overwrite([] if chosen["error"] else to_messages(transcript(chosen))),
     )
     if not accepted and function is None and best.calls_passed and chosen["code"]:
         # The function is right; its solve(request) entry is missing or wrong.
@@ -264,8 +265,7 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             entry=chosen["entry"] or "",
             calls=chosen["calls"],
             report=calls_only,
-            conversation=[*chosen["prompt"], ("ai", chosen["reply"])],
-            round=attempt,
+            conversation=transcript(chosen),
         )
         update["function"] = function
         emit(runtime, "verify", "function", attempt=attempt, candidate=chosen["index"])

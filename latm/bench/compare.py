@@ -110,6 +110,7 @@ def load_run(path: str | Path, label: str | None = None) -> Run:
         limit=options.get("limit"),
         methods=methods,
         dyck_strip_spaces=bool(identity.get("dyck_strip_spaces")),
+        rationales=bool(identity.get("rationales")),
     )
     settings: dict[str, Any] = identity.get("settings") or {}
     results = build_results(run_dir, bench_options, {}, "")

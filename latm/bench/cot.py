@@ -12,13 +12,18 @@ from latm.bench.scoring import extract_cot_answer
 from latm.graph.context import Context
 from latm.graph.state import Example, Role
 from latm.llm import ModelError, invoke
-from latm.prompts.bench import COT_DEMO, COT_SYSTEM, COT_USER
+from latm.prompts.bench import COT_DEMO, COT_REASONING, COT_SYSTEM, COT_USER
 
 
 def cot_messages(demos: list[Example], question: str) -> list[BaseMessage]:
     """The few-shot chain-of-thought prompt: the demos, then the question."""
     shots = "\n\n".join(
-        COT_DEMO.format(n=i, question=d["input"], answer=d["target"])
+        COT_DEMO.format(
+            n=i,
+            question=d["input"],
+            reasoning=COT_REASONING.format(rationale=d["rationale"]) if d.get("rationale") else "",
+            answer=d["target"],
+        )
         for i, d in enumerate(demos, 1)
     )
     return [
@@ -29,7 +34,7 @@ def cot_messages(demos: list[Example], question: str) -> list[BaseMessage]:
 
 def cot_prompt_version() -> str:
     """A short hash of the CoT prompt texts: a run's CoT answers all come from one prompt."""
-    text = "\0".join((COT_SYSTEM, COT_DEMO, COT_USER))
+    text = "\0".join((COT_SYSTEM, COT_DEMO, COT_REASONING, COT_USER))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 

@@ -180,7 +180,12 @@ def build_results(
     items = run_dir.item_records()
     tasks: dict[str, dict[str, Any]] = {}
     for name in options.tasks:
-        task = prepare_task(name, limit=options.limit, dyck_strip_spaces=options.dyck_strip_spaces)
+        task = prepare_task(
+            name,
+            limit=options.limit,
+            dyck_strip_spaces=options.dyck_strip_spaces,
+            rationales=options.rationales,
+        )
         tasks[name] = summarize_task(task, options.methods, makes.get(name), items, prices)
     identity = run_dir.identity()
     return {
@@ -193,6 +198,7 @@ def build_results(
             "methods": list(options.methods),
             "concurrency": options.concurrency,
             "dyck_strip_spaces": options.dyck_strip_spaces,
+            "rationales": options.rationales,
             "cot_max_tokens": options.cot_max_tokens,
         },
         "settings": identity.get("settings", {}),
@@ -265,12 +271,14 @@ def markdown(results: dict[str, Any]) -> str:
     any_task = next(iter(results["tasks"].values()), None)
     total = any_task["n_test_total"] if any_task else 240
     n_text = f"first {limit} of {total} (--limit {limit})" if limit else f"all {total}"
+    demos = "with their reasoning" if opts.get("rationales") else "questions and answers (paper)"
     lines = [
         "# LATM benchmark",
         "",
         f"- maker: `{results['models']['maker']}`, user: `{results['models']['user']}`",
         f"- test items per task: {n_text}; Dyck spaces "
-        f"{'stripped (paper)' if opts['dyck_strip_spaces'] else 'kept'}",
+        f"{'stripped (paper)' if opts['dyck_strip_spaces'] else 'kept'}; demos "
+        f"{demos}",
         f"- costs in USD under the price preset `{pricing}` ({preset['note']}): maker "
         f"${preset['maker']['input']:g}/${preset['maker']['output']:g}, user "
         f"${preset['user']['input']:g}/${preset['user']['output']:g} per 1M input/output tokens",

@@ -72,6 +72,8 @@ class BenchOptions:
         methods: Which of :data:`METHODS` to run.
         concurrency: Items answered at once.
         dyck_strip_spaces: The paper's Dyck preparation (no spaces in sequence and target).
+        rationales: The demos carry their shipped reasoning (maker and CoT shots alike);
+            the paper showed its maker questions and answers only.
         cot_max_tokens: Cap on a chain-of-thought reply (``None``: the role's own cap).
     """
 
@@ -80,6 +82,7 @@ class BenchOptions:
     methods: tuple[str, ...] = METHODS
     concurrency: int = 2
     dyck_strip_spaces: bool = False
+    rationales: bool = True
     cot_max_tokens: int | None = 1024
 
     def __post_init__(self) -> None:
@@ -124,6 +127,7 @@ def run_identity(ctx: Context, options: BenchOptions) -> dict[str, Any]:
         "maker": model_label(ctx, "maker"),
         "user": model_label(ctx, "user"),
         "dyck_strip_spaces": options.dyck_strip_spaces,
+        "rationales": options.rationales,
         "cot_max_tokens": options.cot_max_tokens,
         "cot_prompt": cot_prompt_version(),
         "settings": graph_settings(ctx),
@@ -321,7 +325,12 @@ def run_bench(
     graph = build_graph(store=store)
     cot_ctx = cot_context(ctx, options.cot_max_tokens)
     tasks = [
-        prepare_task(name, limit=options.limit, dyck_strip_spaces=options.dyck_strip_spaces)
+        prepare_task(
+            name,
+            limit=options.limit,
+            dyck_strip_spaces=options.dyck_strip_spaces,
+            rationales=options.rationales,
+        )
         for name in options.tasks
     ]
     stats = RunStats()

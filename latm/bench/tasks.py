@@ -42,7 +42,8 @@ class BenchTask:
 def strip_dyck_spaces(example: Example) -> Example:
     """The paper's Dyck preparation: no spaces in the sequence and the target.
 
-    The task description before ``Input:`` keeps its spaces.
+    The task description before ``Input:`` keeps its spaces. A rationale is
+    dropped: it is written for the spaced form.
     """
     head, sep, sequence = example["input"].rpartition("Input: ")
     text = f"{head}{sep}{sequence.replace(' ', '')}" if sep else example["input"]
@@ -50,7 +51,11 @@ def strip_dyck_spaces(example: Example) -> Example:
 
 
 def prepare_task(
-    name: str, *, limit: int | None = None, dyck_strip_spaces: bool = False
+    name: str,
+    *,
+    limit: int | None = None,
+    dyck_strip_spaces: bool = False,
+    rationales: bool = False,
 ) -> BenchTask:
     """Load a task and split it as the paper did.
 
@@ -59,6 +64,8 @@ def prepare_task(
         limit: Run only the first ``limit`` test items (all when ``None``).
         dyck_strip_spaces: Strip spaces from Dyck sequences and targets (the
             paper's preparation of that task).
+        rationales: Give the demos their shipped reasoning (shown to the maker and
+            in the CoT shots).
 
     Raises:
         KeyError: No such task.
@@ -66,7 +73,7 @@ def prepare_task(
     """
     if limit is not None and limit < 1:
         raise ValueError("the limit must be at least 1")
-    examples = list(load_task(name))
+    examples = list(load_task(name, rationales=rationales))
     if dyck_strip_spaces and name == "dyck_languages":
         examples = [strip_dyck_spaces(e) for e in examples]
     split = paper_split(examples)

@@ -86,6 +86,12 @@ def register(subparsers: Any) -> None:
         help="the paper's Dyck preparation: no spaces in the sequences and targets",
     )
     parser.add_argument(
+        "--no-rationales",
+        action="store_true",
+        help="show the demos as questions and answers only, without their shipped "
+        "reasoning (as the paper did; implied by --paper)",
+    )
+    parser.add_argument(
         "--cot-max-tokens",
         type=int,
         default=1024,
@@ -104,7 +110,7 @@ def register(subparsers: Any) -> None:
         "--paper",
         action="store_true",
         help="the paper's graph settings (one proposal per round, the user model writes "
-        "every call), where this build has settings beyond the paper",
+        "every call, demos without reasoning), where this build goes beyond the paper",
     )
     parser.add_argument(
         "--report-only", action="store_true", help="rebuild the report from --out; run nothing"
@@ -164,8 +170,10 @@ def handle(args: argparse.Namespace) -> int:
     run_dir = RunDir(Path(args.out))
     if args.fresh and not args.report_only:
         run_dir.clear()
-    # A report of an earlier run defaults to that run's tasks, limit and methods.
+    # A report of an earlier run defaults to that run's tasks, limit and methods, and
+    # takes its task preparation from the run itself.
     last = run_dir.last_options() if args.report_only else {}
+    ran = run_dir.identity() if args.report_only else {}
     tasks = args.tasks or last.get("tasks") or list(TASKS)
     methods = args.methods or last.get("methods") or list(METHODS)
     limit = args.limit if args.limit is not None or not args.report_only else last.get("limit")
@@ -175,7 +183,10 @@ def handle(args: argparse.Namespace) -> int:
             limit=limit,
             methods=tuple(m for m in METHODS if m in methods),
             concurrency=args.concurrency,
-            dyck_strip_spaces=args.dyck_strip_spaces,
+            dyck_strip_spaces=bool(ran.get("dyck_strip_spaces")) if ran else args.dyck_strip_spaces,
+            rationales=bool(ran.get("rationales"))
+            if ran
+            else not (args.no_rationales or args.paper),
             cot_max_tokens=args.cot_max_tokens,
         )
     except ValueError as exc:

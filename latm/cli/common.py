@@ -50,7 +50,8 @@ def repository_from_args(args: argparse.Namespace) -> ToolRepository:
 def load_examples(path: str) -> list[Example]:
     """Read worked examples from a JSON or JSONL file.
 
-    Accepts a JSON list of ``{"input", "target"}`` objects, an object with an
+    Accepts a JSON list of ``{"input", "target"}`` objects (each may add a
+    ``"rationale"``: how its answer follows), an object with an
     ``"examples"`` list (the BIG-Bench format), or one object per line.
 
     Raises:
@@ -76,7 +77,10 @@ def load_examples(path: str) -> list[Example]:
     for i, item in enumerate(data):
         if not isinstance(item, dict) or "input" not in item or "target" not in item:
             raise UserError(f"{path}: example {i} needs 'input' and 'target'")
-        examples.append(Example(input=str(item["input"]), target=str(item["target"])))
+        example = Example(input=str(item["input"]), target=str(item["target"]))
+        if isinstance(item.get("rationale"), str) and item["rationale"].strip():
+            example["rationale"] = item["rationale"].strip()
+        examples.append(example)
     return examples
 
 

@@ -34,9 +34,24 @@ TASKS = (
 """The paper's six tasks, in the order of its tables."""
 
 
+RATIONALES_FILE = Path(__file__).with_name("rationales.json")
+"""Worked reasoning for each task's demos (examples 0-2), written for this project."""
+
+
 @cache
-def load_task(name: str) -> tuple[Example, ...]:
+def task_rationales(name: str) -> dict[int, str]:
+    """The shipped reasoning of a task's demos, by example index (may be empty)."""
+    data = json.loads(RATIONALES_FILE.read_text(encoding="utf-8"))
+    return {int(i): text for i, text in data["tasks"].get(name, {}).items()}
+
+
+@cache
+def load_task(name: str, *, rationales: bool = False) -> tuple[Example, ...]:
     """Return the examples of a shipped task, in file order.
+
+    Args:
+        name: One of :data:`TASKS`.
+        rationales: Attach the shipped reasoning to the demos that have one.
 
     Raises:
         KeyError: No task of that name is shipped.
@@ -45,7 +60,14 @@ def load_task(name: str) -> tuple[Example, ...]:
     if name not in TASKS or not path.exists():
         raise KeyError(f"unknown task {name!r}; shipped: {', '.join(TASKS)}")
     data = json.loads(path.read_text(encoding="utf-8"))
-    return tuple(Example(input=e["input"], target=str(e["target"])) for e in data["examples"])
+    notes = task_rationales(name) if rationales else {}
+    examples = []
+    for i, e in enumerate(data["examples"]):
+        example = Example(input=e["input"], target=str(e["target"]))
+        if i in notes:
+            example["rationale"] = notes[i]
+        examples.append(example)
+    return tuple(examples)
 
 
 def paper_split(examples: tuple[Example, ...] | list[Example]) -> dict[str, list[Example]]:

@@ -18,10 +18,16 @@ Role = Literal["maker", "user"]
 
 
 class Example(TypedDict):
-    """One worked example of a task: a question and its expected answer."""
+    """One worked example of a task: a question and its expected answer.
+
+    An optional ``rationale`` says how the answer follows from the question. The
+    maker sees it with the demos (a worked solution, as few-shot chain-of-thought
+    prompts show one); checks never use it.
+    """
 
     input: str
     target: str
+    rationale: NotRequired[str]
 
 
 class ToolRef(TypedDict):

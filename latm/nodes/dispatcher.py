@@ -73,9 +73,15 @@ def check_request(state: State) -> tuple[str | None, list[Example]]:
         fields = [ex["input"], ex["target"]]
         if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in fields):
             return f"example {i}: 'input' and 'target' must be text", []
-        examples.append(Example(input=str(ex["input"]), target=str(ex["target"])))
-        if not examples[-1]["input"].strip():
+        example = Example(input=str(ex["input"]), target=str(ex["target"]))
+        if not example["input"].strip():
             return f"example {i} has an empty 'input'", []
+        rationale = ex.get("rationale")
+        if rationale is not None and not isinstance(rationale, str):
+            return f"example {i}: 'rationale' must be text", []
+        if rationale and rationale.strip():
+            example["rationale"] = rationale.strip()
+        examples.append(example)
     task_type = state.get("task_type")
     if task_type is not None and (not isinstance(task_type, str) or not TASK_TYPE.match(task_type)):
         return "'task_type' must be 1-64 letters, digits, '_' or '-'", []

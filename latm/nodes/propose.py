@@ -57,9 +57,11 @@ MAX_FAILURES_SHOWN = 5
 
 
 def format_demos(demos: list[Example]) -> str:
-    """The worked examples as the maker sees them."""
+    """The worked examples as the maker sees them (with their reasoning, where given)."""
     return "\n\n".join(
-        f"Example {i}:\nQuestion: {ex['input']}\nAnswer: {ex['target']}"
+        f"Example {i}:\nQuestion: {ex['input']}\n"
+        + (f"Reasoning: {ex['rationale']}\n" if ex.get("rationale") else "")
+        + f"Answer: {ex['target']}"
         for i, ex in enumerate(demos, 1)
     )
 

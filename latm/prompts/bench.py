@@ -1,9 +1,8 @@
 """Prompts of the benchmark's direct-answering baseline (few-shot chain of thought).
 
-The tasks ship worked examples without written reasoning, so the three demos
-are shown as solved examples (question and final answer) that fix the answer's
-form, apart from the question to answer, which the model is asked to reason
-about step by step before it gives its answer.
+The three demos are shown as solved examples (question, the reasoning when the
+run gives demos theirs, and final answer) that fix the answer's form; the model
+is asked to reason about the question step by step before it gives its answer.
 """
 
 COT_SYSTEM = """\
@@ -12,7 +11,11 @@ You solve reasoning problems carefully, step by step."""
 COT_DEMO = """\
 Example {n}:
 Question: {question}
-Final answer: {answer}"""
+{reasoning}Final answer: {answer}"""
+
+COT_REASONING = """\
+Reasoning: {rationale}
+"""
 
 COT_USER = """\
 Here are solved examples of a task, each with its final answer:

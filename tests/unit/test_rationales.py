@@ -133,3 +133,29 @@ def test_bench_records_whether_demos_had_reasoning_and_paper_mode_drops_it(
     capsys.readouterr()
     assert main([*base, "--out", default, "--no-rationales"]) == 2
     assert "rationales: True there, False now" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_slot_benchmark_sends_the_graphs_own_first_request(store):
+    from latm.bench.local_parallel import maker_messages
+    from latm.data import paper_split
+
+    split = paper_split(load_task("word_sorting", rationales=True))
+    maker = scripted([maker_reply(SORT_CODE, [e["input"] for e in split["validation"]])])
+    out = build_graph(store=store).invoke(
+        {"examples": split["demos"] + split["validation"], "task_type": "word_sorting"},
+        context=Context(
+            maker_llm=maker,
+            user_llm=scripted([]),
+            n_candidates=1,
+            max_attempts=1,
+            exec_timeout_s=2.0,
+        ),
+    )
+    assert out["error"] is None
+    sent = [{"role": m.type, "content": m.content} for m in maker.received[0]]
+    expected = [
+        {"role": r.replace("user", "human"), "content": c}
+        for r, c in ((m["role"], m["content"]) for m in maker_messages("word_sorting"))
+    ]
+    assert sent == expected
+    assert "Reasoning:" in expected[1]["content"]

@@ -159,3 +159,12 @@ def test_the_slot_benchmark_sends_the_graphs_own_first_request(store):
     ]
     assert sent == expected
     assert "Reasoning:" in expected[1]["content"]
+
+
+def test_the_input_schema_offers_the_reasoning_as_an_optional_field():
+    from latm.graph import graph
+
+    schema = graph.get_input_jsonschema()
+    example = schema["$defs"]["Example"]
+    assert example["properties"]["rationale"]["type"] == "string"
+    assert sorted(example["required"]) == ["input", "target"]

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from latm.data import __file__ as _data_init
+from latm.local.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK_TYPE = "word_sorting"
@@ -135,12 +135,6 @@ class FakeChat:
         self.server.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(work: Path, chat: FakeChat, jobs: int) -> tuple[subprocess.Popen[bytes], str]:
     """``langgraph dev`` on a free loopback port with LATM's graph; waits until it answers."""
     config = {
@@ -148,7 +142,7 @@ def start_server(work: Path, chat: FakeChat, jobs: int) -> tuple[subprocess.Pope
         "graphs": {"latm": str(ROOT / "latm" / "graph" / "builder.py") + ":graph"},
     }
     (work / "langgraph.json").write_text(json.dumps(config))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATM_", "LANGSMITH_"))}
     env.update(
         LATM_MAKER_BASE_URL=chat.url,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,28 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from latm.data import load_task, paper_split
+from latm.graph.context import Context
+from latm.graph.state import State
 from latm.local.paths import LocalPaths
-from latm.local.server import HOST, default_threads, server_env
+from latm.local.server import HOST, default_threads, free_port, server_env
 from latm.local.spec import MAKER_MODEL
-from latm.nodes.propose import format_demos, instructions
-from latm.prompts.maker import MAKER_SYSTEM, PROPOSE_USER
+from latm.nodes.propose import first_prompt
+from latm.prompts.maker import MAKER_SYSTEM
 
 
 def maker_messages(task: str) -> list[dict[str, str]]:
     """The first-round request of ``task``'s candidate 0, as the graph sends it."""
     split = paper_split(load_task(task, rationales=True))
-    user = PROPOSE_USER.format(
-        demos=format_demos(split["demos"]),
-        instructions=instructions(split["validation"], direct=False),
-    )
+    state = State(examples=split["demos"] + split["validation"])
+    (user,) = first_prompt(state, Context(two_step=False), 0)
     return [{"role": "system", "content": MAKER_SYSTEM}, {"role": "user", "content": user}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -81,7 +73,7 @@ def measure(
     Returns:
         Wall seconds for all replies, and the generated tokens in all.
     """
-    port = _free_port()
+    port = free_port()
     threads = default_threads()
     cmd = [
         str(paths.server_bin),

@@ -78,8 +78,8 @@ def load_examples(path: str) -> list[Example]:
         if not isinstance(item, dict) or "input" not in item or "target" not in item:
             raise UserError(f"{path}: example {i} needs 'input' and 'target'")
         example = Example(input=str(item["input"]), target=str(item["target"]))
-        if isinstance(item.get("rationale"), str) and item["rationale"].strip():
-            example["rationale"] = item["rationale"].strip()
+        if "rationale" in item:  # checked and normalized by the graph's dispatcher
+            example["rationale"] = item["rationale"]
         examples.append(example)
     return examples
 

@@ -288,6 +288,13 @@ def readiness(states: dict[str, dict[str, Any]] | None) -> tuple[bool, str | Non
     return ready, None
 
 
+def free_port() -> int:
+    """A port on ``127.0.0.1`` that nothing listens on now (the system picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_is_free(port: int) -> bool:
     """Whether nothing listens on ``127.0.0.1:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

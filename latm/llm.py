@@ -48,7 +48,7 @@ def build_model(
     """
     injected = ctx.maker_llm if role == "maker" else ctx.user_llm
     if injected is not None:
-        return injected  # type: ignore[no-any-return]
+        return injected
     from langchain_openai import ChatOpenAI
 
     model = ctx.maker_model if role == "maker" else ctx.user_model

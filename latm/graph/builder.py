@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from latm.graph.context import Context
+from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
 from latm.lifecycle import waiting_node
 from latm.nodes import dispatcher, propose, use, verify, wrap
@@ -63,8 +63,12 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     Returns:
         The compiled graph.
     """
+    # The context schema is what a server's client may send: run settings only. The
+    # nodes see a full Context (in-process callers pass one; get_context adds the
+    # deployment's settings to a client's), hence the static type.
+    client_schema = cast(type[Context], RunSettings)
     builder = StateGraph(
-        State, context_schema=Context, input_schema=InputState, output_schema=OutputState
+        State, context_schema=client_schema, input_schema=InputState, output_schema=OutputState
     )
     # waits for another run's tool off the server's node threads (see waiting_node)
     builder.add_node("dispatcher", waiting_node(dispatcher))

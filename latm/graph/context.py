@@ -1,173 +1,461 @@
-"""The runtime context of a LATM run: models, limits and the repository namespace.
+"""The settings of a LATM run, split by who may choose them.
 
-Nodes read it through ``runtime: Runtime[Context]``. Every field has a default
-taken from an environment variable (named in its description) when the
-context is created, so ``Context()`` picks up the deployment's settings and a
-caller can still override any field per run: ``graph.invoke(..., context=Context(max_attempts=5))``.
+* :class:`RunSettings` is what a *run* may choose: attempts, candidates, human
+  approval, timeouts and sizes, each within the bounds the deployment sets. It
+  is the graph's context schema, so on a LangGraph server (and in Studio's
+  form) it is all a client can send as ``context``; a value of the wrong type or
+  beyond a bound is refused with a :class:`SettingsError`.
+* :class:`Context` adds the *deployment* settings: the model endpoints and the
+  names of their key variables, the executor and the unsandboxed opt-in, the
+  database and store path, the namespace, the lease and review TTLs and the
+  upper bounds of every run setting. They come from the environment (or the
+  server's configuration); a client can never send them. In-process Python
+  code builds a ``Context`` and keeps full control, injected models included:
+  ``graph.invoke(..., context=Context(maker_llm=model, max_attempts=5))``.
+
+Every field reads its default from an environment variable (``env`` in its
+metadata) when the object is created. A run setting's upper bound is read from
+``<its variable>_MAX`` (e.g. ``LATM_MAX_ATTEMPTS_MAX``), with the default in its
+metadata. Adding a setting is one line in the class of its kind::
+
+    my_limit: int = run_setting(10, "LATM_MY_LIMIT", "What it limits.", lower=1, upper=100)
+    my_secret_url: str = deployment_setting("", "LATM_MY_SECRET_URL", "Where it goes.")
+
+On a server the graph's nodes see a ``Context``: the client's run settings over
+the deployment's (:meth:`Context.for_run`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from langchain_core.language_models import BaseChatModel
+
+RUN = "run"
+DEPLOYMENT = "deployment"
+TRUE = ("1", "true", "yes", "on")
 
 
-def _env_str(name: str, default: str | None) -> Any:
-    return field(default_factory=lambda: os.environ.get(name) or default)
+class SettingsError(ValueError):
+    """A setting a run may not have: not a run setting, the wrong type or beyond a bound.
+
+    Attributes:
+        forbidden: The setting belongs to the deployment (or to the caller's
+            identity), not to a run; otherwise its value is invalid.
+    """
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        """Keep ``message`` and whether the setting is forbidden outright."""
+        super().__init__(message)
+        self.forbidden = forbidden
 
 
-def _env_float(name: str, default: float) -> Any:
-    return field(default_factory=lambda: float(os.environ.get(name) or default))
+def _parse(raw: str, like: type, env: str) -> Any:
+    if like is bool:
+        return raw.strip().lower() in TRUE
+    try:
+        return like(raw)
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {like.__name__}") from None
 
 
-def _env_int(name: str, default: int) -> Any:
-    return field(default_factory=lambda: int(os.environ.get(name) or default))
+def _env_default(env: str, default: Any, like: type) -> Any:
+    raw = os.environ.get(env)
+    return default if raw is None or raw == "" else _parse(raw, like, env)
 
 
-def _env_bool(name: str, default: bool) -> Any:
-    def read() -> bool:
-        raw = os.environ.get(name)
-        if raw is None or raw == "":
-            return default
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+def _setting(
+    kind: str,
+    default: Any,
+    env: str | None,
+    doc: str,
+    like: type | None,
+    **bounds: Any,
+) -> Any:
+    like = like or type(default)
+    metadata = {"kind": kind, "env": env, "description": doc, "type": like, **bounds}
+    if env is None:
+        return field(default=default, metadata=metadata)
+    return field(default_factory=lambda: _env_default(env, default, like), metadata=metadata)
 
-    return field(default_factory=read)
+
+def run_setting(
+    default: Any,
+    env: str,
+    doc: str,
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    only_on: bool = False,
+) -> Any:
+    """A setting a run (and so a server's client) may choose.
+
+    Args:
+        default: The default when its environment variable is unset.
+        env: The environment variable holding the deployment's default.
+        doc: What it sets (shown in the README's table).
+        lower: The smallest value allowed.
+        upper: The default upper bound; the deployment sets its own in ``<env>_MAX``.
+        only_on: A switch that a run may turn on but not off when the deployment has it on.
+    """
+    return _setting(RUN, default, env, doc, None, lower=lower, upper=upper, only_on=only_on)
+
+
+def deployment_setting(default: Any, env: str | None, doc: str, *, like: type | None = None) -> Any:
+    """A setting only the deployment chooses (its environment or in-process code).
+
+    Args:
+        default: The default when its environment variable is unset.
+        env: The environment variable holding it (``None``: in-process only).
+        doc: What it sets.
+        like: Its type, when the default (``None``) does not say.
+    """
+    return _setting(DEPLOYMENT, default, env, doc, like)
+
+
+def _kind_fields(cls: type, kind: str) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("kind") == kind]
+
+
+def default_of(f: dataclasses.Field[Any]) -> Any:
+    """A field's default now (a setting's default factory reads the environment)."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def upper_bound_env(f: dataclasses.Field[Any]) -> str:
+    """The environment variable of a run setting's upper bound."""
+    return f"{f.metadata['env']}_MAX"
+
+
+def deployment_bounds() -> dict[str, float]:
+    """The deployment's upper bound of each bounded run setting (from the environment)."""
+    return {
+        f.name: float(_env_default(upper_bound_env(f), f.metadata["upper"], float))
+        for f in _kind_fields(RunSettings, RUN)
+        if f.metadata.get("upper") is not None
+    }
+
+
+def _type_ok(value: Any, like: type) -> bool:
+    if like is bool:
+        return isinstance(value, bool)
+    if like is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if like is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, like)
 
 
 @dataclass(kw_only=True)
-class Context:
-    """Settings of one LATM run (maker and user models, limits, repository).
+class RunSettings:
+    """What a run may choose, within the deployment's bounds (the graph's context schema).
 
-    Attributes:
-        maker_model: Model name of the tool maker (env ``LATM_MAKER_MODEL``).
-        maker_base_url: OpenAI-compatible base URL of the maker; ``None`` means
-            OpenAI's (env ``LATM_MAKER_BASE_URL``).
-        maker_api_key_env: Name of the env var holding the maker's API key
-            (env ``LATM_MAKER_API_KEY_ENV``, default ``OPENAI_API_KEY``).
-        maker_temperature: Sampling temperature of the maker (env ``LATM_MAKER_TEMPERATURE``).
-        maker_max_tokens: Cap on the maker's reply length (env ``LATM_MAKER_MAX_TOKENS``).
-        user_model: Model name of the tool user and dispatcher (env ``LATM_USER_MODEL``).
-        user_base_url: OpenAI-compatible base URL of the user (env ``LATM_USER_BASE_URL``).
-        user_api_key_env: Name of the env var holding the user's API key
-            (env ``LATM_USER_API_KEY_ENV``, default ``OPENAI_API_KEY``).
-        user_temperature: Sampling temperature of the user (env ``LATM_USER_TEMPERATURE``).
-        user_max_tokens: Cap on the user's reply length (env ``LATM_USER_MAX_TOKENS``).
-        request_timeout_s: Timeout of one model request (env ``LATM_REQUEST_TIMEOUT``).
-        max_retries: Retries of a failed model request (env ``LATM_MAX_RETRIES``).
-        max_attempts: Proposals the maker may make before giving up (env ``LATM_MAX_ATTEMPTS``).
-        n_demos: Examples shown to the maker (env ``LATM_N_DEMOS``).
-        n_validation: Held-out examples the maker writes calls for; the tool must
-            pass them, and they become its usage demos (env ``LATM_N_VALIDATION``).
-        n_candidates: Candidate tools the maker proposes per round, in parallel;
-            the best verified one wins (env ``LATM_N_CANDIDATES``; the paper: 1).
-        candidate_temperature: Sampling temperature of candidates after the first,
-            so that they differ (env ``LATM_CANDIDATE_TEMPERATURE``).
-        direct_entry: Ask for a ``solve(request: str) -> str`` entry that parses the
-            raw request, verify it on every example beyond the demos, and answer
-            cache hits with it without any model call (env ``LATM_DIRECT_ENTRY``;
-            the paper: off, the user model writes every call).
-        max_direct_checks: Cap on the examples the direct entry is checked on
-            (env ``LATM_MAX_DIRECT_CHECKS``).
-        reject_hardcoded: Reject tools whose code holds an example's answer or input
-            as a literal (env ``LATM_REJECT_HARDCODED``; the paper: off).
-        two_step: Have the maker first describe the input format and the rule, then
-            write the code (env ``LATM_TWO_STEP``).
-        exec_timeout_s: Wall-clock limit of one tool call (env ``LATM_EXEC_TIMEOUT``).
-        exec_memory_mb: Memory limit of one tool call in MiB (env ``LATM_EXEC_MEMORY_MB``).
-        exec_max_output_bytes: Cap on a tool's answer and output (env ``LATM_EXEC_MAX_OUTPUT``).
-        executor: Which executor runs generated code (env ``LATM_EXECUTOR``,
-            ``auto`` picks the strongest isolation available).
-        allow_unsandboxed: Run generated code even without OS-level isolation
-            (env ``LATM_ALLOW_UNSANDBOXED``; off by default).
-        namespace: Repository namespace, one per tenant or app (env ``LATM_NAMESPACE``).
-        dispatch_candidates: Tools the dispatcher shows the user model (env ``LATM_DISPATCH_K``).
-        store_path: SQLite file of the local repository, used when the graph
-            runs without a store (env ``LATM_STORE_PATH``; default in the user data dir).
-        maker_llm: A chat model object to use as the maker instead of building one
-            (in-process only; for tests and custom providers).
-        user_llm: Likewise for the user model.
-        database_url: Where the tools (and checkpoints) live: empty for the local
-            SQLite file at ``store_path``, or ``postgresql://...`` for PostgreSQL
-            (env ``LATM_DATABASE_URL``; see :mod:`latm.backends`).
-        embeddings: The embedding function of the repository's semantic index:
-            ``none``, ``hash[:DIMS]``, ``openai:MODEL`` or ``PROVIDER:MODEL``; empty
-            means none on SQLite and ``hash`` on PostgreSQL (env ``LATM_EMBEDDINGS``).
-        max_tool_failures: Use-time failures after which the dispatcher retires a
-            tool version (stops routing to it; re-makes it when examples are
-            given); 0 never retires (env ``LATM_MAX_TOOL_FAILURES``).
-        lease_ttl_s: How long a tool maker's lease lasts without renewal; a dead
-            maker's lease lapses after it (env ``LATM_LEASE_TTL``).
-        lease_wait_s: How long a request waits for another run making the same
-            tool before it gives up with an error (env ``LATM_LEASE_WAIT``).
-        require_approval: Pause before storing a new tool until a person approves,
-            rejects or edits it (env ``LATM_REQUIRE_APPROVAL``; off by default;
-            needs a checkpointer, as on the LangGraph server).
-        review_ttl_s: How long a run paused for approval keeps its tool-making
-            lease, so that no other run starts making the same tool while a
-            person reviews (env ``LATM_REVIEW_TTL``; a day).
+    A client of a server sends these as the run's ``context``; the deployment's
+    environment gives their defaults and upper bounds. Each field's metadata
+    holds its description and environment variable.
     """
 
-    maker_model: str = _env_str("LATM_MAKER_MODEL", "gpt-4o")
-    maker_base_url: str | None = _env_str("LATM_MAKER_BASE_URL", None)
-    maker_api_key_env: str = _env_str("LATM_MAKER_API_KEY_ENV", "OPENAI_API_KEY")
-    maker_temperature: float = _env_float("LATM_MAKER_TEMPERATURE", 0.0)
-    maker_max_tokens: int = _env_int("LATM_MAKER_MAX_TOKENS", 2048)
-    user_model: str = _env_str("LATM_USER_MODEL", "gpt-4o-mini")
-    user_base_url: str | None = _env_str("LATM_USER_BASE_URL", None)
-    user_api_key_env: str = _env_str("LATM_USER_API_KEY_ENV", "OPENAI_API_KEY")
-    user_temperature: float = _env_float("LATM_USER_TEMPERATURE", 0.0)
-    user_max_tokens: int = _env_int("LATM_USER_MAX_TOKENS", 512)
-    request_timeout_s: float = _env_float("LATM_REQUEST_TIMEOUT", 300.0)
-    max_retries: int = _env_int("LATM_MAX_RETRIES", 2)
-    max_attempts: int = _env_int("LATM_MAX_ATTEMPTS", 3)
-    n_demos: int = _env_int("LATM_N_DEMOS", 3)
-    n_validation: int = _env_int("LATM_N_VALIDATION", 3)
-    n_candidates: int = _env_int("LATM_N_CANDIDATES", 3)
-    candidate_temperature: float = _env_float("LATM_CANDIDATE_TEMPERATURE", 0.8)
-    direct_entry: bool = _env_bool("LATM_DIRECT_ENTRY", True)
-    max_direct_checks: int = _env_int("LATM_MAX_DIRECT_CHECKS", 50)
-    reject_hardcoded: bool = _env_bool("LATM_REJECT_HARDCODED", True)
-    two_step: bool = _env_bool("LATM_TWO_STEP", False)
-    exec_timeout_s: float = _env_float("LATM_EXEC_TIMEOUT", 5.0)
-    exec_memory_mb: int = _env_int("LATM_EXEC_MEMORY_MB", 512)
-    exec_max_output_bytes: int = _env_int("LATM_EXEC_MAX_OUTPUT", 65_536)
-    executor: str = _env_str("LATM_EXECUTOR", "auto")
-    allow_unsandboxed: bool = _env_bool("LATM_ALLOW_UNSANDBOXED", False)
-    namespace: str = _env_str("LATM_NAMESPACE", "default")
-    dispatch_candidates: int = _env_int("LATM_DISPATCH_K", 3)
-    store_path: str | None = _env_str("LATM_STORE_PATH", None)
-    maker_llm: Any = field(default=None, repr=False, compare=False)
-    user_llm: Any = field(default=None, repr=False, compare=False)
-    database_url: str = _env_str("LATM_DATABASE_URL", "")
-    embeddings: str = _env_str("LATM_EMBEDDINGS", "")
-    max_tool_failures: int = _env_int("LATM_MAX_TOOL_FAILURES", 5)
-    lease_ttl_s: float = _env_float("LATM_LEASE_TTL", 600.0)
-    lease_wait_s: float = _env_float("LATM_LEASE_WAIT", 900.0)
-    require_approval: bool = _env_bool("LATM_REQUIRE_APPROVAL", False)
-    review_ttl_s: float = _env_float("LATM_REVIEW_TTL", 86_400.0)
+    # ------------------------------------------------------------ run settings
+    max_attempts: int = run_setting(
+        3, "LATM_MAX_ATTEMPTS", "Rounds of proposals before the maker gives up.", lower=1, upper=10
+    )
+    n_demos: int = run_setting(3, "LATM_N_DEMOS", "Examples shown to the maker.", lower=1, upper=16)
+    n_validation: int = run_setting(
+        3,
+        "LATM_N_VALIDATION",
+        "Held-out examples the tool must pass; they become its usage demos.",
+        lower=1,
+        upper=32,
+    )
+    n_candidates: int = run_setting(
+        3,
+        "LATM_N_CANDIDATES",
+        "Candidate tools proposed per round, in parallel (the paper: 1).",
+        lower=1,
+        upper=8,
+    )
+    candidate_temperature: float = run_setting(
+        0.8,
+        "LATM_CANDIDATE_TEMPERATURE",
+        "Sampling temperature of the candidates after the first.",
+        lower=0.0,
+        upper=2.0,
+    )
+    direct_entry: bool = run_setting(
+        True,
+        "LATM_DIRECT_ENTRY",
+        "Ask for a solve(request) entry, verify it and answer hits with it, no model call.",
+    )
+    max_direct_checks: int = run_setting(
+        50,
+        "LATM_MAX_DIRECT_CHECKS",
+        "Examples the direct entry is checked on, at most.",
+        lower=1,
+        upper=200,
+    )
+    reject_hardcoded: bool = run_setting(
+        True,
+        "LATM_REJECT_HARDCODED",
+        "Reject tools whose code holds an example's answer or input as a literal.",
+    )
+    two_step: bool = run_setting(
+        False, "LATM_TWO_STEP", "The maker first describes the input and rule, then codes."
+    )
+    exec_timeout_s: float = run_setting(
+        5.0, "LATM_EXEC_TIMEOUT", "Wall-clock limit of one tool call, seconds.", upper=60.0
+    )
+    exec_memory_mb: int = run_setting(
+        512, "LATM_EXEC_MEMORY_MB", "Memory limit of one tool call, MiB.", lower=32, upper=4096
+    )
+    exec_max_output_bytes: int = run_setting(
+        65_536,
+        "LATM_EXEC_MAX_OUTPUT",
+        "Cap on a tool's answer and output, bytes.",
+        lower=1,
+        upper=1_048_576,
+    )
+    dispatch_candidates: int = run_setting(
+        3, "LATM_DISPATCH_K", "Tools the dispatcher shows the user model.", lower=1, upper=20
+    )
+    lease_wait_s: float = run_setting(
+        900.0,
+        "LATM_LEASE_WAIT",
+        "How long a request waits for another run making the same tool, seconds.",
+        lower=0.0,
+        upper=3600.0,
+    )
+    require_approval: bool = run_setting(
+        False,
+        "LATM_REQUIRE_APPROVAL",
+        "Pause before storing a new tool until a person approves, rejects or edits it "
+        "(needs a checkpointer; a run cannot turn it off when the deployment has it on).",
+        only_on=True,
+    )
+
+    # What a client is told when it names one of these (they are not run settings).
+    IDENTITY_SETTINGS: ClassVar[dict[str, str]] = {
+        "namespace": "the tool namespace comes from the caller's identity (the server's "
+        "authentication), not from a run",
+    }
 
     def __post_init__(self) -> None:
-        """Check the numeric settings."""
-        for name in (
-            "max_attempts",
-            "n_demos",
-            "n_validation",
-            "n_candidates",
-            "max_direct_checks",
-            "dispatch_candidates",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Context.{name} must be at least 1")
-        if (
-            self.max_tool_failures < 0
-            or self.lease_ttl_s <= 0
-            or self.review_ttl_s <= 0
-            or self.lease_wait_s < 0
-        ):
+        """Check every run setting's type and bounds (raises :class:`SettingsError`)."""
+        self.check(self.bounds(), from_client=type(self) is RunSettings)
+
+    def bounds(self) -> dict[str, float]:
+        """The upper bounds the run settings must keep: the deployment's."""
+        return deployment_bounds()
+
+    def check(self, bounds: Mapping[str, float], *, from_client: bool) -> None:
+        """Raise :class:`SettingsError` for a run setting of the wrong type or out of bounds.
+
+        Args:
+            bounds: The upper bound of each bounded setting.
+            from_client: The values came from a client, so a deployment's
+                ``only_on`` switch may not be turned off.
+        """
+        for f in _kind_fields(RunSettings, RUN):
+            value, like = getattr(self, f.name), f.metadata["type"]
+            if not _type_ok(value, like):
+                kind = "a number" if like in (int, float) else f"a {like.__name__}"
+                if like is int:
+                    kind = "a whole number"
+                raise SettingsError(f"setting {f.name!r} must be {kind}, not {value!r}")
+            lower, upper = f.metadata.get("lower"), bounds.get(f.name)
+            if lower is not None and value < lower:
+                raise SettingsError(f"setting {f.name!r} must be at least {lower:g}, not {value!r}")
+            if like is float and f.metadata.get("lower") is None and value <= 0:
+                raise SettingsError(f"setting {f.name!r} must be above 0, not {value!r}")
+            if upper is not None and value > upper:
+                raise SettingsError(
+                    f"setting {f.name!r}={value!r} is above this deployment's bound {upper:g} "
+                    f"(the deployment sets it in {upper_bound_env(f)})"
+                )
+            deployment_on = f.metadata.get("only_on") and default_of(f)
+            if from_client and deployment_on and not value:
+                raise SettingsError(
+                    f"setting {f.name!r} is on in this deployment "
+                    f"({f.metadata['env']}); a run cannot turn it off",
+                    forbidden=True,
+                )
+
+    @classmethod
+    def from_client(cls, raw: Any) -> RunSettings:
+        """The run settings a client sent, checked: every refusal names the setting and why.
+
+        Args:
+            raw: The client's ``context`` (a JSON object); ``None`` is empty.
+
+        Raises:
+            SettingsError: ``raw`` is not an object, names a setting a run may
+                not choose (a deployment or identity setting, or an unknown
+                one), or holds a value of the wrong type or beyond a bound.
+        """
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise SettingsError("the run's context must be an object of run settings")
+        allowed = {f.name for f in _kind_fields(RunSettings, RUN)}
+        deployment = {f.name: f for f in _kind_fields(Context, DEPLOYMENT)}
+        for key in raw:
+            if key in allowed:
+                continue
+            if key in cls.IDENTITY_SETTINGS:
+                raise SettingsError(
+                    f"setting {key!r} cannot be sent: {cls.IDENTITY_SETTINGS[key]}",
+                    forbidden=True,
+                )
+            if key in deployment:
+                env = deployment[key].metadata.get("env")
+                where = f" ({env})" if env else ""
+                raise SettingsError(
+                    f"setting {key!r} is a deployment setting: only the server's "
+                    f"environment{where} sets it, never a run",
+                    forbidden=True,
+                )
+            raise SettingsError(
+                f"unknown setting {key!r}; a run may set: {', '.join(sorted(allowed))}"
+            )
+        return RunSettings(**dict(raw))
+
+
+def run_settings_table() -> list[tuple[str, str, Any, float | None, str]]:
+    """Each run setting: name, environment variable, default, upper bound and description."""
+    return [
+        (
+            f.name,
+            f.metadata["env"],
+            default_of(f),
+            f.metadata.get("upper"),
+            f.metadata["description"],
+        )
+        for f in _kind_fields(RunSettings, RUN)
+    ]
+
+
+@dataclass(kw_only=True)
+class Context(RunSettings):
+    """The run settings plus the deployment's: everything the nodes read.
+
+    Only in-process code builds one (a client's ``context`` becomes
+    :class:`RunSettings`, merged with the deployment's settings by
+    :meth:`for_run`). Its run settings are checked against its own ``limits``.
+    """
+
+    # ----------------------------------------------------- deployment settings
+    maker_model: str = deployment_setting("gpt-4o", "LATM_MAKER_MODEL", "Model of the maker.")
+    maker_base_url: str | None = deployment_setting(
+        None,
+        "LATM_MAKER_BASE_URL",
+        "OpenAI-compatible base URL of the maker; unset means OpenAI's.",
+        like=str,
+    )
+    maker_api_key_env: str = deployment_setting(
+        "OPENAI_API_KEY", "LATM_MAKER_API_KEY_ENV", "Variable holding the maker's API key."
+    )
+    maker_temperature: float = deployment_setting(
+        0.0, "LATM_MAKER_TEMPERATURE", "Sampling temperature of the maker."
+    )
+    maker_max_tokens: int = deployment_setting(
+        2048, "LATM_MAKER_MAX_TOKENS", "Cap on the maker's reply length."
+    )
+    user_model: str = deployment_setting(
+        "gpt-4o-mini", "LATM_USER_MODEL", "Model of the tool user and dispatcher."
+    )
+    user_base_url: str | None = deployment_setting(
+        None, "LATM_USER_BASE_URL", "OpenAI-compatible base URL of the user model.", like=str
+    )
+    user_api_key_env: str = deployment_setting(
+        "OPENAI_API_KEY", "LATM_USER_API_KEY_ENV", "Variable holding the user model's API key."
+    )
+    user_temperature: float = deployment_setting(
+        0.0, "LATM_USER_TEMPERATURE", "Sampling temperature of the user model."
+    )
+    user_max_tokens: int = deployment_setting(
+        512, "LATM_USER_MAX_TOKENS", "Cap on the user model's reply length."
+    )
+    request_timeout_s: float = deployment_setting(
+        300.0, "LATM_REQUEST_TIMEOUT", "Timeout of one model request, seconds."
+    )
+    max_retries: int = deployment_setting(
+        2, "LATM_MAX_RETRIES", "Retries of a failed model request."
+    )
+    executor: str = deployment_setting(
+        "auto", "LATM_EXECUTOR", "Executor of generated code; auto picks the strongest isolation."
+    )
+    allow_unsandboxed: bool = deployment_setting(
+        False, "LATM_ALLOW_UNSANDBOXED", "Run generated code even without OS-level isolation."
+    )
+    namespace: str = deployment_setting(
+        "default",
+        "LATM_NAMESPACE",
+        "Tool namespace of the CLI and library, and of a server without authentication.",
+    )
+    store_path: str | None = deployment_setting(
+        None, "LATM_STORE_PATH", "SQLite file of the local repository.", like=str
+    )
+    database_url: str = deployment_setting(
+        "", "LATM_DATABASE_URL", "Where tools and checkpoints live: empty (SQLite) or postgresql://"
+    )
+    embeddings: str = deployment_setting(
+        "", "LATM_EMBEDDINGS", "Embedding function of the semantic index (see latm.embeddings)."
+    )
+    max_tool_failures: int = deployment_setting(
+        5, "LATM_MAX_TOOL_FAILURES", "Use-time failures that retire a tool version; 0 never."
+    )
+    lease_ttl_s: float = deployment_setting(
+        600.0, "LATM_LEASE_TTL", "How long a tool-making lease lasts without renewal, seconds."
+    )
+    review_ttl_s: float = deployment_setting(
+        86_400.0, "LATM_REVIEW_TTL", "How long a run paused for approval keeps its lease."
+    )
+    limits: dict[str, float] = field(
+        default_factory=lambda: deployment_bounds(),
+        metadata={
+            "kind": DEPLOYMENT,
+            "description": "Upper bound of each bounded run setting (<its variable>_MAX).",
+        },
+    )
+    maker_llm: BaseChatModel | None = field(
+        default=None,
+        repr=False,
+        compare=False,
+        metadata={"kind": DEPLOYMENT, "description": "A maker model object (in-process only)."},
+    )
+    user_llm: BaseChatModel | None = field(
+        default=None,
+        repr=False,
+        compare=False,
+        metadata={"kind": DEPLOYMENT, "description": "A user model object (in-process only)."},
+    )
+
+    def __post_init__(self) -> None:
+        """Check the run settings against ``limits`` and the deployment settings."""
+        super().__post_init__()
+        if self.max_tool_failures < 0 or self.lease_ttl_s <= 0 or self.review_ttl_s <= 0:
             raise ValueError("Context tool lifecycle settings must not be negative")
-        if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
-            raise ValueError("Context execution limits are too small")
+
+    def bounds(self) -> dict[str, float]:
+        """The upper bounds of the run settings: this context's ``limits``."""
+        return dict(self.limits or {})
+
+    @classmethod
+    def for_run(cls, run: RunSettings) -> Context:
+        """The deployment's settings (from the environment) with ``run``'s run settings."""
+        if isinstance(run, Context):
+            return run
+        values = {f.name: getattr(run, f.name) for f in _kind_fields(RunSettings, RUN)}
+        ctx = cls()
+        for name, value in values.items():
+            setattr(ctx, name, value)
+        ctx.check(ctx.bounds(), from_client=True)
+        return ctx
 
 
 PAPER = {

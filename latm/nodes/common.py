@@ -2,41 +2,64 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from latm.graph.context import Context
+from latm.auth import tenant_of_user
+from latm.graph.context import Context, RunSettings
 from latm.graph.state import Candidate, Example, State
 from latm.repository import RepositoryError, ToolRepository
 from latm.sandbox import ExecLimits, Executor, get_executor
 
 
 def get_context(runtime: Runtime[Context]) -> Context:
-    """The run's context; defaults (from the environment) when none was given."""
+    """The run's settings: the client's run settings over the deployment's.
+
+    An in-process caller's :class:`Context` is used as it is (full control); a
+    :class:`RunSettings` (what a server's client sent) or a plain dict of run
+    settings gets the deployment's settings from the environment.
+
+    Raises:
+        SettingsError: A dict context names a setting a run may not choose.
+    """
     ctx: Any = runtime.context
     if isinstance(ctx, Context):
         return ctx
+    if isinstance(ctx, RunSettings):
+        return Context.for_run(ctx)
     if isinstance(ctx, dict):
-        names = {f.name for f in dataclasses.fields(Context)}
-        return Context(**{k: v for k, v in ctx.items() if k in names})
+        return Context.for_run(RunSettings.from_client(ctx))
     return Context()
 
 
+def get_tenant(runtime: Runtime[Context], ctx: Context) -> str:
+    """Whose tools these are: the authenticated caller's tenant, else ``ctx.namespace``.
+
+    On a LangGraph server with authentication the namespace follows from the
+    user's identity (see :mod:`latm.auth`), never from the request; without a
+    user (the CLI, the library, a server without authentication) it is the
+    deployment's (or the in-process caller's) ``namespace``.
+    """
+    info = getattr(runtime, "server_info", None)
+    tenant = tenant_of_user(info.user) if info is not None else None
+    return tenant or ctx.namespace
+
+
 def get_repository(runtime: Runtime[Context], ctx: Context) -> ToolRepository:
-    """The tool repository: the run's store, or the configured backend's without one.
+    """The tool repository of the run's tenant: the run's store, or the configured backend's.
 
     Raises:
         RepositoryError: The configured database cannot be opened.
     """
+    tenant = get_tenant(runtime, ctx)
     if runtime.store is not None:
-        return ToolRepository(runtime.store, ctx.namespace)
+        return ToolRepository(runtime.store, tenant)
     from latm.backends import BackendError, backend_for
 
     try:
-        return ToolRepository(backend_for(ctx).store, ctx.namespace)
+        return ToolRepository(backend_for(ctx).store, tenant)
     except BackendError as exc:
         raise RepositoryError(f"the tool repository is unavailable: {exc}") from exc
 

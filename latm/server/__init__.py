@@ -10,7 +10,19 @@ store, so the graph is compiled here with the local SQLite repository
 (``ctx.store_path``) and no checkpointer; human approval, which needs to pause
 and resume a thread, is not available through it (use the LangGraph server).
 Every run gets the server's context (its environment and ``latm serve``
-options). A request whose input does not fit the input schema is answered
+options) with two things of the request's own:
+
+* its **tenant**: with API keys in ``LATM_API_KEYS`` (``tenant:key`` pairs, as
+  for the LangGraph server, see :mod:`latm.auth`) a request must present one
+  (``x-api-key`` or ``Authorization: Bearer``) and its tools live in its key's
+  namespace; without keys every client shares the server's namespace, which the
+  app logs at start-up;
+* its **run settings** in ``config.configurable`` (``max_attempts``,
+  ``exec_timeout_s``, ... within the server's bounds); any other setting (a
+  model endpoint, the executor, the namespace, ...) is refused with HTTP 403,
+  a bad value with 422, both with a readable ``message``.
+
+A request whose input does not fit the input schema is answered
 with HTTP 422 and a readable ``message``; a well-formed request that LATM cannot
 serve (no fitting tool, a tool that fails, ...) is answered with HTTP 200 and
 ``error`` set in the output, as the graph answers everywhere.
@@ -21,19 +33,30 @@ the events the CLI shows) and then the output (``{"output": {...}}``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from langserve.server import EndpointName
 
+from latm.auth import load_api_keys, presented_key, tenant_for_key
 from latm.graph.builder import LATMGraph, build_graph
-from latm.graph.context import Context
+from latm.graph.context import RUN, Context, RunSettings, SettingsError
 from latm.graph.state import InputState, OutputState
 from latm.repository import open_local_store
+
+log = logging.getLogger("latm.server")
+
+TENANT_KEY = "latm_tenant"
+"""The configurable key through which the app hands a request's tenant to the graph."""
+
+RUN_FIELDS = [f for f in dataclasses.fields(RunSettings) if f.metadata.get("kind") == RUN]
 
 PATH = "/latm"
 """Where the graph's routes are mounted."""
@@ -74,27 +97,66 @@ class ServedGraph(Runnable[InputState, dict[str, Any]]):
         """The graph's output schema."""
         return self.graph.get_output_schema(config)
 
+    @property
+    def config_specs(self) -> list[ConfigurableFieldSpec]:
+        """The run settings a client may send in ``config.configurable``."""
+        return [
+            ConfigurableFieldSpec(
+                id=f.name,
+                annotation=f.metadata["type"],
+                name=f.name,
+                description=f.metadata["description"],
+                default=getattr(self.ctx, f.name),
+            )
+            for f in RUN_FIELDS
+        ]
+
+    def run_args(self, config: RunnableConfig | None) -> tuple[RunnableConfig, Context]:
+        """The graph's config and context for one request.
+
+        The context is the server's, with the request's tenant (put there by the
+        app, see :func:`create_app`) and run settings; the configurable keys
+        are not passed on (a client may not pick a thread or checkpoint).
+
+        Raises:
+            SettingsError: The configurable holds a setting a run may not choose.
+        """
+        rest: dict[str, Any] = dict(config or {})
+        configurable = dict(rest.pop("configurable", None) or {})
+        tenant = configurable.pop(TENANT_KEY, None) or self.ctx.namespace
+        sent = {k: v for k, v in configurable.items() if k in {f.name for f in RUN_FIELDS}}
+        settings = RunSettings.from_client(sent)
+        ctx = dataclasses.replace(
+            self.ctx,
+            namespace=tenant,
+            **{f.name: getattr(settings, f.name) for f in RUN_FIELDS if f.name in sent},
+        )
+        return cast(RunnableConfig, rest), ctx
+
     def invoke(
         self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Run the graph once and return its output."""
-        return dict(self.graph.invoke(input, config, context=self.ctx))
+        config, ctx = self.run_args(config)
+        return dict(self.graph.invoke(input, config, context=ctx))
 
     async def ainvoke(
         self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Run the graph once and return its output."""
-        return dict(await self.graph.ainvoke(input, config, context=self.ctx))
+        config, ctx = self.run_args(config)
+        return dict(await self.graph.ainvoke(input, config, context=ctx))
 
     def stream(
         self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
         """Yield ``{"event": ...}`` per progress event, then ``{"output": ...}``."""
+        config, ctx = self.run_args(config)
         output: dict[str, Any] = {}
         modes: Any = ["custom", "values"]
         mode: str
         chunk: Any
-        for mode, chunk in self.graph.stream(input, config, context=self.ctx, stream_mode=modes):
+        for mode, chunk in self.graph.stream(input, config, context=ctx, stream_mode=modes):
             if mode == "custom":
                 yield {"event": chunk}
             else:
@@ -105,13 +167,12 @@ class ServedGraph(Runnable[InputState, dict[str, Any]]):
         self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield ``{"event": ...}`` per progress event, then ``{"output": ...}``."""
+        config, ctx = self.run_args(config)
         output: dict[str, Any] = {}
         modes: Any = ["custom", "values"]
         mode: str
         chunk: Any
-        async for mode, chunk in self.graph.astream(
-            input, config, context=self.ctx, stream_mode=modes
-        ):
+        async for mode, chunk in self.graph.astream(input, config, context=ctx, stream_mode=modes):
             if mode == "custom":
                 yield {"event": chunk}
             else:
@@ -144,20 +205,33 @@ def compile_for_langserve(ctx: Context) -> LATMGraph:
     return build_graph(store=open_local_store(ctx.store_path))
 
 
-def create_app(ctx: Context | None = None) -> Any:
+def client_configs(body: Any) -> list[Mapping[str, Any]]:
+    """The ``config`` objects of a LangServe request body (one, or one per batch input)."""
+    if not isinstance(body, Mapping):
+        return []
+    config = body.get("config")
+    configs = config if isinstance(config, list) else [config]
+    return [c for c in configs if isinstance(c, Mapping)]
+
+
+def create_app(ctx: Context | None = None, *, api_keys: Mapping[str, str] | None = None) -> Any:
     """Build the FastAPI app: LATM's LangServe routes at ``/latm`` and ``/healthz``.
 
     Args:
-        ctx: The context every run gets; default ``Context()`` (the environment).
+        ctx: The context every run gets (with each request's tenant and run
+            settings); default ``Context()`` (the environment).
+        api_keys: API key → tenant; default the keys of ``LATM_API_KEYS``
+            (see :mod:`latm.auth`). Empty: one namespace, ``ctx.namespace``.
 
     Returns:
         The ``fastapi.FastAPI`` app, ready for uvicorn.
 
     Raises:
-        ValueError: The context asks for human approval, which LangServe cannot do.
+        ValueError: The context asks for human approval, which LangServe cannot
+            do, or the API keys cannot be used.
         ImportError: The ``server`` extra (fastapi, langserve) is not installed.
     """
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -165,7 +239,16 @@ def create_app(ctx: Context | None = None) -> Any:
     from pydantic import ValidationError
 
     ctx = ctx or Context()
+    keys = dict(load_api_keys() if api_keys is None else api_keys)
     graph = compile_for_langserve(ctx)
+    if keys:
+        log.warning("LATM: %d API keys: each tenant has its own tool namespace", len(keys))
+    else:
+        log.warning(
+            "LATM: no API keys are configured (LATM_API_KEYS): every client shares the "
+            "tool namespace %r",
+            ctx.namespace,
+        )
     app = FastAPI(
         title="LATM",
         version="0.1.0",
@@ -183,6 +266,14 @@ def create_app(ctx: Context | None = None) -> Any:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return unprocessable(exc.errors())
 
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"message": str(exc.detail), "detail": exc.detail},
+            headers=exc.headers,
+        )
+
     input_title = graph.input_schema.__name__
 
     @app.exception_handler(ValidationError)
@@ -195,12 +286,36 @@ def create_app(ctx: Context | None = None) -> Any:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "graph": graph.name, "namespace": ctx.namespace}
+        return {"ok": True, "graph": graph.name, "namespace": None if keys else ctx.namespace}
+
+    async def per_request(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        """The request's tenant (from its API key) and checked run settings."""
+        tenant = ctx.namespace
+        if keys:
+            found = tenant_for_key(keys, presented_key(request.headers))
+            if found is None:
+                raise HTTPException(
+                    401, "a valid API key is required (x-api-key or Authorization: Bearer)"
+                )
+            tenant = found
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        try:
+            for sent in client_configs(body):
+                RunSettings.from_client(sent.get("configurable") or {})
+        except SettingsError as exc:
+            raise HTTPException(403 if exc.forbidden else 422, f"configurable: {exc}") from None
+        configurable = dict(config.get("configurable") or {})
+        configurable[TENANT_KEY] = tenant
+        return {**config, "configurable": configurable}
 
     add_routes(
         app,
         ServedGraph(graph, ctx),
         path=PATH,
         enabled_endpoints=ENDPOINTS,
+        per_req_config_modifier=per_request,
     )
     return app

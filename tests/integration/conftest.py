@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -76,11 +77,24 @@ def server_env(fake: FakeOpenAI, tmp: Path) -> dict[str, str]:
     return env
 
 
+TENANTS = 32
+"""API keys the LangGraph server under test accepts: one tenant per test that needs one."""
+
+
+def tenant_keys(n: int = TENANTS) -> dict[str, str]:
+    """``n`` fresh tenants and their API keys."""
+    return {f"tenant{i:02d}-{secrets.token_hex(3)}": secrets.token_urlsafe(24) for i in range(n)}
+
+
 class ServerProcess:
     """A server started as its own process group, with its output in a log file."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, url: str) -> None:
         self.url = url
+        self.env = env
+        self._tenants = iter(
+            entry.split(":", 1) for entry in filter(None, env.get("LATM_API_KEYS", "").split(","))
+        )
         self.store_path = cwd / "tools.sqlite"
         self.log = cwd / "server.log"
         self._out = self.log.open("wb")
@@ -107,6 +121,11 @@ class ServerProcess:
             time.sleep(0.25)
         self.stop()
         pytest.fail(f"the server did not answer {path} within {timeout_s} s:\n{self.tail()}")
+
+    def new_tenant(self) -> tuple[str, str]:
+        """A tenant no other test has used, and its API key."""
+        tenant, key = next(self._tenants)
+        return tenant, key
 
     def tail(self, n: int = 60) -> str:
         """The last lines the server printed."""
@@ -151,7 +170,9 @@ def langgraph_server(
     It runs in a scratch directory (its ``.langgraph_api/`` goes there) with a
     copy of the config whose paths point at this checkout, plus a semantic
     index over the tool repository built on a small local embedding function
-    (``hash_embed.py``), as a user would configure one.
+    (``hash_embed.py``), as a user would configure one. Its authentication is
+    the repository's example (``latm.server.auth``) with :data:`TENANTS` API
+    keys in ``LATM_API_KEYS``; each test takes its own tenant (``new_tenant``).
     """
     work = tmp_path_factory.mktemp("langgraph-dev")
     config = json.loads((ROOT / "langgraph.json").read_text())
@@ -180,7 +201,9 @@ def langgraph_server(
         "--config",
         str(work / "langgraph.json"),
     ]
-    server = ServerProcess(argv, server_env(fake_openai, work), work, f"http://127.0.0.1:{port}")
+    env = server_env(fake_openai, work)
+    env["LATM_API_KEYS"] = ",".join(f"{t}:{k}" for t, k in tenant_keys().items())
+    server = ServerProcess(argv, env, work, f"http://127.0.0.1:{port}")
     try:
         server.wait_ready("/ok")
         yield server

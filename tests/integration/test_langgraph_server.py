@@ -2,13 +2,13 @@
 
 The server loads the repository's ``langgraph.json``; its models are the
 scripted OpenAI-compatible server of ``fake_openai``; generated code runs in
-LATM's sandbox inside the server process. Each test uses its own repository
-namespace (through the run's context), as tools persist in the server's store.
+LATM's sandbox inside the server process. Each test is its own tenant (an API
+key of the server's ``LATM_API_KEYS``), so its own repository namespace, as
+tools persist in the server's store.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -31,13 +31,19 @@ OUTPUT_KEYS = set(OutputState.__annotations__)
 
 
 @pytest.fixture
-def client(langgraph_server: ServerProcess) -> SyncLangGraphClient:
-    return get_sync_client(url=langgraph_server.url, timeout=120)
+def tenant(langgraph_server: ServerProcess) -> tuple[str, str]:
+    return langgraph_server.new_tenant()
 
 
 @pytest.fixture
-def namespace() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
+def client(langgraph_server: ServerProcess, tenant: tuple[str, str]) -> SyncLangGraphClient:
+    return get_sync_client(url=langgraph_server.url, api_key=tenant[1], timeout=120)
+
+
+@pytest.fixture
+def namespace(tenant: tuple[str, str]) -> str:
+    """The tenant's namespace: its name (from its API key, never from the request)."""
+    return tenant[0]
 
 
 def make_tool(client: SyncLangGraphClient, fake: FakeOpenAI, namespace: str) -> dict[str, Any]:
@@ -47,7 +53,6 @@ def make_tool(client: SyncLangGraphClient, fake: FakeOpenAI, namespace: str) -> 
         thread["thread_id"],
         "latm",
         input={"examples": DEMOS_AND_VALIDATION, "task_type": "word_sorting"},
-        context={"namespace": namespace},
     )
     assert isinstance(out, dict) and out["error"] is None, out
     return out
@@ -77,7 +82,6 @@ def test_a_run_streams_progress_events_and_leaves_its_state_on_the_thread(client
             "examples": DEMOS_AND_VALIDATION,
             "task_type": "word_sorting",
         },
-        context={"namespace": namespace},
         stream_mode=["custom", "updates"],
     ):
         if part.event == "custom":
@@ -134,7 +138,6 @@ def test_a_cached_tool_answers_through_runs_wait_without_the_maker(client, fake,
         thread["thread_id"],
         "latm",
         input={"task": question["input"], "task_type": "word_sorting"},
-        context={"namespace": namespace},
     )
 
     assert out["cache_hit"] is True and out["error"] is None
@@ -157,9 +160,7 @@ def test_the_server_store_is_the_repository_with_a_semantic_index(client, fake, 
     # Without a task type, the dispatcher searches the index and the user model confirms.
     question = EXAMPLES[40]
     fake.script("user", ['{"tool": "word_sorting"}', user_reply(question["input"])])
-    out = client.runs.wait(
-        None, "latm", input={"task": question["input"]}, context={"namespace": namespace}
-    )
+    out = client.runs.wait(None, "latm", input={"task": question["input"]})
     assert out["cache_hit"] is True and out["answer"] == question["target"]
     confirm = fake.requests("user")[0]
     assert "word_sorting" in str(confirm["messages"])
@@ -167,9 +168,7 @@ def test_the_server_store_is_the_repository_with_a_semantic_index(client, fake, 
 
 
 def test_a_bad_request_ends_with_a_readable_error_in_the_output(client, fake, namespace):
-    out = client.runs.wait(
-        None, "latm", input={"task": "x", "make": True}, context={"namespace": namespace}
-    )
+    out = client.runs.wait(None, "latm", input={"task": "x", "make": True})
     assert out["error"] == "invalid request: 'make' needs 'examples' to make a tool from"
     assert out["answer"] is None
     assert fake.requests("maker") == [] and fake.requests("user") == []
@@ -188,7 +187,7 @@ def approval_run(
             "examples": DEMOS_AND_VALIDATION,
             "task_type": "word_sorting",
         },
-        context={"namespace": namespace, "require_approval": True},
+        context={"require_approval": True},
     )
     return thread["thread_id"], out
 
@@ -214,7 +213,7 @@ def test_human_approval_pauses_the_run_and_approve_resumes_it(client, fake, name
         thread_id,
         "latm",
         command={"resume": {"action": "approve"}},
-        context={"namespace": namespace, "require_approval": True},
+        context={"require_approval": True},
     )
 
     assert out["error"] is None and out["answer"] == HELD_OUT["target"]
@@ -223,7 +222,9 @@ def test_human_approval_pauses_the_run_and_approve_resumes_it(client, fake, name
     assert client.threads.get_state(thread_id)["next"] == []
 
 
-def test_human_approval_edit_is_reverified_and_reject_stores_nothing(client, fake, namespace):
+def test_human_approval_edit_is_reverified_and_reject_stores_nothing(
+    client, fake, namespace, langgraph_server
+):
     edited = SORT_CODE.replace("sorted(words)", "sorted(words, key=str.lower)")
     thread_id, _ = approval_run(client, fake, namespace)
     custom = []
@@ -231,7 +232,7 @@ def test_human_approval_edit_is_reverified_and_reject_stores_nothing(client, fak
         thread_id,
         "latm",
         command={"resume": {"action": "edit", "code": edited}},
-        context={"namespace": namespace, "require_approval": True},
+        context={"require_approval": True},
         stream_mode=["custom"],
     ):
         if part.event == "custom":
@@ -242,13 +243,14 @@ def test_human_approval_edit_is_reverified_and_reject_stores_nothing(client, fak
     assert tool["value"]["code"] == edited
     assert tool["value"]["maker_model"] == "scripted-maker, edited by a reviewer"
 
-    other = f"{namespace}-reject"
+    other, key = langgraph_server.new_tenant()
+    client = get_sync_client(url=langgraph_server.url, api_key=key, timeout=120)
     thread_id, _ = approval_run(client, fake, other)
     out = client.runs.wait(
         thread_id,
         "latm",
         command={"resume": {"action": "reject", "reason": "not needed"}},
-        context={"namespace": other, "require_approval": True},
+        context={"require_approval": True},
     )
     assert out["error"] == (
         "the reviewer rejected tool 'word_sorting': not needed. Nothing was stored."

@@ -89,3 +89,80 @@ def test_describe_errors_reads_like_a_sentence():
         "Input should be a valid dictionary; Invalid JSON body"
     )
     assert describe_errors([]) == "invalid input: the request does not fit the input schema"
+
+
+KEY_A, KEY_B = "alice-key-0123456789", "bob-key-0123456789ab"
+
+
+def served(tmp_path: Any, maker: Any, user: Any = None, **keys: str) -> TestClient:
+    ctx = paper_context(
+        maker_llm=maker, user_llm=user or scripted([]), store_path=str(tmp_path / "t.sqlite")
+    )
+    return TestClient(create_app(ctx, api_keys={v: k for k, v in keys.items()}))
+
+
+def make_request(**configurable: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": {"examples": EXAMPLES[:6], "task_type": "word_sorting"}}
+    if configurable:
+        body["config"] = {"configurable": configurable}
+    return body
+
+
+def test_langserve_tenants_come_from_api_keys_and_see_only_their_tools(tmp_path):
+    qs = [e["input"] for e in EXAMPLES[3:6]]
+    maker = scripted([maker_reply(SORT_CODE, qs)])
+    client = served(tmp_path, maker, alice=KEY_A, bob=KEY_B)
+
+    assert client.get("/healthz").json() == {"ok": True, "graph": "LATM", "namespace": None}
+    anonymous = client.post("/latm/invoke", json=make_request())
+    assert anonymous.status_code == 401 and "API key" in anonymous.json()["message"]
+
+    made = client.post("/latm/invoke", json=make_request(), headers={"x-api-key": KEY_A})
+    assert made.status_code == 200 and made.json()["output"]["error"] is None
+    ask = {"input": {"task": EXAMPLES[20]["input"], "task_type": "word_sorting"}}
+    bob = client.post("/latm/invoke", json=ask, headers={"Authorization": f"Bearer {KEY_B}"})
+    assert "no tool for task type 'word_sorting'" in bob.json()["output"]["error"]
+    from latm.repository import ToolRepository, open_local_store
+
+    store = open_local_store(str(tmp_path / "t.sqlite"))
+    assert ToolRepository(store, "alice").get("word_sorting") is not None
+    assert ToolRepository(store, "bob").get("word_sorting") is None
+    assert ToolRepository(store, "default").get("word_sorting") is None
+
+
+@pytest.mark.parametrize(
+    ("configurable", "status", "message"),
+    [
+        ({"executor": "subprocess", "allow_unsandboxed": True}, 403, "deployment setting"),
+        ({"maker_base_url": "http://x/v1", "maker_api_key_env": "HOME"}, 403, "deployment"),
+        ({"namespace": "other-team"}, 403, "caller's identity"),
+        ({"max_attempts": 1000}, 422, "above this deployment's bound"),
+        ({"latm_tenant": "bob"}, 422, "unknown setting 'latm_tenant'"),
+    ],
+)
+def test_langserve_refuses_settings_a_run_may_not_choose(tmp_path, configurable, status, message):
+    maker = scripted([])
+    client = served(tmp_path, maker, alice=KEY_A)
+    for endpoint, body in [
+        ("/latm/invoke", make_request(**configurable)),
+        ("/latm/stream", make_request(**configurable)),
+        (
+            "/latm/batch",
+            {"inputs": [make_request()["input"]], "config": [{"configurable": configurable}]},
+        ),
+    ]:
+        reply = client.post(endpoint, json=body, headers={"x-api-key": KEY_A})
+        assert reply.status_code == status, (endpoint, reply.text)
+        assert message in reply.json()["message"]
+    assert maker.received == []
+
+
+def test_langserve_applies_run_settings_within_bounds(tmp_path):
+    from .scripted import BUGGY_SORT_CODE
+
+    qs = [e["input"] for e in EXAMPLES[3:6]]
+    maker = scripted([maker_reply(BUGGY_SORT_CODE, qs)] * 3)
+    client = served(tmp_path, maker)
+    out = client.post("/latm/invoke", json=make_request(max_attempts=1)).json()["output"]
+    assert out["error"].startswith("could not make a verified tool in 1 attempt(s)")
+    assert len(maker.received) == 1  # the deployment default (3) would have asked three times

@@ -35,14 +35,21 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import random
+import socket
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
+from uuid import UUID
 
+from langchain_core.callbacks import BaseCallbackHandler
+from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
 
 from latm.graph.context import Context
@@ -126,12 +133,26 @@ def _made_ns(repo: ToolRepository) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Ticket:
-    """One contender's record in a lease's bakery."""
+    """One contender's record in a lease's bakery.
+
+    Attributes:
+        owner: Who holds it: the run's thread (a resumed thread or a retry on it is
+            the same owner and takes its own lease back at once), else a fresh id.
+        choosing: Still picking its number (Lamport's bakery).
+        number: Its place in line.
+        expires_at: When it lapses without renewal.
+        proc: The holder's process (``host:pid:start``), to tell a dead holder.
+        run: The holder's graph run in that process (``None`` when unknown).
+        review: Held through a person's review (a paused run has no live process).
+    """
 
     owner: str
     choosing: bool
     number: int
     expires_at: float
+    proc: str | None = None
+    run: str | None = None
+    review: bool = False
 
     @classmethod
     def parse(cls, value: Any) -> Ticket | None:
@@ -142,19 +163,66 @@ class Ticket:
                 choosing=bool(value["choosing"]),
                 number=int(value["number"]),
                 expires_at=float(value["expires_at"]),
+                proc=str(value["proc"]) if value.get("proc") else None,
+                run=str(value["run"]) if value.get("run") else None,
+                review=bool(value.get("review", False)),
             )
-        except (KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
 
+def _start_token(pid: int) -> str:
+    """When a process started (ticks since boot), so that a reused pid is not taken for it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+HOST = socket.gethostname()
+PROC = f"{HOST}:{os.getpid()}:{_start_token(os.getpid())}"
+"""This process, as a lease ticket records its holder."""
+
+
+def _process_gone(proc: str) -> bool:
+    """Whether the process ``host:pid:start`` provably no longer runs (on this host only)."""
+    host, _, rest = proc.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != HOST or not pid_text.isdigit():
+        return False  # another host: only the TTL can tell
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, owned by someone else
+        return False
+    now = _start_token(pid)
+    return start not in ("", "?") and now != "?" and now != start
+
+
+def holder_gone(ticket: Ticket) -> bool:
+    """Whether a ticket's holder provably ended.
+
+    It did when its run in this process is over, or its process on this host is
+    dead. A ticket held through a review never did (no run holds it).
+    """
+    if ticket.review or ticket.proc is None:
+        return False
+    if ticket.proc == PROC:
+        return ticket.run is not None and not GUARD.is_live(ticket.run)
+    return _process_gone(ticket.proc)
+
+
 def _tickets(repo: ToolRepository, key: str) -> list[Ticket]:
-    """The live tickets of a lease; lapsed and unreadable ones are removed."""
+    """The live tickets of a lease; lapsed, orphaned and unreadable ones are removed."""
     ns = _lease_ns(repo, key)
     now = time.time()
     live = []
     for item in repo.store.search(ns, limit=1000):
         ticket = Ticket.parse(item.value)
-        if ticket is None or ticket.expires_at < now:
+        if ticket is None or ticket.expires_at < now or holder_gone(ticket):
             repo.store.delete(ns, item.key)
             continue
         live.append(ticket)
@@ -167,6 +235,9 @@ def _write_ticket(repo: ToolRepository, key: str, ticket: Ticket) -> None:
         "choosing": ticket.choosing,
         "number": ticket.number,
         "expires_at": ticket.expires_at,
+        "proc": ticket.proc,
+        "run": ticket.run,
+        "review": ticket.review,
     }
     repo.store.put(_lease_ns(repo, key), ticket.owner, value, index=False)
 
@@ -221,17 +292,22 @@ def claim(
         sleep: How to wait between polls (tests pass a fake).
 
     Returns:
-        ``make`` with the lease to hold; ``hit`` with a tool another run made
+        ``make`` with the lease to hold (released when the run ends, however it
+        ends: see :class:`LeaseGuard`); ``hit`` with a tool another run made
         meanwhile; or ``error`` when the wait timed out.
     """
     with repo.guard("taking the tool-making lease"):
-        return _claim(repo, ctx, task_type, examples, sleep)
+        got = _claim(repo, ctx, task_type, examples, sleep)
+    if got.lease is not None:
+        GUARD.hold(repo, got.lease)
+    return got
 
 
 def _owner() -> str:
     """Who holds a lease: the run's thread when it has one, else a fresh id.
 
-    A run resumed from its checkpoint is the same owner, so it keeps its lease.
+    A run resumed from its checkpoint, or a retry on the same thread, is the
+    same owner, so it takes its own lease back at once.
     """
     try:
         from langgraph.config import get_config
@@ -239,9 +315,12 @@ def _owner() -> str:
         thread = get_config().get("configurable", {}).get("thread_id")
     except RuntimeError:  # called outside a graph run
         thread = None
-    if thread:
-        return "thread-" + hashlib.sha256(str(thread).encode()).hexdigest()[:32]
-    return uuid.uuid4().hex
+    return _owner_of_thread(thread) if thread else uuid.uuid4().hex
+
+
+def _owner_of_thread(thread: Any) -> str:
+    """The lease owner of every run on ``thread``."""
+    return "thread-" + hashlib.sha256(str(thread).encode()).hexdigest()[:32]
 
 
 def _claim(
@@ -253,18 +332,19 @@ def _claim(
 ) -> Claim:
     key = lease_key(task_type, examples)
     owner = _owner()
+    run = GUARD.current_run()
     started = time.monotonic()
     made = _made(repo, key)
     current = repo.get(task_type) if task_type else None
     seen = (made.get("id") if made else None, current.version if current else 0)
 
     def ticket(choosing: bool, number: int) -> Ticket:
-        return Ticket(owner, choosing, number, time.time() + ctx.lease_ttl_s)
+        return Ticket(owner, choosing, number, time.time() + ctx.lease_ttl_s, PROC, run)
 
     _write_ticket(repo, key, ticket(True, 0))
     number = 1 + max((t.number for t in _tickets(repo, key)), default=0)
     _write_ticket(repo, key, ticket(False, number))
-    lease = {"key": key, "owner": owner, "number": number}
+    lease = {"key": key, "owner": owner, "number": number, "id": uuid.uuid4().hex}
     blockers: list[Ticket] = []
     while True:
         fresh = _fresh_tool(repo, key, task_type, seen)
@@ -292,17 +372,54 @@ def _claim(
         sleep(POLL_S * (0.5 + random.random()))
 
 
+def _lease_id(lease: dict[str, Any]) -> str:
+    """One taking of a lease (a later one by the same owner is another)."""
+    return str(lease.get("id") or (lease["key"], lease["owner"], lease["number"]))
+
+
 def renew(
-    repo: ToolRepository, lease: dict[str, Any], ctx: Context, ttl_s: float | None = None
+    repo: ToolRepository,
+    lease: dict[str, Any],
+    ctx: Context,
+    ttl_s: float | None = None,
+    *,
+    review: bool = False,
 ) -> None:
-    """Extend a held lease by ``ttl_s`` (default ``ctx.lease_ttl_s``): a sign of life."""
+    """Extend a held lease by ``ttl_s`` (default ``ctx.lease_ttl_s``): a sign of life.
+
+    A lease its run already gave back (the run ended while this node still
+    ran on, e.g. after a cancellation) is not brought back.
+
+    Args:
+        repo: The tool repository.
+        lease: The lease.
+        ctx: The run's context.
+        ttl_s: How long from now it lasts.
+        review: Hold it through a person's review: the run's end does not release it.
+    """
+    if GUARD.closed(lease):
+        return
+    GUARD.hold(repo, lease, review=review)
     ttl = ctx.lease_ttl_s if ttl_s is None else ttl_s
-    ticket = Ticket(lease["owner"], False, int(lease["number"]), time.time() + ttl)
+    ticket = Ticket(
+        lease["owner"],
+        False,
+        int(lease["number"]),
+        time.time() + ttl,
+        PROC,
+        None if review else GUARD.current_run(),
+        review,
+    )
     _write_ticket(repo, lease["key"], ticket)
 
 
 def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None = None) -> None:
-    """Give a lease back; with ``made``, first tell the waiters which tool was made."""
+    """Give a lease back; with ``made``, first tell the waiters which tool was made.
+
+    Raises:
+        Exception: The store failed (the run's end tries once more, see :class:`LeaseGuard`).
+    """
+    GUARD.close(lease)
     if made is not None:
         marker = {
             "id": uuid.uuid4().hex,
@@ -312,6 +429,154 @@ def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None
         }
         repo.store.put(_made_ns(repo), lease["key"], marker, index=False)
     repo.store.delete(_lease_ns(repo, lease["key"]), lease["owner"])
+    GUARD.forget(lease)
+
+
+class LeaseGuard(BaseCallbackHandler):
+    """Gives back the leases a graph run still holds when the run ends, however it ends.
+
+    The compiled graph carries one guard in its config (see ``build_graph``), so
+    LangChain's callbacks tell it when a run of the graph starts and ends: with
+    its output, an exception, a cancellation (``CancelledError`` of an async
+    caller or ``runs.cancel`` on a server), a closed stream (``GeneratorExit``)
+    or ``KeyboardInterrupt``. A lease taken in a run (:func:`claim`) is held
+    under that run until :func:`release` or the run's end, which releases it:
+    no lease outlives its run, except one held through a person's review
+    (:func:`renew` with ``review``), which a resumed thread takes back. A
+    holder's later renewal of a released lease is ignored, and other requests
+    treat a ticket whose run is over as free (:func:`holder_gone`).
+    """
+
+    run_inline = True  # the run map must be current when the next node starts
+    raise_error = False
+
+    def __init__(self) -> None:
+        """An empty map of runs."""
+        super().__init__()
+        self._lock = threading.Lock()
+        self._root_of: dict[UUID, UUID] = {}
+        self._members: dict[UUID, set[UUID]] = {}
+        self._held: dict[UUID, dict[str, tuple[ToolRepository, dict[str, Any]]]] = {}
+        self._review: set[str] = set()
+        self._closed: OrderedDict[str, None] = OrderedDict()
+
+    # --- callbacks
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Note a run: the root of a graph run, or a run inside one."""
+        with self._lock:
+            root = self._root_of.get(parent_run_id) if parent_run_id is not None else None
+            if root is None:
+                root = run_id
+                self._members[root] = set()
+            self._root_of[run_id] = root
+            self._members[root].add(run_id)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """A run ended with its output: at a graph run's end, release what it holds."""
+        self._ended(run_id)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """A run ended with an exception, a cancellation or an interrupt: likewise."""
+        self._ended(run_id)
+
+    def _ended(self, run_id: UUID) -> None:
+        with self._lock:
+            if self._root_of.get(run_id) != run_id:
+                return
+            for member in self._members.pop(run_id, set()):
+                self._root_of.pop(member, None)
+            held = self._held.pop(run_id, {})
+            leases = [
+                (repo, lease) for lid, (repo, lease) in held.items() if lid not in self._review
+            ]
+        if not leases:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a sync caller's thread: release now
+            self._release_all(leases)
+        else:  # never block an event loop on the store (a server's store may need the loop)
+            threading.Thread(
+                target=self._release_all, args=(leases,), name="latm-lease-release", daemon=True
+            ).start()
+
+    @staticmethod
+    def _release_all(leases: list[tuple[ToolRepository, dict[str, Any]]]) -> None:
+        for repo, lease in leases:
+            try:
+                release(repo, lease)
+                log.info("released the tool-making lease on %s at its run's end", lease["key"])
+            except Exception as exc:  # the store is gone: the TTL ends it
+                log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
+
+    # --- runs
+    def current_run(self) -> str | None:
+        """The graph run the calling node belongs to (``None`` outside a guarded run)."""
+        try:
+            from langgraph.config import get_config
+
+            callbacks = get_config().get("callbacks")
+        except RuntimeError:
+            return None
+        parent = getattr(callbacks, "parent_run_id", None)
+        with self._lock:
+            root = self._root_of.get(parent) if parent is not None else None
+        return str(root) if root is not None else None
+
+    def is_live(self, run: str) -> bool:
+        """Whether a graph run of this process is still going."""
+        try:
+            key = UUID(run)
+        except ValueError:
+            return False
+        with self._lock:
+            return key in self._members
+
+    # --- leases
+    def hold(self, repo: ToolRepository, lease: dict[str, Any], *, review: bool = False) -> None:
+        """Hold ``lease`` under the calling node's run (and through a review with ``review``)."""
+        lid = _lease_id(lease)
+        run = self.current_run()
+        with self._lock:
+            if review:
+                self._review.add(lid)
+            if run is not None:
+                root = UUID(run)
+                if root in self._members:
+                    self._held.setdefault(root, {})[lid] = (repo, lease)
+
+    def close(self, lease: dict[str, Any]) -> None:
+        """Mark ``lease`` given back: no renewal brings it back."""
+        lid = _lease_id(lease)
+        with self._lock:
+            self._closed[lid] = None
+            while len(self._closed) > 10_000:
+                self._closed.popitem(last=False)
+            self._review.discard(lid)
+
+    def closed(self, lease: dict[str, Any]) -> bool:
+        """Whether ``lease`` was given back."""
+        with self._lock:
+            return _lease_id(lease) in self._closed
+
+    def forget(self, lease: dict[str, Any]) -> None:
+        """Stop holding ``lease`` (it was released)."""
+        lid = _lease_id(lease)
+        with self._lock:
+            for held in self._held.values():
+                held.pop(lid, None)
+
+
+GUARD = LeaseGuard()
+"""The process's lease guard; ``build_graph`` puts it in the compiled graph's callbacks."""
 
 
 def holds_lease(node: Node) -> Node:
@@ -319,13 +584,23 @@ def holds_lease(node: Node) -> Node:
 
     Making ends when the node stores a tool (its update has a ``tool``) or
     fails (its update has an ``error``); the update then clears ``lease``. A
-    store failure here is logged, never raised: the lease lapses on its own.
+    node that raises (any exception, ``KeyboardInterrupt``, but not LangGraph's
+    own interrupt of a review) releases the lease before the exception goes on.
+    A store failure here is logged, never raised: the run's end tries again,
+    and the lease lapses on its own.
     """
 
     @functools.wraps(node)
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        update = node(state, runtime)
         lease = state.get("lease")
+        try:
+            update = node(state, runtime)
+        except GraphBubbleUp:  # an interrupt (the review) or a parent command: still held
+            raise
+        except BaseException:
+            if lease:
+                _release_quietly(runtime, lease)
+            raise
         if not lease:
             return update
         from latm.nodes.common import get_context, get_repository
@@ -347,6 +622,17 @@ def holds_lease(node: Node) -> Node:
         return {**update, "lease": None} if ends else update
 
     return cast(Node, run)
+
+
+def _release_quietly(runtime: Runtime[Context], lease: dict[str, Any]) -> None:
+    from latm.nodes.common import get_context, get_repository
+
+    try:
+        repo = get_repository(runtime, get_context(runtime))
+        with repo.guard("releasing the tool-making lease"):
+            release(repo, lease)
+    except Exception as exc:  # the run's end tries again; else the TTL ends it
+        log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
 
 
 def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[[Node], Node]:

@@ -12,7 +12,7 @@ from langgraph.types import Send
 
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
-from latm.lifecycle import waiting_node
+from latm.lifecycle import GUARD, waiting_node
 from latm.nodes import dispatcher, propose, use, verify, wrap
 from latm.nodes.common import get_context
 from latm.nodes.verify import passed
@@ -91,7 +91,8 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder.add_conditional_edges("wrap", unless_error("use"), ["use", END])
     builder.add_edge("use", END)
     compile_kwargs.setdefault("name", "LATM")
-    return builder.compile(**compile_kwargs)
+    # the lease guard releases a tool-making lease when the run ends, however it ends
+    return builder.compile(**compile_kwargs).with_config(callbacks=[GUARD])
 
 
 graph = build_graph()

@@ -44,7 +44,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         if lease := state.get("lease"):
             # a person may take longer than a maker: hold the lease through the review
             with repo.guard("holding the tool-making lease for the review"):
-                renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s)
+                renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s, review=True)
         decision = review(
             state,
             runtime,

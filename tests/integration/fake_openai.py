@@ -6,11 +6,13 @@ in the test process: point ``LATM_MAKER_BASE_URL`` at ``<url>/maker/v1`` and
 ``LATM_USER_BASE_URL`` at ``<url>/user/v1``. Each role replays its scripted
 replies in order and reports token usage; a request beyond the script gets
 HTTP 500 saying so. A scripted reply may be a function of the request body,
-for requests that arrive in no fixed order. Every request body is recorded.
+for requests that arrive in no fixed order, or a coroutine function (a slow
+model that does not hold up the others). Every request body is recorded.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
 import time
@@ -24,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-Reply: TypeAlias = str | Callable[[dict[str, Any]], str]
-"""A scripted reply: its text, or a function of the request body that returns it."""
+Reply: TypeAlias = str | Callable[[dict[str, Any]], Any]
+"""A scripted reply: its text, or a (coroutine) function of the request body that returns it."""
 
 USAGE = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
 
@@ -82,6 +84,8 @@ class FakeOpenAI:
                 status_code=500,
             )
         text = reply(body) if callable(reply) else reply
+        if inspect.isawaitable(text):
+            text = await text
         model = body.get("model", "fake")
         if body.get("stream"):
             return StreamingResponse(self._chunks(model, text), media_type="text/event-stream")

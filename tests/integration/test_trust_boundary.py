@@ -6,6 +6,11 @@ Driven by the real ``langgraph_sdk`` client against the repository's
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from typing import Any
+
 import httpx
 import pytest
 from langgraph_sdk import get_sync_client
@@ -155,3 +160,43 @@ def test_a_request_without_a_valid_key_is_refused(langgraph_server):
             timeout=30,
         )
         assert reply.status_code == 401, reply.text
+
+
+def test_a_cancelled_making_run_lets_the_next_request_make_at_once(langgraph_server, fake):
+    asked = threading.Event()
+
+    async def slow_maker(body: dict[str, Any]) -> str:
+        asked.set()
+        await asyncio.sleep(10)  # a slow model: the run is cancelled meanwhile
+        return maker_reply(SORT_CODE, VALIDATION_QS)
+
+    fake.script("maker", [slow_maker, maker_reply(SORT_CODE, VALIDATION_QS)])
+    _, client = client_of(langgraph_server)
+    make = {"examples": DEMOS_AND_VALIDATION, "task_type": "word_sorting"}
+    thread = client.threads.create()
+    run = client.runs.create(thread["thread_id"], "latm", input=make)
+    assert asked.wait(60), "the maker was never asked"  # the run holds the lease now
+
+    client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+    started = time.monotonic()
+    miss_at = None
+    output: dict[str, Any] = {}
+    for part in client.runs.stream(
+        None,
+        "latm",
+        input=make,
+        context={"lease_wait_s": 120},
+        stream_mode=["custom", "values"],
+    ):
+        if part.event == "custom" and part.data.get("event") == "miss":
+            miss_at = time.monotonic() - started
+        elif part.event == "values":
+            output = part.data
+    assert output.get("error") is None and output["tool"]["version"] == 1, output
+    assert miss_at is not None
+    print(f"\nlease wait after a cancelled making run: {miss_at:.2f} s (lease TTL 600 s)")
+    assert miss_at < 10  # seconds, not the TTL's ten minutes
+    assert client.runs.get(thread["thread_id"], run["run_id"])["status"] in (
+        "interrupted",
+        "error",
+    )

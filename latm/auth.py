@@ -258,6 +258,11 @@ def protect(auth: Auth) -> Auth:
         _own(value, owner)
         return {"owner": owner}
 
+    @auth.on.crons.update
+    async def check_cron_update(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:
+        check_run_payload(value.get("payload"))
+        return {"owner": _user_tenant(ctx)}
+
     @auth.on.crons
     async def own_crons(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:
         return {"owner": _user_tenant(ctx)}

@@ -244,6 +244,14 @@ class RunSettings:
         "authentication), not from a run",
     }
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> RunSettings:
+        """Refuse, by name, a setting a run may not choose (LangGraph builds a client's here)."""
+        if cls is RunSettings and kwargs:
+            unknown = {k: v for k, v in kwargs.items() if k not in _run_names()}
+            if unknown:
+                cls.from_client(unknown)  # raises, naming the first
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         """Check every run setting's type and bounds (raises :class:`SettingsError`)."""
         self.check(self.bounds(), from_client=type(self) is RunSettings)
@@ -323,6 +331,10 @@ class RunSettings:
                 f"unknown setting {key!r}; a run may set: {', '.join(sorted(allowed))}"
             )
         return RunSettings(**dict(raw))
+
+
+def _run_names() -> set[str]:
+    return {f.name for f in _kind_fields(RunSettings, RUN)}
 
 
 def run_settings_table() -> list[tuple[str, str, Any, float | None, str]]:

@@ -169,7 +169,7 @@ def test_nodes_see_the_clients_run_settings_over_the_deployments(monkeypatch):
 
 def test_a_dict_context_in_process_is_a_client_context(store):
     graph = build_graph(store=InMemoryStore())
-    with pytest.raises(TypeError, match="maker_base_url"):
+    with pytest.raises(SettingsError, match="'maker_base_url' is a deployment setting"):
         graph.invoke({"task": "x"}, context={"maker_base_url": "http://attacker.invalid/v1"})
     with pytest.raises(SettingsError, match="bound 10"):
         graph.invoke({"task": "x"}, context={"max_attempts": 99})

@@ -200,3 +200,9 @@ def test_a_cancelled_making_run_lets_the_next_request_make_at_once(langgraph_ser
         "interrupted",
         "error",
     )
+
+
+def test_the_server_says_at_start_up_how_it_tells_tenants_apart(langgraph_server):
+    log = langgraph_server.log.read_text(errors="replace")
+    assert "API keys (LATM_API_KEYS)" in log and "each tenant has its own tool namespace" in log
+    assert "no API keys are configured" not in log

@@ -194,3 +194,17 @@ def test_the_run_namespace_is_the_callers_tenant(make_context):
     # without a user (the library, the CLI) the context's namespace is used
     library = make_context(scripted([]), scripted([user_reply(question)]), namespace="alice")
     assert run_as(graph, None, ask, library)["answer"] == EXAMPLES[20]["target"]
+
+
+def test_the_served_graph_says_when_the_server_has_no_authentication(monkeypatch, caplog):
+    import importlib
+
+    import latm.server.app_graph as app_graph
+
+    monkeypatch.delenv("LANGGRAPH_AUTH", raising=False)
+    importlib.reload(app_graph)
+    assert "no authentication configured" in caplog.text and "'default'" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("LANGGRAPH_AUTH", '{"path": "latm.server.auth:auth"}')
+    importlib.reload(app_graph)
+    assert "no authentication configured" not in caplog.text

@@ -34,7 +34,8 @@ def build_model(
     """Return the chat model for ``role`` (``maker`` or ``user``).
 
     An injected model (``ctx.maker_llm``/``ctx.user_llm``) wins; otherwise a
-    ``ChatOpenAI`` is built from the context. A custom base URL without a key
+    ``ChatOpenAI`` is built from the deployment's settings of the role
+    (:meth:`~latm.graph.context.Context.model`). A custom base URL without a key
     gets a placeholder key, as local servers need none.
 
     Args:
@@ -46,34 +47,25 @@ def build_model(
     Raises:
         ModelError: No API key and no base URL are configured.
     """
-    injected = ctx.maker_llm if role == "maker" else ctx.user_llm
-    if injected is not None:
-        return injected
+    settings = ctx.model(role)
+    if settings.llm is not None:
+        return settings.llm
     from langchain_openai import ChatOpenAI
 
-    model = ctx.maker_model if role == "maker" else ctx.user_model
-    base_url = ctx.maker_base_url if role == "maker" else ctx.user_base_url
-    key_env = ctx.maker_api_key_env if role == "maker" else ctx.user_api_key_env
-    api_key = os.environ.get(key_env) or (NO_KEY if base_url else None)
+    api_key = os.environ.get(settings.api_key_env) or (NO_KEY if settings.base_url else None)
     if api_key is None:
         upper = role.upper()
         raise ModelError(
-            f"no {role} model is configured: set {key_env} for OpenAI, or "
+            f"no {role} model is configured: set {settings.api_key_env} for OpenAI, or "
             f"LATM_{upper}_BASE_URL (and LATM_{upper}_MODEL) for another OpenAI-compatible server"
         )
     return ChatOpenAI(
-        model=model,
-        base_url=base_url,
+        model=settings.name,
+        base_url=settings.base_url,
         api_key=api_key,  # type: ignore[arg-type]
-        temperature=(
-            temperature
-            if temperature is not None
-            else ctx.maker_temperature
-            if role == "maker"
-            else ctx.user_temperature
-        ),
+        temperature=temperature if temperature is not None else settings.temperature,
         seed=seed,
-        max_completion_tokens=ctx.maker_max_tokens if role == "maker" else ctx.user_max_tokens,
+        max_completion_tokens=settings.max_tokens,
         timeout=ctx.request_timeout_s,
         max_retries=ctx.max_retries,
     )
@@ -93,10 +85,10 @@ def usage_of(message: BaseMessage) -> TokenUsage:
 
 
 def _describe(role: Role, ctx: Context, exc: Exception) -> str:
-    name = ctx.maker_model if role == "maker" else ctx.user_model
-    url = (ctx.maker_base_url if role == "maker" else ctx.user_base_url) or "OpenAI"
-    if (role == "maker" and ctx.maker_llm is not None) or (role == "user" and ctx.user_llm):
-        name, url = type(ctx.maker_llm if role == "maker" else ctx.user_llm).__name__, "in-process"
+    settings = ctx.model(role)
+    name, url = settings.name, settings.base_url or "OpenAI"
+    if settings.llm is not None:
+        name, url = type(settings.llm).__name__, "in-process"
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"the {role} model {name!r} at {url} failed: {type(exc).__name__}: {detail}"
 

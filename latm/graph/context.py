@@ -35,6 +35,8 @@ from typing import Any, ClassVar
 
 from langchain_core.language_models import BaseChatModel
 
+from latm.graph.state import Role
+
 RUN = "run"
 DEPLOYMENT = "deployment"
 TRUE = ("1", "true", "yes", "on")
@@ -351,6 +353,27 @@ def run_settings_table() -> list[tuple[str, str, Any, float | None, str]]:
     ]
 
 
+@dataclass(frozen=True)
+class ModelSettings:
+    """One role's model, as the deployment configures it (see :meth:`Context.model`).
+
+    Attributes:
+        name: The model name.
+        base_url: Its OpenAI-compatible base URL (``None``: OpenAI's).
+        api_key_env: The environment variable holding its key.
+        temperature: Its sampling temperature.
+        max_tokens: The cap on its reply length.
+        llm: A model object injected in process, used instead of building one.
+    """
+
+    name: str
+    base_url: str | None
+    api_key_env: str
+    temperature: float
+    max_tokens: int
+    llm: BaseChatModel | None
+
+
 @dataclass(kw_only=True)
 class Context(RunSettings):
     """The run settings plus the deployment's: everything the nodes read.
@@ -446,6 +469,26 @@ class Context(RunSettings):
         compare=False,
         metadata={"kind": DEPLOYMENT, "description": "A user model object (in-process only)."},
     )
+
+    def model(self, role: Role) -> ModelSettings:
+        """The settings of the ``maker`` or ``user`` model."""
+        if role == "maker":
+            return ModelSettings(
+                self.maker_model,
+                self.maker_base_url,
+                self.maker_api_key_env,
+                self.maker_temperature,
+                self.maker_max_tokens,
+                self.maker_llm,
+            )
+        return ModelSettings(
+            self.user_model,
+            self.user_base_url,
+            self.user_api_key_env,
+            self.user_temperature,
+            self.user_max_tokens,
+            self.user_llm,
+        )
 
     def __post_init__(self) -> None:
         """Check the run settings against ``limits`` and the deployment settings."""

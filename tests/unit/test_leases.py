@@ -216,6 +216,7 @@ def test_a_retry_on_the_same_thread_takes_its_own_lease_back_at_once():
     [
         "same-process-finished-run",
         "dead-process-on-this-host",
+        "reused-pid-on-this-host",
     ],
 )
 def test_a_provably_gone_holder_does_not_make_others_wait(proc):
@@ -223,6 +224,8 @@ def test_a_provably_gone_holder_does_not_make_others_wait(proc):
     tools = ToolRepository(store, "default")
     if proc == "same-process-finished-run":
         holder, run = lifecycle.PROC, "0192b0c8-0000-7000-8000-000000000000"  # not a live run
+    elif proc == "reused-pid-on-this-host":  # a live process, but not the one that held it
+        holder, run = f"{lifecycle.HOST}:{os.getpid()}:started-another-time", None
     else:
         child = os.fork() if hasattr(os, "fork") else None
         if child == 0:
@@ -265,3 +268,16 @@ def test_parallel_requests_still_make_one_tool_with_the_guard():
         t.join()
     assert [o["error"] for o in outs] == [None] * 4
     assert len(maker.received) == 1 and tickets(store) == []
+
+
+def test_a_live_holder_elsewhere_is_waited_for():
+    store = InMemoryStore()
+    tools = ToolRepository(store, "default")
+    alive = lifecycle.Ticket("live", False, 1, time.time() + 600, lifecycle.PROC, None)
+    assert not lifecycle.holder_gone(alive)  # this process, run unknown
+    other_host = lifecycle.Ticket("x", False, 1, time.time() + 600, "another-host:1:1", None)
+    assert not lifecycle.holder_gone(other_host)
+    reviewed = lifecycle.Ticket("r", False, 1, time.time() + 600, "x:999999:1", None, review=True)
+    assert not lifecycle.holder_gone(reviewed)
+    lifecycle._write_ticket(tools, "word_sorting", alive)
+    assert lifecycle.claim(tools, ctx(lease_wait_s=0.3), "word_sorting", SIX).kind == "error"

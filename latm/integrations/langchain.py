@@ -33,6 +33,7 @@ from latm.integrations.tools import (
     ToolRunner,
     ToolSpec,
     build_specs,
+    configured_repository,
     exposed_records,
     search_records,
 )
@@ -88,7 +89,7 @@ class LatmToolkit:
 
     def __init__(
         self,
-        repository: ToolRepository,
+        repository: ToolRepository | None = None,
         *,
         context: Context | None = None,
         executor: Executor | None = None,
@@ -98,13 +99,14 @@ class LatmToolkit:
 
         Args:
             repository: The repository; its namespace is the one exposed.
+                Default: the one the context names (as the CLI opens it).
             context: Settings (executor choice, execution limits, retirement
-                threshold); default: the environment's.
+                threshold, repository); default: the environment's.
             executor: The executor that runs calls (default: the context's sandbox).
             limits: Limits of one call (default: the context's).
         """
-        self.repository = repository
         self.context = context or Context()
+        self.repository = repository or configured_repository(self.context)
         self.runner = ToolRunner(self.context, executor, limits)
         self._lock = threading.Lock()
         # an entry no task type can have: keeps the retriever's name for it
@@ -205,7 +207,7 @@ def spec_tool_metadata(spec: ToolSpec) -> dict[str, Any]:
 
 
 def as_langchain_tools(
-    repository: ToolRepository,
+    repository: ToolRepository | None = None,
     *,
     context: Context | None = None,
     executor: Executor | None = None,
@@ -215,7 +217,9 @@ def as_langchain_tools(
     """The verified tools of a repository namespace as LangChain tools.
 
     Args:
-        repository: The repository; only its namespace's tools are exposed.
+        repository: The repository; only its namespace's tools are exposed. Default:
+            the one the context names (``LATM_DATABASE_URL`` or ``LATM_STORE_PATH``, and
+            ``LATM_NAMESPACE``), as the CLI opens it.
         context: Settings (executor choice, limits, retirement); default: the environment's.
         executor: The executor that runs calls (default: the context's sandbox).
         limits: Limits of one call (default: the context's).
@@ -233,7 +237,7 @@ def as_langchain_tools(
 
 def create_tool_retrieving_agent(
     model: BaseChatModel,
-    repository: ToolRepository,
+    repository: ToolRepository | None = None,
     *,
     k: int = 3,
     context: Context | None = None,
@@ -247,7 +251,8 @@ def create_tool_retrieving_agent(
 
     Args:
         model: A tool-calling chat model.
-        repository: The repository whose namespace's tools are offered.
+        repository: The repository whose namespace's tools are offered (default:
+            the one the context names).
         k: How many tools one retrieval returns.
         context: Settings; default: the environment's.
         executor: The executor that runs calls (default: the context's sandbox).

@@ -461,6 +461,23 @@ class ToolRunner:
         return CallOutcome(False, f"{label} failed on {call[:200]}: {error}", call)
 
 
+def configured_repository(context: Context) -> ToolRepository:
+    """The repository a context names, opened as the CLI opens it.
+
+    That is its database (``LATM_DATABASE_URL``) or local SQLite file
+    (``LATM_STORE_PATH``), and its namespace (``LATM_NAMESPACE``).
+
+    Raises:
+        RepositoryError: The configured database cannot be opened.
+    """
+    from latm.backends import BackendError, backend_for
+
+    try:
+        return ToolRepository(backend_for(context).store, context.namespace)
+    except BackendError as exc:
+        raise RepositoryError(f"the tool repository is unavailable: {exc}") from exc
+
+
 def exposed_records(repository: ToolRepository, context: Context) -> list[ToolRecord]:
     """The namespace's tools that agents may call: verified, and not retired.
 
@@ -527,6 +544,7 @@ __all__ = [
     "ToolSpec",
     "build_spec",
     "build_specs",
+    "configured_repository",
     "exposed_records",
     "is_verified",
     "literal",

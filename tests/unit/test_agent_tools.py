@@ -266,3 +266,18 @@ def test_a_dead_sandbox_is_a_clear_tool_error(repo):
     )
     assert message.status == "error"
     assert "cannot run generated code: no isolation available" in message.content
+
+
+def test_without_a_repository_the_configured_one_is_used(monkeypatch, tmp_path):
+    """As the CLI: LATM_STORE_PATH (set by the unit tests' conftest) and LATM_NAMESPACE."""
+    from latm.repository import open_local_store
+
+    store_tool(
+        ToolRepository(open_local_store(os.environ["LATM_STORE_PATH"]), "team"),
+        "scaling",
+        SCALE_CODE,
+        "scale",
+    )
+    assert as_langchain_tools(context=context()) == []  # the default namespace has none
+    monkeypatch.setenv("LATM_NAMESPACE", "team")
+    assert [t.name for t in as_langchain_tools()] == ["scaling"]

@@ -20,7 +20,15 @@ from mcp.server.lowlevel import Server
 from pydantic import ValidationError
 
 from latm.graph.context import Context
-from latm.integrations.tools import ToolRunner, ToolSpec, build_specs, exposed_records
+from latm.integrations.tools import (
+    ToolRunner,
+    ToolSpec,
+    build_specs,
+    exposed_records,
+    is_verified,
+    tool_name,
+)
+from latm.lifecycle import retired
 from latm.repository import ToolRepository
 from latm.sandbox import ExecLimits, Executor
 
@@ -97,10 +105,27 @@ class ToolService:
             for spec in self.specs()
         ]
 
+    def find(self, name: str) -> ToolSpec | None:
+        """The served tool of that name (the latest verified, unretired version), or ``None``.
+
+        Raises:
+            RepositoryError: The store failed.
+        """
+        record = self.repository.get(name)  # a tool is named after its task type
+        if (
+            record is not None
+            and record.task_type == name == tool_name(record)  # it keeps its own name
+            and is_verified(record)
+            and retired(self.repository, record, self.context) is None
+        ):
+            found = build_specs([record], self.repository.tenant)
+            return found[0] if found else None
+        return next((s for s in self.specs() if s.name == name), None)
+
     def call_tool(self, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
         """Validate and run one call; every failure is a result with ``is_error``."""
         try:
-            spec = next((s for s in self.specs() if s.name == name), None)
+            spec = self.find(name)
         except Exception as exc:  # the store failed
             return _error(f"cannot read the tool repository: {type(exc).__name__}: {exc}")
         if spec is None:

@@ -178,16 +178,18 @@ class Param:
         field: The name of its field in the argument model (differs when the
             name is reserved by pydantic).
         kind: ``positional`` (positional-only), ``keyword`` (positional or
-            keyword, or keyword-only), ``star`` (``*args``) or ``starstar``
-            (``**kwargs``).
+            keyword), ``kwonly`` (keyword-only), ``star`` (``*args``) or
+            ``starstar`` (``**kwargs``).
         omit_none: ``None`` stands for the function's own default, which is no
             literal (``def f(when=date.today())``): the argument is then left out.
+        default: The literal default written as source, else ``None``.
     """
 
     name: str
     field: str
-    kind: Literal["positional", "keyword", "star", "starstar"]
+    kind: Literal["positional", "keyword", "kwonly", "star", "starstar"]
     omit_none: bool = False
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,20 +229,37 @@ class ToolSpec:
                 deeply, the call is too large, or a positional-only argument is
                 missing before a given one.
         """
+        given = {
+            p.name: arguments[p.field]
+            for p in self.params
+            if p.field in arguments and not (p.omit_none and arguments[p.field] is None)
+        }
+        star = next((p for p in self.params if p.kind == "star"), None)
+        starred = star is not None and bool(given.get(star.name))
+        # Positional slots: positional-only parameters, and with a non-empty *args every
+        # parameter before it (Python fills them before *args); each is given or, before a
+        # given one, takes its literal default.
+        slots = [
+            p for p in self.params if p.kind == "positional" or (starred and p.kind == "keyword")
+        ]
+        last = max((i for i, p in enumerate(slots) if p.name in given), default=-1)
+        if starred:
+            last = len(slots) - 1
         positional: list[str] = []
+        for i, param in enumerate(slots[: last + 1]):
+            if param.name in given:
+                positional.append(literal(given[param.name]))
+            elif param.default is not None:
+                positional.append(param.default)
+            else:
+                after = slots[i + 1].name if i + 1 < len(slots) else star.name if star else "?"
+                raise ArgumentError(f"give {param.name!r} too: it comes before {after!r}")
         keyword: list[str] = []
-        gap = None
         for param in self.params:
-            if param.field not in arguments or (param.omit_none and arguments[param.field] is None):
-                if param.kind == "positional":
-                    gap = param.name
+            if param.name not in given or param in slots[: last + 1]:
                 continue
-            value = literal(arguments[param.field])
-            if param.kind == "positional":
-                if gap is not None:
-                    raise ArgumentError(f"give {gap!r} too: it comes before {param.name!r}")
-                positional.append(value)
-            elif param.kind == "star":
+            value = literal(given[param.name])
+            if param.kind == "star":
                 positional.append(f"*{value}")
             elif param.kind == "starstar":
                 keyword.append(f"**{value}")
@@ -338,28 +357,31 @@ def build_spec(record: ToolRecord, namespace: str, name: str | None = None) -> T
     positional = [*a.posonlyargs, *a.args]
     defaults: list[ast.expr | None] = [None] * (len(positional) - len(a.defaults))
     defaults += list(a.defaults)
-    every = [
-        *(
-            (arg, default, i < len(a.posonlyargs))
-            for i, (arg, default) in enumerate(zip(positional, defaults, strict=True))
-        ),
-        *((arg, default, False) for arg, default in zip(a.kwonlyargs, a.kw_defaults, strict=True)),
+    n_posonly = len(a.posonlyargs)
+    every: list[tuple[ast.arg, ast.expr | None, Literal["positional", "keyword", "kwonly"]]] = [
+        (arg, default, "positional" if i < n_posonly else "keyword")
+        for i, (arg, default) in enumerate(zip(positional, defaults, strict=True))
     ]
-    for arg, default, positional_only in every:
+    every += [(arg, d, "kwonly") for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True)]
+    for arg, default, kind in every:
         field_name = _field_name(arg.arg, taken)
         info: dict[str, Any] = {"description": docs.get(arg.arg) or f"The {arg.arg!r} argument."}
         annotation = _annotation(arg.annotation)
-        omit_none = False
+        omit_none, source = False, None
         if default is None:
             fields[field_name] = (annotation, Field(..., **info))
         else:
             is_literal, value = _literal_default(default)
+            if is_literal:
+                try:
+                    source = literal(value)
+                except ArgumentError:  # bytes, complex: no JSON value
+                    is_literal, value = False, None
             if not is_literal:  # null (or leaving it out) keeps the function's own default
                 info["description"] += f" Default: {ast.unparse(default)[:80]}."
                 annotation, omit_none = (Any if annotation is Any else annotation | None), True
             fields[field_name] = (annotation, Field(value, **info))
-        kind: Literal["positional", "keyword"] = "positional" if positional_only else "keyword"
-        params.append(Param(arg.arg, field_name, kind, omit_none))
+        params.append(Param(arg.arg, field_name, kind, omit_none, source))
     if a.vararg is not None:
         field_name = _field_name(a.vararg.arg, taken)
         item = _annotation(a.vararg.annotation)
@@ -375,6 +397,7 @@ def build_spec(record: ToolRecord, namespace: str, name: str | None = None) -> T
     model_name = "".join(p.capitalize() for p in tool_name(record).split("_") if p) + "Args"
     config = ConfigDict(protected_namespaces=(), extra="forbid")
     model = create_model(model_name, __config__=config, **fields)
+    model.model_json_schema()  # a type with no JSON schema fails here, not when listed
     return ToolSpec(
         record=record,
         name=name or tool_name(record),
@@ -502,18 +525,25 @@ def build_specs(
         records: The tools.
         namespace: Their repository namespace.
         names: Names already given, by task type (keeps a tool's name stable).
+            Otherwise a tool is named after its task type; a task type that is no
+            valid name is reduced to one, and numbered when that name is taken.
     """
-    specs: list[ToolSpec] = []
-    used = set((names or {}).values())
-    for record in records:
-        name = (names or {}).get(record.task_type)
-        if name is None:
+    given = dict(names or {})
+    used = set(given.values())
+    # a task type that is a valid name already keeps it, whatever else sanitizes to it
+    first = [r for r in records if tool_name(r) == r.task_type]
+    for record in [*first, *(r for r in records if tool_name(r) != r.task_type)]:
+        if record.task_type not in given:
             base = name = tool_name(record)
             n = 2
             while name in used:
                 name = f"{base[:60]}_{n}"
                 n += 1
-        used.add(name)
+            given[record.task_type] = name
+            used.add(name)
+    specs: list[ToolSpec] = []
+    for record in records:
+        name = given[record.task_type]
         try:
             specs.append(build_spec(record, namespace, name))
         except (ArgumentError, TypeError, ValueError, RecursionError) as exc:

@@ -281,3 +281,51 @@ def test_without_a_repository_the_configured_one_is_used(monkeypatch, tmp_path):
     assert as_langchain_tools(context=context()) == []  # the default namespace has none
     monkeypatch.setenv("LATM_NAMESPACE", "team")
     assert [t.name for t in as_langchain_tools()] == ["scaling"]
+
+
+ODD_CODE = '''\
+import typing
+from typing import Literal, Optional
+
+
+def odd(a, b: "list[int]", /, c: Optional[int] = None, d: Literal["x", "y"] = "x",
+        e: tuple[int, str] = (1, "a"), *rest: int, g: dict[int, float], h: set[str] = set(),
+        **more: typing.Any) -> str:
+    """Echo how it was called."""
+    return repr((a, b, c, d, e, rest, g, sorted(h), more))
+'''
+
+
+def test_odd_signatures_get_a_schema_and_calls_that_run(repo):
+    store_tool(repo, "odd", ODD_CODE, "odd")
+    tool = by_name(as_langchain_tools(repo, context=context()))["odd"]
+    props = tool.tool_call_schema.model_json_schema()["properties"]
+    assert props["b"]["items"] == {"type": "integer"}
+    assert props["d"]["enum"] == ["x", "y"]
+    assert props["e"]["prefixItems"] == [{"type": "integer"}, {"type": "string"}]
+    assert props["rest"]["items"] == {"type": "integer"}
+    args = {"a": {"k": [1]}, "b": [1, 2], "g": {"3": 1.5}, "rest": [7, 8], "more": {"z": None}}
+    assert tool.invoke(args) == repr(
+        ({"k": [1]}, [1, 2], None, "x", (1, "a"), (7, 8), {3: 1.5}, [], {"z": None})
+    )
+    # With *rest, the parameters before it go positionally (their defaults filled in);
+    # without it, by keyword.
+    assert tool.invoke({**args, "d": "y"}).endswith(
+        "'y', (1, 'a'), (7, 8), {3: 1.5}, [], {'z': None})"
+    )
+    plain = {"a": 1, "b": [1], "g": {}, "c": 5, "h": ["q"]}
+    assert tool.invoke(plain) == repr((1, [1], 5, "x", (1, "a"), (), {}, ["q"], {}))
+    message = tool.invoke(
+        {"name": "odd", "args": {"b": [1], "g": {}}, "id": "1", "type": "tool_call"}
+    )
+    assert message.status == "error" and "a: Field required" in message.content
+
+
+def test_names_are_task_types_and_stay_distinct(repo):
+    store_tool(repo, "word sorting", SCALE_CODE, "scale")  # sanitizes to a taken name
+    store_tool(repo, "retrieve_tools", SCALE_CODE, "scale")
+    toolkit = LatmToolkit(repo, context=context())
+    names = {t.metadata["latm_task_type"]: t.name for t in toolkit.get_tools()}
+    assert names["word_sorting"] == "word_sorting"
+    assert names["word sorting"] == "word_sorting_2"
+    assert names["retrieve_tools"] == "retrieve_tools_2"  # the retriever keeps its name

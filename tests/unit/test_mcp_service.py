@@ -66,13 +66,24 @@ def test_calls_run_sandboxed_and_fail_as_tool_errors(repo):
     )
 
 
-def test_a_failing_store_is_a_tool_error(repo, monkeypatch):
+class FailingStore(InMemoryStore):
+    """A store whose every operation fails once ``broken`` is set (the database went away)."""
+
+    broken = False
+
+    def batch(self, ops: Any) -> Any:
+        if self.broken:
+            raise RuntimeError("database is gone")
+        return super().batch(ops)
+
+
+def test_a_failing_store_is_a_tool_error():
+    store = FailingStore()
+    repo = ToolRepository(store, "acme")
+    store_examples(repo)
     service = ToolService(repo, context=Context(exec_timeout_s=2.0))
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("database is gone")
-
-    monkeypatch.setattr(repo, "records", broken)
+    assert not service.call_tool("word_sorting", {"words": ["b", "a"]}).is_error
+    store.broken = True
     result = service.call_tool("word_sorting", {"words": ["a"]})
     assert result.is_error and "cannot read the tool repository" in result.content[0].text
 

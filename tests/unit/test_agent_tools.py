@@ -329,3 +329,20 @@ def test_names_are_task_types_and_stay_distinct(repo):
     assert names["word_sorting"] == "word_sorting"
     assert names["word sorting"] == "word_sorting_2"
     assert names["retrieve_tools"] == "retrieve_tools_2"  # the retriever keeps its name
+
+
+def test_an_async_agent_calls_the_tools_off_its_event_loop(repo):
+    import asyncio
+
+    model = ToolCallingModel(
+        messages=iter(
+            [
+                calls(("word_sorting", {"words": ["b", "a"]}), ("hostile", {"action": "pid"})),
+                AIMessage("done"),
+            ]
+        )
+    )
+    agent = react_agent(model, as_langchain_tools(repo, context=context()))
+    out = asyncio.run(agent.ainvoke({"messages": [HumanMessage("go")]}))
+    results = {m.name: m.content for m in out["messages"] if isinstance(m, ToolMessage)}
+    assert results["word_sorting"] == "a b" and int(results["hostile"]) != os.getpid()

@@ -97,3 +97,16 @@ def test_loopback_hosts_are_accepted(host):
 def test_other_hosts_are_refused(host):
     with pytest.raises(MCPSetupError, match="no authentication"):
         check_loopback(host)
+
+
+def test_the_cli_loads_no_mcp_code_until_the_command_runs():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from latm.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types') "
+        "or m.startswith('latm.integrations')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

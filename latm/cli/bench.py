@@ -172,11 +172,20 @@ def paper_settings() -> dict[str, Any]:
     return paper
 
 
-def file_task(args: argparse.Namespace, task_file: str, last: dict[str, Any]) -> list[str]:
+def file_task(
+    args: argparse.Namespace, task_file: str, last: dict[str, Any], ran: dict[str, Any]
+) -> list[str]:
     """The one task name of a ``--task-file`` run, after checking that the file is usable.
 
+    Args:
+        args: The command line.
+        task_file: The file given, or the one the reported run used.
+        last: The options of the run in ``--out`` (with ``--report-only``).
+        ran: The identity of the run in ``--out`` (with ``--report-only``).
+
     Raises:
-        UserError: ``--tasks`` was given too, or the file cannot be used.
+        UserError: ``--tasks`` was given too, the file cannot be used, or (for a
+            report) it changed since the run.
     """
     from latm.bench.tasks import TaskFileError, read_task_file
     from latm.cli.common import task_type_from_path
@@ -184,12 +193,18 @@ def file_task(args: argparse.Namespace, task_file: str, last: dict[str, Any]) ->
     if args.tasks:
         raise UserError("--task-file and --tasks exclude each other: bench one or the other")
     try:
-        read_task_file(task_file)
+        digest, _ = read_task_file(task_file)
     except TaskFileError as exc:
         raise UserError(str(exc)) from exc
+    recorded = ran.get("task_file_sha256")
+    if recorded is not None and recorded != digest:
+        raise UserError(
+            f"{task_file} changed since the run in --out was made: its report would "
+            "mismatch the items (run it again with --fresh)"
+        )
     if args.task_name:
         name = str(args.task_name)
-    elif not args.task_file and last.get("tasks"):  # --report-only of a task-file run
+    elif last.get("task_file") and last.get("tasks"):  # --report-only of a task-file run
         name = str(last["tasks"][0])
     else:
         name = task_type_from_path(task_file)
@@ -215,7 +230,7 @@ def handle(args: argparse.Namespace) -> int:
     ran = run_dir.identity() if args.report_only else {}
     task_file = args.task_file or (last.get("task_file") if not args.tasks else None)
     if task_file is not None:
-        tasks = file_task(args, task_file, last)
+        tasks = file_task(args, task_file, last, ran)
     else:
         tasks = args.tasks or last.get("tasks") or list(TASKS)
     methods = args.methods or last.get("methods") or list(METHODS)

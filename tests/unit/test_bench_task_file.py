@@ -167,13 +167,15 @@ def test_cli_benches_a_task_file_end_to_end(models, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["tasks"]["reverse_words"]["methods"] == methods
 
-    # A changed file does not continue the run it did not start.
+    # A changed file does not continue the run it did not start, nor rebuild its report.
     write_jsonl(
         file, [*EXAMPLES, {"input": "Reverse the order of the words: a b", "target": "b a"}]
     )
     capsys.readouterr()
     assert main(argv) == 2
     assert "task_file_sha256" in " ".join(capsys.readouterr().err.split())
+    assert main(["bench", "--out", str(out), "--report-only", "--no-plot"]) == 2
+    assert "changed since the run" in " ".join(capsys.readouterr().err.split())
 
 
 def test_cli_task_file_mistakes_are_clear_errors(models, tmp_path, capsys):

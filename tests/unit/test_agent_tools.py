@@ -346,3 +346,24 @@ def test_an_async_agent_calls_the_tools_off_its_event_loop(repo):
     out = asyncio.run(agent.ainvoke({"messages": [HumanMessage("go")]}))
     results = {m.name: m.content for m in out["messages"] if isinstance(m, ToolMessage)}
     assert results["word_sorting"] == "a b" and int(results["hostile"]) != os.getpid()
+
+
+def test_a_tool_the_graph_made_is_callable_by_an_agent(make_context):
+    from latm.graph import build_graph
+
+    from .scripted import SORT_CODE, bbh, maker_reply
+
+    examples = bbh("word_sorting")
+    store = InMemoryStore()
+    maker = ToolCallingModel(
+        messages=iter([AIMessage(maker_reply(SORT_CODE, [e["input"] for e in examples[3:6]]))])
+    )
+    out = build_graph(store=store).invoke(
+        {"examples": examples[:6], "task_type": "word_sorting"},
+        context=make_context(maker, None, namespace="made"),
+    )
+    assert out["error"] is None and out["tool"]["version"] == 1
+    tools = as_langchain_tools(ToolRepository(store, "made"), context=context())
+    assert [t.name for t in tools] == ["word_sorting"]
+    assert "Example: 'Sort the following words alphabetically" in tools[0].description
+    assert tools[0].invoke({"words": ["b", "c", "a"]}) == "a b c"

@@ -68,6 +68,7 @@ def build_model(
         max_completion_tokens=settings.max_tokens,
         timeout=ctx.request_timeout_s,
         max_retries=ctx.max_retries,
+        stream_usage=True,  # custom base URLs default to off: streamed runs would count 0 tokens
     )
 
 

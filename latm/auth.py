@@ -157,9 +157,23 @@ def check_run_settings(raw: Any, where: str = "context") -> None:
         ) from None
 
 
+STATE_WRITE = (
+    "a client may not write the graph's state (it would store a tool that skipped "
+    "verification); resume a review with a run's command={'resume': ...}"
+)
+
+
 def check_run_payload(kwargs: Mapping[str, Any] | None) -> None:
-    """Check the ``context`` and ``config.configurable`` of a run, assistant or cron request."""
+    """Check a run, assistant or cron request.
+
+    Its ``context`` and ``config.configurable`` may hold run settings only, and
+    its ``command`` may only resume (no state ``update``, no ``goto``).
+    """
     kwargs = kwargs or {}
+    command = kwargs.get("command")
+    writes = [k for k in command or () if k != "resume"] if isinstance(command, Mapping) else []
+    if any(command.get(k) not in (None, {}, [], "") for k in writes):  # type: ignore[union-attr]
+        raise Auth.exceptions.HTTPException(status_code=403, detail=f"command: {STATE_WRITE}")
     if kwargs.get("context"):
         check_run_settings(kwargs["context"])
     config = kwargs.get("config") or {}
@@ -218,6 +232,8 @@ def protect(auth: Auth) -> Auth:
 
     * runs, assistants and crons: their ``context`` (and ``config.configurable``)
       may hold run settings only; threads, runs and crons belong to their creator;
+    * the graph's state: a run's ``command`` may only resume (a review), and
+      ``update_state`` is refused, as either could store a tool that skipped verification;
     * the store: reads of the caller's own namespaces only; no writes.
     """
 
@@ -231,6 +247,13 @@ def protect(auth: Auth) -> Auth:
         check_run_payload(value.get("kwargs"))
         _own(value, owner)
         return {"owner": owner}
+
+    @auth.on.threads.update
+    async def own_thread_metadata(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:
+        # a metadata patch carries "metadata"; a state update (update_state) only the thread
+        if value.get("metadata") is None:
+            raise Auth.exceptions.HTTPException(status_code=403, detail=STATE_WRITE)
+        return {"owner": _user_tenant(ctx)}
 
     @auth.on.threads
     async def own_threads(ctx: Auth.types.AuthContext, value: Any) -> dict[str, str]:

@@ -206,3 +206,20 @@ def test_the_server_says_at_start_up_how_it_tells_tenants_apart(langgraph_server
     log = langgraph_server.log.read_text(errors="replace")
     assert "API keys (LATM_API_KEYS)" in log and "each tenant has its own tool namespace" in log
     assert "no API keys are configured" not in log
+
+
+def test_a_client_cannot_write_state_that_skips_verification(langgraph_server, fake):
+    _, client = client_of(langgraph_server)
+    thread = client.threads.create()
+    forged = {"code": "def sort_words(words):\n    return 'forged'\n", "verified": True}
+    for send in (
+        lambda: client.threads.update_state(thread["thread_id"], forged, as_node="verify"),
+        lambda: client.runs.wait(
+            thread["thread_id"], "latm", command={"update": forged, "goto": "wrap"}
+        ),
+    ):
+        with pytest.raises(httpx.HTTPStatusError) as err:
+            send()
+        assert err.value.response.status_code == 403
+        assert "skipped verification" in err.value.response.text
+    assert fake.requests("maker") == []

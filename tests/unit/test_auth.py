@@ -208,3 +208,22 @@ def test_the_served_graph_says_when_the_server_has_no_authentication(monkeypatch
     monkeypatch.setenv("LANGGRAPH_AUTH", '{"path": "latm.server.auth:auth"}')
     importlib.reload(app_graph)
     assert "no authentication configured" not in caplog.text
+
+
+def test_a_client_may_resume_a_review_but_not_write_the_graphs_state():
+    auth = protect(Auth())
+    resume = {
+        "kwargs": {"command": {"resume": {"action": "approve"}, "goto": None}},
+        "metadata": {},
+    }
+    assert call(auth, "threads", "create_run", resume) == {"owner": "alice"}
+    for command in ({"update": {"code": "def f(x): ..."}}, {"goto": "wrap"}):
+        run = {"kwargs": {"command": command}, "metadata": {}}
+        with pytest.raises(Auth.exceptions.HTTPException, match="skipped verification") as err:
+            call(auth, "threads", "create_run", run)
+        assert err.value.status_code == 403
+    with pytest.raises(Auth.exceptions.HTTPException, match="skipped verification"):
+        call(auth, "threads", "update", {"thread_id": "t"})  # update_state
+    assert call(auth, "threads", "update", {"thread_id": "t", "metadata": {"x": 1}}) == {
+        "owner": "alice"
+    }

@@ -31,12 +31,8 @@ from latm.sandbox.confine import landlock_abi
 from latm.sandbox.policy import SeccompPrograms, compile_programs
 from latm.sandbox.process import (
     SandboxConfig,
-    SandboxDied,
-    SandboxStartError,
-    SandboxTimeout,
     Tier,
     bwrap_options,
-    running,
 )
 
 ALLOW_ENV = "LATM_ALLOW_UNSANDBOXED"
@@ -88,6 +84,17 @@ def canary():
         os.kill(os.getppid(), 0)
         leaks.append("signal the parent")
     except OSError:
+        pass
+    try:
+        import resource
+        resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE)
+        leaks.append("prlimit the parent")
+    except OSError:
+        pass
+    try:
+        os.close(os.memfd_create("canary"))
+        leaks.append("memfd")
+    except (OSError, AttributeError):
         pass
     return "sealed" if not leaks else "not blocked: " + ", ".join(leaks)
 """
@@ -279,26 +286,24 @@ def _seccomp() -> tuple[SeccompPrograms | None, str]:
 
 def smoke_test(config: SandboxConfig) -> str | None:
     """Start a sandbox of ``config``'s tier and run the canary; ``None`` if all was blocked."""
+    from latm.sandbox.base import ExecLimits, SandboxUnavailableError
+    from latm.sandbox.executor import SandboxExecutor
+
+    executor = SandboxExecutor(config, max_parallel=1, prestart=False)
     try:
-        with running(config) as proc:
-            answer = proc.request(
-                {
-                    "op": "fork",
-                    "code": CANARY_CODE,
-                    "call": "canary()",
-                    "limits": {"timeout_s": 10.0, "memory_mb": 512, "max_output_bytes": 4096},
-                },
-                timeout_s=15.0,
-                max_bytes=1 << 20,
-            )
-    except SandboxStartError as exc:
+        result = executor.run(
+            CANARY_CODE,
+            ["canary()"],
+            ExecLimits(timeout_s=10.0, memory_mb=512, max_output_bytes=4096),
+        )[0]
+    except SandboxUnavailableError as exc:
         return str(exc)
-    except (SandboxTimeout, SandboxDied) as exc:
-        return f"the canary call failed ({type(exc).__name__}: {exc})"
-    if answer.get("status") != "ok":
-        return f"the canary call failed: {answer.get('error')}"
-    if answer.get("value") != "sealed":
-        return f"confinement does not hold: {answer.get('value')}"
+    finally:
+        executor.close()
+    if result.status != "ok":
+        return f"the canary call failed: {result.status}: {result.error}"
+    if result.value != "sealed":
+        return f"confinement does not hold: {result.value}"
     return None
 
 

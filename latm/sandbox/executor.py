@@ -48,7 +48,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from latm.sandbox.base import ExecLimits, ExecResult, SandboxUnavailableError, Status
+from latm.sandbox.base import (
+    ExecLimits,
+    ExecResult,
+    SandboxUnavailableError,
+    Status,
+    clean_text,
+)
 from latm.sandbox.process import (
     STARTUP_TIMEOUT_S,
     SandboxConfig,
@@ -184,15 +190,6 @@ def _limits_message(limits: ExecLimits) -> dict[str, Any]:
         "memory_mb": limits.memory_mb,
         "max_output_bytes": limits.max_output_bytes,
     }
-
-
-def clean_text(text: str) -> str:
-    """Text that any encoder takes: lone surrogates become ``?``."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
 
 
 def to_result(answer: dict[str, Any], limits: ExecLimits, started: float) -> ExecResult:
@@ -453,6 +450,7 @@ class SandboxExecutor:
     def _acquire_zygote(self) -> _Zygote:
         """An idle zygote, a new one while fewer than ``max_parallel`` exist, else wait."""
         while True:
+            zygote: _Zygote | None
             with self._zcond:
                 while True:
                     if self._closed:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from latm.sandbox.confine import landlock_abi
 from latm.sandbox.policy import SeccompPrograms, compile_programs
 from latm.sandbox.process import (
+    UID_BASE,
     SandboxConfig,
     Tier,
     bwrap_options,
@@ -186,14 +187,29 @@ def settings_from_env() -> tuple[str, bool]:
     return name, env_flag(os.environ.get(ALLOW_ENV))
 
 
-def _sandbox_ids() -> tuple[int | None, int | None, str]:
+def _sandbox_ids() -> tuple[int | None, int | None, bool, str]:
+    """``(uid, gid, one uid per sandbox, description)`` the sandboxes run as."""
     if os.geteuid() != 0:
-        return None, None, f"uid {os.geteuid()} (the host's own; not root, so nothing to drop)"
-    uid = int(os.environ.get(UID_ENV) or NOBODY)
+        return (
+            None,
+            None,
+            False,
+            f"uid {os.geteuid()} (the host's own; not root, so nothing to drop)",
+        )
+    fixed = os.environ.get(UID_ENV)
+    uid = int(fixed or NOBODY)
     gid = int(os.environ.get(GID_ENV) or uid)
     if uid == 0 or gid == 0:
         raise ValueError(f"{UID_ENV}/{GID_ENV} must name an unprivileged user, not root")
-    return uid, gid, f"uid {uid}, gid {gid} (dropped from root, no supplementary groups)"
+    if fixed:
+        return uid, gid, False, f"uid {uid}, gid {gid} for every sandbox ({UID_ENV})"
+    return (
+        uid,
+        gid,
+        True,
+        f"a uid of its own per sandbox process (from {UID_BASE}), dropped from root, "
+        "no supplementary groups",
+    )
 
 
 def _candidates() -> list[str]:
@@ -320,9 +336,10 @@ def run_probe() -> ProbeReport:
         ]
     else:
         try:
-            uid, gid, who = _sandbox_ids()
+            uid, gid, unique, who = _sandbox_ids()
         except ValueError as exc:
             uid = gid = None
+            unique = False
             who = str(exc)
         facts.append(("sandbox user", who))
         abi, landlock_note = _landlock()
@@ -370,6 +387,7 @@ def run_probe() -> ProbeReport:
                 seccomp=programs,
                 uid=uid,
                 gid=gid,
+                unique_uids=unique,
                 bwrap=bwrap if tier == "bwrap" else None,
                 bwrap_options=known if tier == "bwrap" else frozenset(),
             )

@@ -252,7 +252,7 @@ class Server:
         self.workdir = os.path.join(self.scratch, "call-0")
         self.task_fd = -1
         self.task_ino = (0, 0)
-        self.guarded: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.guarded: list[tuple[Any, dict[str, Any]]] = []
 
     # -- start-up -----------------------------------------------------------
 

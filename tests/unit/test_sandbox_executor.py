@@ -22,6 +22,7 @@ from latm.sandbox import (
     SubprocessExecutor,
     UnsandboxedExecutor,
     get_executor,
+    resolve,
 )
 from latm.sandbox.executor import SandboxExecutor
 from latm.sandbox.probe import ProbeReport, TierStatus, choose, probe, run_probe, smoke_test
@@ -344,7 +345,13 @@ def test_subprocess_tier_with_opt_in_runs_and_says_so(caplog: pytest.LogCaptureF
 
 def test_unknown_executor_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown executor"):
-        get_executor("docker")
+        resolve("docker")
+    # The executor a run asks for refuses with the reason instead of raising.
+    for name in ("docker", "nonsense", "\ud800"):
+        executor = get_executor(name)
+        assert executor.name == "unavailable"
+        with pytest.raises(SandboxUnavailableError, match="unknown executor"):
+            executor.run("def f():\n    return 1\n", ["f()"], LIMITS)
 
 
 @linux_only

@@ -252,7 +252,8 @@ class Server:
         self.workdir = os.path.join(self.scratch, "call-0")
         self.task_fd = -1
         self.task_ino = (0, 0)
-        self.guarded: list[tuple[Any, dict[str, Any]]] = []
+        self.guarded: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.versions: list[int] = []
 
     # -- start-up -----------------------------------------------------------
 
@@ -494,9 +495,10 @@ class Server:
         except BaseException as exc:  # a syntax error fails every call, as it would fresh
             self.load_error = exc
         own = (builtins, sys.modules[__name__], runner, confine, json, os, socket, struct)
-        self.guarded = [(vars(m), dict(vars(m))) for m in own]
-        self.guarded += [(vars(Server), dict(vars(Server))), (vars(self), {})]
-        self.guarded[-1] = (vars(self), dict(vars(self)))
+        dicts = [vars(m) for m in own] + [_plain_dict(vars(Server)), vars(self)]
+        # Filled in place: assigning an attribute would change vars(self) after the snapshot.
+        self.guarded.extend((d, dict(d)) for d in dicts)
+        self.versions.extend(_dict_versions(dicts) or [])
         return {"op": "loaded"}
 
     def warm_call(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -543,12 +545,51 @@ class Server:
                     return "the call left files in its working directory"
         except Exception as exc:
             return f"the process cannot be checked ({type(exc).__name__})"
+        dicts = [live for live, _snapshot in self.guarded]
+        if self.versions:  # CPython's dict version tags: one read per dict
+            if _dict_versions(dicts) != self.versions:
+                return "the call changed the builtins or the sandbox's own modules"
+            return None
         for live, snapshot in self.guarded:
             if len(live) != len(snapshot) or any(
                 live.get(k, live) is not v for k, v in snapshot.items()
             ):
                 return "the call changed the builtins or the sandbox's own modules"
         return None
+
+
+def _plain_dict(mapping: Any) -> dict[str, Any]:
+    """The dict behind a class's ``__dict__`` proxy."""
+    for referent in gc.get_referents(mapping):
+        if isinstance(referent, dict):
+            return referent
+    return dict(mapping)
+
+
+def _dict_versions(dicts: list[dict[str, Any]]) -> list[int] | None:
+    """CPython's version tags of ``dicts`` (PEP 509), or ``None`` where they cannot be read.
+
+    Every change of a dict changes its tag (3.6 to 3.13; the tag sits after the
+    object header and the item count). Checked on a probe dict first: any
+    interpreter where a change does not show gives ``None`` (then items are compared).
+    """
+    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 13):
+        return None
+    import ctypes
+
+    offset = ctypes.sizeof(ctypes.c_ssize_t) * 3
+
+    def version(d: dict[str, Any]) -> int:
+        return int(ctypes.c_uint64.from_address(id(d) + offset).value)
+
+    probe: dict[str, Any] = {"a": 1}
+    first = version(probe)
+    probe["a"] = 2
+    second = version(probe)
+    probe["b"] = 3
+    if not (first != second != version(probe) and version(probe) == version(probe)):
+        return None
+    return [version(d) for d in dicts]
 
 
 def serve(config: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import array
 import builtins
 import contextlib
+import ctypes
 import gc
 import json
 import math
@@ -252,6 +253,8 @@ class Server:
         self.workdir = os.path.join(self.scratch, "call-0")
         self.task_fd = -1
         self.task_ino = (0, 0)
+        self.task_links = 0
+        self.cwd_state = (0, 0, 0)
         self.guarded: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self.versions: list[int] = []
 
@@ -277,6 +280,7 @@ class Server:
             self.task_fd = os.open("/proc/self/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             info = os.fstat(self.task_fd)
             self.task_ino = (info.st_dev, info.st_ino)
+            self.task_links = info.st_nlink  # procfs: 2 + the number of threads
         for name in PRELOAD:
             with contextlib.suppress(ImportError):
                 __import__(name)
@@ -496,6 +500,8 @@ class Server:
             self.load_error = exc
         own = (builtins, sys.modules[__name__], runner, confine, json, os, socket, struct)
         dicts = [vars(m) for m in own] + [_plain_dict(vars(Server)), vars(self)]
+        here = os.stat(".")
+        self.cwd_state = (here.st_ino, here.st_nlink, here.st_mtime_ns)
         # Filled in place: assigning an attribute would change vars(self) after the snapshot.
         self.guarded.extend((d, dict(d)) for d in dicts)
         self.versions.extend(_dict_versions(dicts) or [])
@@ -523,24 +529,29 @@ class Server:
     def trace(self) -> str | None:
         """What the last call left behind in this process, if anything.
 
-        Checked after every warm call: the thread count, pending interval
-        timers and alarms, files in the working directory, and the identity of
-        every entry of the builtins and of the modules and objects this server
-        relies on.
+        Checked after every warm call: the thread count (the link count of
+        ``/proc/self/task``), pending interval timers and alarms, the working
+        directory (empty at load: a file created or removed, or a change of
+        directory, shows in its inode, link count or modification time), and
+        then listed), and the version tags of the builtins and of the modules and objects this
+        server relies on (or all their entries where tags cannot be read).
         """
         try:
             if self.task_fd >= 0:
                 info = os.fstat(self.task_fd)
                 if (info.st_dev, info.st_ino) != self.task_ino:
                     return "the thread counter was tampered with"
-                if len(os.listdir(self.task_fd)) != 1:
+                if info.st_nlink != self.task_links:
                     return "the call left a thread running"
             for name in _TIMERS:
                 if signal.getitimer(getattr(signal, name)) != (0.0, 0.0):
                     return "the call left a timer armed"
             if signal.alarm(0):
                 return "the call left an alarm set"
-            with os.scandir(".") as entries:
+            here = os.stat(".")
+            if (here.st_ino, here.st_nlink, here.st_mtime_ns) != self.cwd_state:
+                return "the call changed its working directory"
+            with os.scandir(".") as entries:  # a file made within the same clock tick
                 if any(True for _ in entries):
                     return "the call left files in its working directory"
         except Exception as exc:
@@ -566,30 +577,34 @@ def _plain_dict(mapping: Any) -> dict[str, Any]:
     return dict(mapping)
 
 
+_version_offset: int | None = None
+
+
 def _dict_versions(dicts: list[dict[str, Any]]) -> list[int] | None:
     """CPython's version tags of ``dicts`` (PEP 509), or ``None`` where they cannot be read.
 
     Every change of a dict changes its tag (3.6 to 3.13; the tag sits after the
-    object header and the item count). Checked on a probe dict first: any
+    object header and the item count). Checked once on a probe dict: an
     interpreter where a change does not show gives ``None`` (then items are compared).
     """
-    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 13):
+    global _version_offset
+    if _version_offset is None:
+        _version_offset = -1
+        if sys.implementation.name == "cpython" and (3, 8) <= sys.version_info[:2] <= (3, 13):
+            offset = ctypes.sizeof(ctypes.c_ssize_t) * 3
+            probe: dict[str, Any] = {"a": 1}
+            tags = [ctypes.c_uint64.from_address(id(probe) + offset).value]
+            probe["a"] = 2
+            tags.append(ctypes.c_uint64.from_address(id(probe) + offset).value)
+            probe["b"] = 3
+            tags.append(ctypes.c_uint64.from_address(id(probe) + offset).value)
+            tags.append(ctypes.c_uint64.from_address(id(probe) + offset).value)
+            if tags[0] != tags[1] != tags[2] == tags[3]:
+                _version_offset = offset
+    if _version_offset < 0:
         return None
-    import ctypes
-
-    offset = ctypes.sizeof(ctypes.c_ssize_t) * 3
-
-    def version(d: dict[str, Any]) -> int:
-        return int(ctypes.c_uint64.from_address(id(d) + offset).value)
-
-    probe: dict[str, Any] = {"a": 1}
-    first = version(probe)
-    probe["a"] = 2
-    second = version(probe)
-    probe["b"] = 3
-    if not (first != second != version(probe) and version(probe) == version(probe)):
-        return None
-    return [version(d) for d in dicts]
+    read = ctypes.c_uint64.from_address
+    return [read(id(d) + _version_offset).value for d in dicts]
 
 
 def serve(config: dict[str, Any]) -> None:

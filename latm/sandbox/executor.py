@@ -89,6 +89,64 @@ ISOLATION = {
 }
 
 _STATUSES: tuple[Status, ...] = ("ok", "error", "timeout", "killed", "invalid")
+DEFAULT_MAX_WORKERS = 8
+DEFAULT_IDLE_S = 300.0
+
+
+def default_parallel() -> int:
+    """Verification calls run at once by default: the core count, at least 2."""
+    return max(2, os.cpu_count() or 1)
+
+
+def guarantees(config: SandboxConfig | None) -> list[tuple[str, str]]:
+    """What isolation a tier's executor gives, one ``(what, how)`` line each (``latm doctor``)."""
+    if config is None:
+        return [("isolation", "NONE: generated code runs as a plain subprocess of the host")]
+    bwrap = config.tier == "bwrap"
+    if config.unique_uids:
+        uid = f"a uid of its own per sandbox process; at most {config.max_tasks} tasks each"
+    elif config.uid is not None:
+        uid = f"one shared uid {config.uid} (LATM_SANDBOX_UID): no per-sandbox task limit"
+    else:
+        uid = "the host's own uid (host not root): no per-sandbox uid, no task limit"
+    scratch_mb = config.scratch_bytes // (1024 * 1024)
+    if bwrap:
+        sized = "--size" in config.bwrap_options
+        disk = f"tmpfs of {scratch_mb} MiB" if sized else "tmpfs WITHOUT a size (old bubblewrap)"
+    else:
+        disk = (
+            f"host-measured quota: {scratch_mb} MiB / {MAX_SCRATCH_ENTRIES} entries, "
+            f"checked every {DISK_CHECK_S * 1000:.0f} ms (the sandbox is killed beyond it)"
+        )
+    return [
+        (
+            "requests",
+            "never enter a zygote: each call's job and result travel over its own pipes "
+            "to a fresh child",
+        ),
+        (
+            "warm workers",
+            "one per namespace and tool version; the module runs afresh for every call; "
+            "tools that touch process-wide state (sys, threads, dunders...) get a fresh child; "
+            f"retired on any trace, forged frame or failure, after {DEFAULT_IDLE_S:.0f} s idle; "
+            f"at most {DEFAULT_MAX_WORKERS}",
+        ),
+        ("identity", uid),
+        (
+            "processes",
+            "private PID, IPC, network, mount and user namespaces"
+            if bwrap
+            else "no namespaces: seccomp refuses every system call aimed at another process",
+        ),
+        ("IPC and memfd", "System V and POSIX IPC and memfd_create refused (seccomp)"),
+        (
+            "scratch",
+            disk + "; per-file cap "
+            f"{config.file_bytes // (1024 * 1024)} MiB; removed with the sandbox",
+        ),
+        ("verification", f"up to {default_parallel()} calls at once (one zygote each)"),
+    ]
+
 
 _PROCESS_WIDE_MODULES = frozenset(
     {
@@ -299,10 +357,10 @@ class SandboxExecutor:
         self,
         config: SandboxConfig,
         *,
-        max_workers: int = 8,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         max_calls_per_worker: int = 1000,
         max_parallel: int | None = None,
-        idle_s: float = 300.0,
+        idle_s: float = DEFAULT_IDLE_S,
         prestart: bool = True,
     ) -> None:
         """Create the executor; with ``prestart``, start a zygote and a spare now.
@@ -321,7 +379,7 @@ class SandboxExecutor:
         self.isolation: str = ISOLATION[config.tier]
         self.max_workers = max(1, max_workers)
         self.max_calls_per_worker = max(1, max_calls_per_worker)
-        self.max_parallel = max(1, max_parallel or max(2, os.cpu_count() or 1))
+        self.max_parallel = max(1, max_parallel or default_parallel())
         self.idle_s = idle_s
         self._closed = False
         self._stop = threading.Event()

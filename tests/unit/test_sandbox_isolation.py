@@ -696,3 +696,11 @@ def test_a_slow_verification_does_not_hold_up_a_quick_one(executor: SandboxExecu
     for thread in threads:
         thread.join(timeout=60)
     assert ended["quick"] < min(ended["slow0"], ended["slow1"]), ended
+
+
+def test_a_huge_literal_does_not_hide_hard_coded_answers() -> None:
+    from latm.checks import hardcoded
+
+    code = "X = 0x" + "f" * 5000 + '\nY = "defgh"\n\ndef f():\n    return Y\n'
+    examples = [{"input": "abc", "target": "defgh"}, {"input": "x", "target": "zz"}]
+    assert "hard-codes the answer" in (hardcoded(code, examples) or "")  # type: ignore[arg-type]

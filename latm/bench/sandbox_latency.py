@@ -69,7 +69,7 @@ def _time(n: int, one: Callable[[int], str | None], warmup: int = 3) -> list[flo
 
 def _fresh_process(config: SandboxConfig) -> Callable[[int], str | None]:
     def one(i: int) -> str | None:
-        executor = SandboxExecutor(config, max_parallel=1, prestart=False)
+        executor = SandboxExecutor(config, max_parallel=1, prestart=False, keep_spare=False)
         try:
             return executor.run(TOOL, [_call(i)], LIMITS)[0].value
         finally:

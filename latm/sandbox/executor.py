@@ -362,6 +362,7 @@ class SandboxExecutor:
         max_parallel: int | None = None,
         idle_s: float = DEFAULT_IDLE_S,
         prestart: bool = True,
+        keep_spare: bool = True,
     ) -> None:
         """Create the executor; with ``prestart``, start a zygote and a spare now.
 
@@ -373,6 +374,8 @@ class SandboxExecutor:
                 the core count, at least 2).
             idle_s: Seconds after which an unused warm worker or extra zygote is stopped.
             prestart: Start the zygote and the spare in the background right away.
+            keep_spare: Keep a blank process started for the next worker or zygote
+                (off for one-off executors: the probe, the fresh-process benchmark).
         """
         self.config = config
         self.name: str = config.tier
@@ -381,6 +384,7 @@ class SandboxExecutor:
         self.max_calls_per_worker = max(1, max_calls_per_worker)
         self.max_parallel = max(1, max_parallel or default_parallel())
         self.idle_s = idle_s
+        self.keep_spare = keep_spare
         self._closed = False
         self._stop = threading.Event()
         self._zcond = threading.Condition()
@@ -396,7 +400,8 @@ class SandboxExecutor:
         self.fresh_fallbacks = 0
         if prestart:
             self._zygote_future = start_process(config)
-            self._spare = start_process(config)
+            if keep_spare:
+                self._spare = start_process(config)
         self._keeper = threading.Thread(
             target=self._housekeeping, name=f"latm-sandbox-{self.name}-keeper", daemon=True
         )
@@ -476,7 +481,7 @@ class SandboxExecutor:
         """A confined, blank process: the spare if ready, and start the next spare."""
         with self._spare_lock:
             future, self._spare = self._spare, None
-            if not self._closed:
+            if not self._closed and self.keep_spare:
                 self._spare = start_process(self.config)
         for attempt in range(2):
             if future is None or attempt:

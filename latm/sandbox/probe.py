@@ -305,7 +305,7 @@ def smoke_test(config: SandboxConfig) -> str | None:
     from latm.sandbox.base import ExecLimits, SandboxUnavailableError
     from latm.sandbox.executor import SandboxExecutor
 
-    executor = SandboxExecutor(config, max_parallel=1, prestart=False)
+    executor = SandboxExecutor(config, max_parallel=1, prestart=False, keep_spare=False)
     try:
         result = executor.run(
             CANARY_CODE,

@@ -654,6 +654,8 @@ class SandboxExecutor:
     ) -> list[ExecResult]:
         digest = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
         if digest not in self._obstacles:
+            if len(self._obstacles) >= 4096:  # a cache, not a record of every tool ever run
+                self._obstacles.clear()
             self._obstacles[digest] = warm_obstacle(code)
         if self._obstacles[digest] is not None:
             self.fresh_fallbacks += 1

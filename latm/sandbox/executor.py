@@ -185,7 +185,19 @@ _PROCESS_WIDE_MODULES = frozenset(
     }
 )
 _PROCESS_WIDE_NAMES = frozenset(
-    {"globals", "vars", "locals", "setattr", "delattr", "getattr", "eval", "exec", "compile"}
+    {
+        "globals",
+        "vars",
+        "locals",
+        "setattr",
+        "delattr",
+        "getattr",
+        "eval",
+        "exec",
+        "compile",
+        "attrgetter",
+        "methodcaller",
+    }
 )
 
 
@@ -215,8 +227,13 @@ def warm_obstacle(code: str) -> str | None:
                     return f"it imports {module or '.'}"
             imported.update((a.asname or a.name).split(".")[0] for a in node.names)
     for node in nodes:
-        if isinstance(node, ast.Attribute) and node.attr.startswith("__"):
+        if isinstance(node, ast.Attribute) and (
+            node.attr.startswith("__") or node.attr in _PROCESS_WIDE_NAMES
+        ):
             return f"it uses the attribute {node.attr}"
+        text = node.value if isinstance(node, ast.Constant) else None
+        if isinstance(text, str) and text.startswith("__") and text.endswith("__"):
+            return f"it names {text[:40]}"
         if isinstance(node, ast.Name) and (
             node.id in _PROCESS_WIDE_NAMES or node.id.startswith("__")
         ):

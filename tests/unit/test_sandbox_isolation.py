@@ -704,3 +704,31 @@ def test_a_huge_literal_does_not_hide_hard_coded_answers() -> None:
     code = "X = 0x" + "f" * 5000 + '\nY = "defgh"\n\ndef f():\n    return Y\n'
     examples = [{"input": "abc", "target": "defgh"}, {"input": "x", "target": "zz"}]
     assert "hard-codes the answer" in (hardcoded(code, examples) or "")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\ndef f():\n    return 1\n",
+        "from ctypes import CDLL\ndef f():\n    return 1\n",
+        "import threading\ndef f():\n    return 1\n",
+        "def f():\n    return ().__class__\n",
+        "def f():\n    return globals()\n",
+        "import operator\ndef f(x):\n    return operator.attrgetter('__class__')(x)\n",
+        "from operator import methodcaller\ndef f(x):\n    return methodcaller('upper')(x)\n",
+        "import math\ndef f():\n    math.pi = 3\n    return 1\n",
+        "import decimal\ndef f():\n    decimal.getcontext().prec = 50\n    return 1\n",
+        "from .x import y\ndef f():\n    return 1\n",
+    ],
+)
+def test_tools_that_reach_process_wide_state_are_never_kept_warm(code: str) -> None:
+    assert warm_obstacle(code) is not None
+
+
+def test_ordinary_tools_are_kept_warm() -> None:
+    code = (
+        "import re, math, itertools\nfrom collections import Counter\n"
+        "CACHE = {}\n\ndef f(text):\n    CACHE[text] = 1\n"
+        "    return sorted(Counter(re.findall(r'\\w+', text)).items())\n"
+    )
+    assert warm_obstacle(code) is None

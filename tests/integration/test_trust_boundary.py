@@ -7,6 +7,7 @@ Driven by the real ``langgraph_sdk`` client against the repository's
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -15,8 +16,6 @@ import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 from langgraph_sdk.client import SyncLangGraphClient
-
-from latm.sandbox import ExecLimits, get_executor
 
 from ..unit.scripted import SORT_CODE, bbh, maker_reply, user_reply
 from .conftest import ServerProcess
@@ -88,26 +87,34 @@ def test_a_setting_beyond_the_deployments_bound_is_refused(langgraph_server, fak
 
 
 def test_generated_code_runs_in_the_sandbox_not_as_the_servers_user(langgraph_server, fake):
-    # The uid LATM's sandbox runs code as on this machine (not the server's own).
-    (probe,) = get_executor("auto").run(
-        WHOAMI_CODE, ["whoami([])"], ExecLimits(timeout_s=10, memory_mb=256, max_output_bytes=100)
-    )
-    assert probe.ok and probe.value not in (None, "0"), probe
-    examples = [{"input": e["input"], "target": probe.value} for e in EXAMPLES[:6]]
+    """The tool reports its uid: the server (root here) runs it in the sandbox under another.
+
+    The examples claim uid 0, what the code would report run as the server's own user;
+    verification runs the tool in the server's sandbox, and its checks show the uid it got.
+    """
+    examples = [{"input": e["input"], "target": "0"} for e in EXAMPLES[:6]]
     fake.script("maker", [maker_reply(WHOAMI_CODE, VALIDATION_QS, entry="whoami")])
-    fake.script("user", [user_reply(EXAMPLES[20]["input"], entry="whoami")])
     _, client = client_of(langgraph_server)
 
-    out = client.runs.wait(
+    got: list[str] = []
+    output: dict[str, Any] = {}
+    for part in client.runs.stream(
         None,
         "latm",
-        input={"task": EXAMPLES[20]["input"], "examples": examples, "task_type": "whoami"},
+        input={"examples": examples, "task_type": "whoami"},
         # the run may pick its run settings, not its executor
-        context={"exec_timeout_s": 10},
-    )
+        context={"max_attempts": 1, "exec_timeout_s": 10},
+        stream_mode=["custom", "values"],
+    ):
+        if part.event == "custom" and part.data.get("event") == "case":
+            got.append(str(part.data["got"]))
+        elif part.event == "values":
+            output = part.data
 
-    assert out["error"] is None, out
-    assert out["answer"] == probe.value != "0"  # the tool reports its uid: not root's
+    assert len(got) == 3 and all(uid.isdigit() and int(uid) > 0 for uid in got), got
+    print(f"\nthe tool reported uid {got[0]} (the server runs as uid {os.getuid()})")
+    assert "expected '0', got '" in output["error"]  # root's uid was never reported
+    assert fake.requests("user") == []
 
 
 def test_two_tenants_see_only_their_own_tools(langgraph_server, fake):

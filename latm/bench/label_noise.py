@@ -139,7 +139,7 @@ class NoiseMaker(GenericFakeChatModel):
     lock: Any = Field(default_factory=threading.Lock, exclude=True)
     messages: Iterator[Any] = Field(default_factory=lambda: iter(()))
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> NoiseMaker:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> NoiseMaker:
         """Tools are not used: the same model."""
         return self
 

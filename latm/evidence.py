@@ -7,37 +7,45 @@ several rounds) makes a lucky pass likely. This module estimates that chance
 and the other label-free signals ``verify`` uses. It is pure: no I/O, nothing
 runs here.
 
-**The estimate.** Let ``p`` be the task's answer distribution. A tool whose
-answers do not depend on what the question asks (a constant, a guess drawn from
-``p``, a branch on phrases that have nothing to do with the answer) produces,
-for ``n`` checks with independent answers, some sequence ``o`` of outputs that
-is independent of the expected answers; it passes them all with probability
-``prod_i p(o_i) <= p_max ** n``, where ``p_max = max_a p(a)`` is the share of
-the most common answer. The bound is reached by the tool that always gives the
-most common answer, so ``p_max ** n`` is the chance that the *best* input-blind
-tool passes, and a tool guessing from the answer distribution passes with
-``prod_i p(a_i)``, which is smaller. With ``k`` candidates tried, the chance
-that at least one input-blind candidate passes is at most ``k * p_max ** n``
-(the union bound); that is the **lucky-pass chance** this module reports.
+**The estimate.** Let ``p`` be the task's answer distribution and suppose the
+labelled examples are independent draws. A tool whose answers do not depend on
+what the question asks (a constant, a guess, a branch on phrases that have
+nothing to do with the answer) produces some outputs ``o_1..o_n`` for ``n``
+checks, independent of their expected answers ``a_1..a_n``; it passes them all
+with probability ``prod_i p(o_i)``. Two kinds of answers differ here:
 
-``p_max`` is estimated from every labelled example of the request (``m`` of
-them, answers compared after normalization):
+* an answer any tool can emit without reading the question (short: under
+  :data:`DISTINCTIVE_CHARS` characters, an option letter, or one shared by
+  several examples, like "No time slot works."): the best blind tool emits the
+  most common answer, so such a check is passed with chance ``p_max``, the most
+  common answer's share (the constant tool reaches it: ``p_max ** n`` for ``n``
+  such checks is the exact bound, whatever the answers turn out to be);
+* a distinctive answer seen once (a sorted word list, a time slot, a large
+  number): a blind tool passes only by emitting that exact text, which is as
+  likely as the task repeating that answer: its share among the labelled
+  examples and the check, ``1 / (m + 1)``.
 
-* when some answer repeats, or the answers are short (under
-  :data:`DISTINCTIVE_CHARS` characters) or option letters:
-  ``(n_max + 1) / (m + 1)``, the top answer's share counting one more example
-  with that answer (small samples err towards luck: three "Yes" and three "No"
-  give 4/7, not 1/2); and at least ``1 / K`` when the questions list ``K``
-  options;
-* when the ``m`` answers are all different and distinctive (sorted word lists,
-  large numbers): ``1 / (C(m, 2) + 2)``, Laplace's rule of succession for "two
-  examples share an answer" after none of the ``C(m, 2)`` pairs did: an
-  input-blind tool can match such an answer only if the task's answers repeat.
+The chance that a blind candidate passes every check is the product of these
+per-check chances; with ``k`` candidates tried, the chance that at least one
+blind candidate passes is at most ``k`` times that (the union bound): the
+**lucky-pass chance** this module reports.
 
-Only checks whose answer the maker could not copy count (``n`` above): not a
-demo's or a reported failure's answer (the maker saw those), unless the answer
-is distinctive and the hard-coding check is on (a tool holding it as a literal
-is rejected). Checks on the same example count once.
+Estimates, from the ``m`` labelled examples of the request (answers compared
+after normalization):
+
+* ``p_max = (n_max + 1) / (m + 1)``: the top answer's share counting one more
+  example with that answer (small samples err towards luck: three "Yes" and
+  three "No" give 4/7, not 1/2), and at least ``1 / K`` when the questions list
+  ``K`` options;
+* when all ``m`` answers are different and distinctive (free-form answers:
+  sorting, arithmetic), every check's chance is ``1 / (C(m, 2) + 2)``, Laplace's
+  rule of succession for "two examples share an answer" after none of the
+  ``C(m, 2)`` pairs did.
+
+Only checks whose answer the maker could not copy count: not a demo's or a
+reported failure's answer (the maker saw those), unless the answer is
+distinctive, given by one example only, and the hard-coding check is on (code
+holding it as a literal is rejected). Checks on the same example count once.
 """
 
 from __future__ import annotations
@@ -95,6 +103,22 @@ def guess_chance(labelled: Sequence[Example]) -> tuple[float, bool]:
     return min(chance, 1.0), False
 
 
+def check_chance(answer: str, labelled: Sequence[Example]) -> float:
+    """The chance that the best blind tool passes one check whose answer is ``answer``.
+
+    Args:
+        answer: The check's expected answer, normalized (:func:`answer_key`).
+        labelled: Every labelled example of the request.
+    """
+    top, free_form = guess_chance(labelled)
+    if free_form:
+        return top
+    counts = Counter(answer_key(e) for e in labelled)
+    if distinctive(answer) and counts[answer] <= 1:
+        return min(top, 1.0 / (len(labelled) + 1))
+    return top
+
+
 @dataclass(frozen=True)
 class Evidence:
     """How strongly a tool's checks rule out a lucky pass.
@@ -102,10 +126,12 @@ class Evidence:
     Attributes:
         cases: Labelled examples the tool was checked on and passed.
         blind: Of those, the ones whose answer the maker could not copy.
-        guess_chance: Chance that the best input-blind tool passes one check.
+        guess_chance: Chance that the best input-blind tool passes one check
+            whose answer any tool can emit (``p_max``; free-form: the chance of
+            any check).
         free_form: Whether the answers are free-form (all different, distinctive).
         candidates: Candidate tools tried before this one was accepted.
-        lucky_pass: ``min(1, candidates * guess_chance ** blind)``.
+        lucky_pass: ``min(1, candidates * product of the blind checks' chances)``.
         threshold: The largest lucky-pass chance that counts as verified.
         top_answer: The most common answer of the labelled examples.
     """
@@ -128,10 +154,13 @@ class Evidence:
     def more_needed(self) -> int | None:
         """Extra labelled examples (answers unseen by the maker) that would suffice.
 
-        Assumes the answers of the new examples are spread like the old ones.
-        ``None`` when no number would do (every answer is the same).
+        Assumes each new check is passed by luck with chance ``guess_chance``
+        (the most common answer's). ``None`` when no number would do (every
+        answer is the same).
         """
-        return more_needed(self.guess_chance, self.blind, self.candidates, self.threshold)
+        if self.sufficient:
+            return 0
+        return more_needed(self.guess_chance, 0, self.lucky_pass, self.threshold)
 
     def summary(self) -> dict[str, Any]:
         """The figures, JSON-ready (for the tool record and the graph's output)."""
@@ -164,8 +193,12 @@ class Evidence:
         return f"{why}. To verify it, {ask}"
 
 
-def more_needed(chance: float, blind: int, candidates: int, threshold: float) -> int | None:
-    """The fewest extra blind checks ``e``: ``candidates * chance**(blind + e) <= threshold``."""
+def more_needed(chance: float, blind: int, candidates: float, threshold: float) -> int | None:
+    """The fewest extra blind checks ``e``: ``candidates * chance**(blind + e) <= threshold``.
+
+    ``candidates`` may be any starting factor (a lucky-pass chance so far, with
+    ``blind = 0``).
+    """
     if candidates * chance**blind <= threshold:
         return 0
     if chance >= 1.0 or threshold <= 0:
@@ -207,22 +240,25 @@ def evidence(
     expected: dict[str, str] = {}
     for case in report:
         passed[case["input"]] = passed.get(case["input"], True) and bool(case["passed"])
-        expected[case["input"]] = case["expected"]
+        expected[case["input"]] = normalize_answer(case["expected"], case["input"])
     cases = [text for text, ok in passed.items() if ok]
     counts = Counter(answer_key(e) for e in labelled)
-    unique = {a for a, n in Counter(e["target"].strip() for e in labelled).items() if n == 1}
+    unique = {a for a, n in counts.items() if n == 1}
 
     def guarded(text: str) -> bool:
         # the hard-coding check rejects code holding a distinctive answer of one example
         answer = expected[text].strip()
         return copy_guarded and answer in unique and distinctive(answer)
 
-    blind = sum(1 for text in cases if text not in seen or guarded(text))
-    lucky = min(1.0, max(candidates, 1) * chance**blind)
+    blind = [text for text in cases if text not in seen or guarded(text)]
+    lucky = float(max(candidates, 1))
+    for text in blind:
+        lucky *= check_chance(expected[text], labelled)
+    lucky = min(1.0, lucky)
     top = counts.most_common(1)[0][0] if counts else ""
     return Evidence(
         cases=len(cases),
-        blind=blind,
+        blind=len(blind),
         guess_chance=chance,
         free_form=free_form,
         candidates=max(candidates, 1),

@@ -216,3 +216,31 @@ def solve(request: str) -> str:
         "    return ' '.join(sorted(request.split('List:')[1].split()))\n"
     )
     assert hardcoded(sorter, words) is None
+
+
+def test_distinctive_answers_seen_once_are_hard_to_guess_short_ones_are_not():
+    schedule = [
+        ex("A free 9-10, B free 9-9:30", "09:00 - 09:30"),
+        ex("A free 9-10, B free 11-12", "No time slot works."),
+        ex("A free 10-12, B free 10-11:30", "10:00 - 11:30"),
+        ex("A free 8-9, B free 10-11", "No time slot works."),
+        ex("A free 14-16, B free 14:30-15", "14:30 - 15:00"),
+        ex("A free 9-11, B free 9:30-10:30", "09:30 - 10:30"),
+    ]
+    top, free_form = evidence.guess_chance(schedule)
+    assert not free_form and top == pytest.approx(3 / 7)
+    assert evidence.check_chance("No time slot works.", schedule) == pytest.approx(3 / 7)
+    assert evidence.check_chance("14:30 - 15:00", schedule) == pytest.approx(1 / 7)
+    assert evidence.check_chance("Yes", schedule) == pytest.approx(3 / 7)  # any tool emits it
+    found = evidence.evidence(
+        [case(e) for e in schedule],
+        labelled=schedule,
+        seen={e["input"] for e in schedule[:3]},
+        candidates=3,
+        threshold=0.01,
+        copy_guarded=True,
+    )
+    # demo 1's shared answer was seen and can be copied: no evidence; the rest count
+    assert found.blind == 5
+    assert found.lucky_pass == pytest.approx(3 * (1 / 7) ** 4 * (3 / 7))
+    assert found.sufficient

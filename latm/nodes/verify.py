@@ -383,9 +383,11 @@ def screen(
     Each candidate that passed (its ``solve`` entry, or its calls) is run on
     unlabelled inputs, when it has a ``solve`` entry: the request and perturbed
     example questions (:func:`latm.evidence.probes`). A candidate whose answer is
-    the same for every input beyond the demos (probes included) is rejected: its
+    the same for every input beyond the demos, probes included, is rejected: its
     answer does not depend on the question (a constant, or a tool that recognises
-    the demos and answers everything else by a default). When several candidates
+    the demos and answers everything else by a default). A candidate that could
+    not be probed is left to the lucky-pass bound: its labelled questions beyond
+    the demos may all share the answer it gives. When several candidates
     pass, each one's agreement with the others on the probes is returned
     (TroVE-style self-consistency), by candidate index.
 
@@ -411,7 +413,9 @@ def screen(
                 probed.append(normalize_answer(result.value or "", text) if ok else None)
             answers[ev.candidate["index"]] = probed
         outputs = [*seen.values(), *probed]
-        if (same := ev_.constant(outputs)) is not None:
+        # Without probes, a constant answer to labelled questions that all share
+        # that answer may be right: the lucky-pass bound (weigh) judges it.
+        if any(p is not None for p in probed) and (same := ev_.constant(outputs)) is not None:
             ev.problem = (
                 f"its answer does not depend on the question: it answered {same!r} to all "
                 f"{len(outputs)} questions beyond the demos it was run on; a tool must "

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from latm.bench.label_noise import measure
 from latm.graph import Context, build_graph
 from latm.repository import ToolRepository
@@ -225,3 +227,17 @@ def test_random_labels_almost_never_yield_a_stored_tool():
     for task, n in (("yes_no", 6), ("five_options", 6), ("yes_no", 15)):
         result = measure(task, n, trials=8, seed=5, exec_timeout_s=2.0, max_retries=0)
         assert result["stored"] == 0, result
+
+
+def test_answers_shown_to_the_maker_after_a_failure_are_no_more_evidence(store):
+    examples = navigation(24)  # 12 "Yes" (even indexes), 12 "No"
+    always_no = 'def solve(request: str) -> str:\n    """Answer."""\n    return "No"\n'
+    qs = [e["input"] for e in examples[3:6]]
+    maker = scripted([reply(always_no, qs), reply(NAVIGATOR, qs)])
+    out = make(store, examples, context(maker))
+    assert out["error"] is None
+    strength = stored(store).strength
+    # the 10 "Yes" examples beyond the demos failed in round 1 and were reported to the maker
+    assert strength.cases == 24 and strength.blind_cases == 24 - 3 - 10
+    assert strength.candidates == 2 and strength.level == "verified"
+    assert strength.lucky_pass == pytest.approx(2 * (13 / 25) ** 11)

@@ -14,6 +14,11 @@ It prints, per task and number of labelled examples, the share of trials that
 stored a tool (*false stores*: every stored tool here is wrong) and how many of
 those were stored as verified. The script uses only the graph's public input
 and the repository, so it measures any version of LATM alike.
+
+``--bench-split`` prints instead, for each of the six bench tasks with the
+bench's examples (3 demos, 3 validation), the lucky-pass chance a right tool
+would have (with a verified ``solve``, or calls only; 3 or 9 candidates tried)
+and whether it is within the default bound.
 """
 
 from __future__ import annotations
@@ -189,6 +194,53 @@ def measure(
     }
 
 
+def bench_split_table(threshold: float = 0.01) -> list[str]:
+    """Markdown rows: the evidence a right tool gets from each bench task's examples."""
+    from latm import evidence
+    from latm.data import TASKS as BENCH_TASKS
+    from latm.data import load_task, paper_split
+    from latm.graph.state import CaseReport
+
+    rows = [
+        "| task | checked by | blind checks | top answer's chance | 3 candidates | 9 candidates |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in BENCH_TASKS:
+        split = paper_split(load_task(task))
+        demos, validation = split["demos"], split["validation"]
+        labelled = demos + validation
+        for how, checked in (("solve", labelled), ("calls", validation)):
+            report = [
+                CaseReport(
+                    input=e["input"],
+                    expected=e["target"],
+                    got=e["target"],
+                    error=None,
+                    passed=True,
+                    check="direct",
+                )
+                for e in checked
+            ]
+            cells = []
+            for k in (3, 9):
+                found = evidence.evidence(
+                    report,
+                    labelled=labelled,
+                    seen={e["input"] for e in demos},
+                    candidates=k,
+                    threshold=threshold,
+                    copy_guarded=True,
+                )
+                verdict = "verified" if found.sufficient else f"needs {found.more_needed} more"
+                cells.append(f"{found.lucky_pass:.2g} ({verdict})")
+            rows.append(
+                f"| {task} | {how} | {found.blind} | {found.guess_chance:.2f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the false-store rates."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -201,7 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="store tools the examples cannot verify, marked weak (LATM_WEAK_TOOLS=store)",
     )
+    parser.add_argument(
+        "--bench-split",
+        action="store_true",
+        help="print the evidence a right tool gets from each bench task's 6 examples",
+    )
     args = parser.parse_args(argv)
+    if args.bench_split:
+        print("\n".join(bench_split_table()))
+        return 0
     extra = {"weak_tools": "store"} if args.weak_store else {}
     print("| task | labelled examples | trials | false stores | of them as verified | time |")
     print("|---|---|---|---|---|---|")

@@ -241,3 +241,14 @@ def test_answers_shown_to_the_maker_after_a_failure_are_no_more_evidence(store):
     assert strength.cases == 24 and strength.blind_cases == 24 - 3 - 10
     assert strength.candidates == 2 and strength.level == "verified"
     assert strength.lucky_pass == pytest.approx(2 * (13 / 25) ** 11)
+
+
+def test_the_bench_tools_made_today_still_verify_with_the_benchs_six_examples():
+    from latm.bench.label_noise import bench_split_table
+
+    rows = {tuple(c.strip() for c in row.split("|")[1:3]): row for row in bench_split_table()[2:]}
+    for task in ("word_sorting", "chinese_remainder_theorem"):
+        for how in ("solve", "calls"):
+            assert rows[(task, how)].count("(verified)") == 2, rows[(task, how)]
+    # five options, three unseen answers: no way to tell a right tool from a lucky one
+    assert "needs" in rows[("logical_deduction_five_objects", "solve")]

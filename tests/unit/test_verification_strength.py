@@ -226,7 +226,7 @@ def test_random_labels_almost_never_yield_a_stored_tool():
     # scripted makers writing plausible wrong code, the default settings
     for task, n in (("yes_no", 6), ("five_options", 6), ("yes_no", 15)):
         result = measure(task, n, trials=8, seed=5, exec_timeout_s=2.0, max_retries=0)
-        assert result["stored"] == 0, result
+        assert result["stored"] == 0 and result["crashed"] == 0, result
 
 
 def test_answers_shown_to_the_maker_after_a_failure_are_no_more_evidence(store):

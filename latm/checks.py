@@ -50,11 +50,12 @@ def _strings(node: ast.AST) -> list[str]:
 
 
 def branch_literals(tree: ast.AST) -> list[tuple[str, bool]]:
-    """String literals the code branches on, each with whether it is an equality test.
+    """String literals the code branches on, each with whether it is a single equality test.
 
-    Equality: ``x == "..."``, ``x != "..."``, ``x in ("...", ...)``, a ``match``
-    case, a dict key (a lookup table). Containment: ``"..." in x``,
-    ``x.startswith("...")``, ``x.endswith("...")``.
+    Equality: ``x == "..."``, ``x != "..."``, a ``match`` case. Other branches:
+    ``"..." in x``, ``x in ("...", ...)``, a dict key (a lookup table),
+    ``x.startswith("...")``, ``x.endswith("...")`` (a vocabulary of phrases, as
+    parsers rightly hold, unless a phrase carries an example's data).
     """
     found: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
@@ -68,7 +69,7 @@ def branch_literals(tree: ast.AST) -> list[tuple[str, bool]]:
                     if isinstance(left, ast.Constant):
                         found += [(s, False) for s in _strings(left)]
                     if not isinstance(right, ast.Constant):
-                        found += [(s, True) for s in _strings(right)]
+                        found += [(s, False) for s in _strings(right)]
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -78,7 +79,7 @@ def branch_literals(tree: ast.AST) -> list[tuple[str, bool]]:
         elif isinstance(node, ast.MatchValue):
             found += [(s, True) for s in _strings(node.value)]
         elif isinstance(node, ast.Dict):
-            found += [(s, True) for key in node.keys if key is not None for s in _strings(key)]
+            found += [(s, False) for key in node.keys if key is not None for s in _strings(key)]
     return found
 
 
@@ -87,10 +88,11 @@ def copied_branch(code: str, examples: Sequence[Example]) -> str | None:
 
     A tool that recognises the examples (``if step == "Take 1 step": ...``)
     instead of reading them passes the examples it was shown and answers the
-    rest by a default. Flagged: a branch literal found in an example's question
-    that holds a number within words (``"Take 1 step"``: data, not a keyword of
-    the task), or an equality test (or lookup key) of two or more words, 8+
-    characters, found in exactly one example's question. Single words and
+    rest by a default. Flagged: a branch literal (a comparison, membership,
+    lookup key, prefix or suffix test) found in an example's question that holds
+    a number within words (``"Take 1 step"``: data, not a keyword of the task),
+    or an equality test with a phrase of two or more words, 8+ characters, found
+    in exactly one example's question. Single words, vocabularies of phrases and
     template phrases shared by several questions are what parsers rightly test.
 
     Args:

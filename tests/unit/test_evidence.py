@@ -244,3 +244,31 @@ def test_distinctive_answers_seen_once_are_hard_to_guess_short_ones_are_not():
     assert found.blind == 5
     assert found.lucky_pass == pytest.approx(3 * (1 / 7) ** 4 * (3 / 7))
     assert found.sufficient
+
+
+def test_a_vocabulary_of_position_phrases_is_no_lookup_of_the_examples():
+    deduction = [
+        ex("Five birds. The owl is the second from the left. The quail is the leftmost.", "(A)"),
+        ex("Five books. The red book is the third from the right. The blue one is left.", "(B)"),
+        ex("Five fruits. The apple is the cheapest. The pear is the rightmost.", "(C)"),
+        ex(
+            "Five cars. The bus is the second from the left. The van is the third from the right.",
+            "(D)",
+        ),
+    ]
+    parser = (
+        "POSITIONS = {'the leftmost': 0, 'the second from the left': 1, 'the rightmost': 4}\n\n"
+        "def solve(request):\n"
+        "    for sentence in request.split('. '):\n"
+        "        if sentence.endswith(('the third from the right', 'the rightmost')):\n"
+        "            return '(B)'\n"
+        "    return '(A)'\n"
+    )
+    assert hardcoded(parser, deduction) is None
+    lookup = (
+        "def solve(request):\n"
+        "    if request.split('. ')[1] == 'The owl is':\n"
+        "        return '(A)'\n"
+        "    return '(C)'\n"
+    )
+    assert "branches on a phrase copied" in (hardcoded(lookup, deduction) or "")

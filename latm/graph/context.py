@@ -93,6 +93,8 @@ def run_setting(
     lower: float | None = None,
     upper: float | None = None,
     only_on: bool = False,
+    choices: tuple[str, ...] | None = None,
+    at_most_deployment: bool = False,
 ) -> Any:
     """A setting a run (and so a server's client) may choose.
 
@@ -103,8 +105,22 @@ def run_setting(
         lower: The smallest value allowed.
         upper: The default upper bound; the deployment sets its own in ``<env>_MAX``.
         only_on: A switch that a run may turn on but not off when the deployment has it on.
+        choices: The values allowed, strictest first.
+        at_most_deployment: A run may lower it (or pick an earlier choice), never go
+            beyond the deployment's own value: the deployment's value is its bound.
     """
-    return _setting(RUN, default, env, doc, None, lower=lower, upper=upper, only_on=only_on)
+    return _setting(
+        RUN,
+        default,
+        env,
+        doc,
+        None,
+        lower=lower,
+        upper=upper,
+        only_on=only_on,
+        choices=choices,
+        at_most_deployment=at_most_deployment,
+    )
 
 
 def deployment_setting(default: Any, env: str | None, doc: str, *, like: type | None = None) -> Any:
@@ -239,6 +255,35 @@ class RunSettings:
         "(needs a checkpointer; a run cannot turn it off when the deployment has it on).",
         only_on=True,
     )
+    # How much evidence a stored tool needs (see latm.evidence and the README's "What
+    # verified means"): a run may make it stricter, never looser than the deployment.
+    lucky_pass_max: float = run_setting(
+        0.01,
+        "LATM_LUCKY_PASS_MAX",
+        "Largest chance that a tool ignoring its input would have passed the checks, times "
+        "the candidates tried, for a tool to count as verified (a run may only lower it).",
+        lower=0.0,
+        upper=1.0,
+        at_most_deployment=True,
+    )
+    weak_tools: str = run_setting(
+        "reject",
+        "LATM_WEAK_TOOLS",
+        "A tool that passed every check when the examples cannot rule out luck: 'reject' "
+        "(store nothing) or 'store' (store it marked weakly verified); a run may only pick "
+        "'reject' when the deployment stores them.",
+        choices=("reject", "store"),
+        at_most_deployment=True,
+    )
+    agreement_probes: int = run_setting(
+        6,
+        "LATM_AGREEMENT_PROBES",
+        "Unlabelled inputs that candidates which passed are run on to compare their "
+        "answers; 0 turns it off (a run may only lower it: it costs sandbox calls).",
+        lower=0,
+        upper=50,
+        at_most_deployment=True,
+    )
 
     # What a client is told when it names one of these (they are not run settings).
     IDENTITY_SETTINGS: ClassVar[dict[str, str]] = {
@@ -287,6 +332,23 @@ class RunSettings:
                     f"setting {f.name!r}={value!r} is above this deployment's bound {upper:g} "
                     f"(the deployment sets it in {upper_bound_env(f)})"
                 )
+            choices = f.metadata.get("choices")
+            if choices is not None and value not in choices:
+                allowed = ", ".join(repr(c) for c in choices)
+                raise SettingsError(f"setting {f.name!r} must be one of {allowed}, not {value!r}")
+            if from_client and f.metadata.get("at_most_deployment"):
+                mine = default_of(f)
+                looser = (
+                    choices.index(value) > choices.index(mine)
+                    if choices is not None and mine in choices
+                    else value > mine
+                )
+                if looser:
+                    raise SettingsError(
+                        f"setting {f.name!r}={value!r} is looser than this deployment's "
+                        f"{mine!r} ({f.metadata['env']}); a run may only make it stricter",
+                        forbidden=True,
+                    )
             deployment_on = f.metadata.get("only_on") and default_of(f)
             if from_client and deployment_on and not value:
                 raise SettingsError(
@@ -518,9 +580,12 @@ PAPER = {
     "direct_entry": False,
     "reject_hardcoded": False,
     "two_step": False,
+    "weak_tools": "store",
 }
 """The settings that reproduce the paper: one proposal per round, three validation
-examples, and the user model writing every call of the tool."""
+examples, and the user model writing every call of the tool. The paper stored every
+tool that passed its checks: so does this, marking one the examples cannot tell from
+a lucky guess as weakly verified."""
 
 
 def paper_context(**overrides: Any) -> Context:

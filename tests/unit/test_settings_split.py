@@ -206,3 +206,20 @@ def test_the_readme_tables_name_every_setting():
         env = f.metadata.get("env")
         if f.metadata.get("kind") == DEPLOYMENT and env:
             assert env in section, env
+
+
+def test_verification_strength_may_only_be_made_stricter_by_a_run(monkeypatch):
+    assert RunSettings.from_client({"lucky_pass_max": 0.001}).lucky_pass_max == 0.001
+    assert RunSettings.from_client({"agreement_probes": 2}).agreement_probes == 2
+    assert RunSettings.from_client({"weak_tools": "reject"}).weak_tools == "reject"
+    for looser in ({"lucky_pass_max": 0.5}, {"agreement_probes": 7}, {"weak_tools": "store"}):
+        with pytest.raises(SettingsError, match="looser than this deployment's") as err:
+            RunSettings.from_client(looser)
+        assert err.value.forbidden
+    with pytest.raises(SettingsError, match="must be one of 'reject', 'store'"):
+        RunSettings.from_client({"weak_tools": "maybe"})
+    monkeypatch.setenv("LATM_WEAK_TOOLS", "store")
+    assert RunSettings.from_client({"weak_tools": "reject"}).weak_tools == "reject"
+    assert RunSettings.from_client({}).weak_tools == "store"
+    # in process: full control
+    assert Context(lucky_pass_max=0.5, agreement_probes=20).lucky_pass_max == 0.5

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -301,19 +301,25 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         """Check every run setting's type and bounds (raises :class:`SettingsError`)."""
-        self.check(self.bounds(), from_client=type(self) is RunSettings)
+        self.check(self.bounds(), deployment=None if isinstance(self, Context) else _env_values)
 
     def bounds(self) -> dict[str, float]:
         """The upper bounds the run settings must keep: the deployment's."""
         return deployment_bounds()
 
-    def check(self, bounds: Mapping[str, float], *, from_client: bool) -> None:
+    def check(
+        self,
+        bounds: Mapping[str, float],
+        *,
+        deployment: Callable[[dataclasses.Field[Any]], Any] | None,
+    ) -> None:
         """Raise :class:`SettingsError` for a run setting of the wrong type or out of bounds.
 
         Args:
             bounds: The upper bound of each bounded setting.
-            from_client: The values came from a client, so a deployment's
-                ``only_on`` switch may not be turned off.
+            deployment: For a client's values, the deployment's value of a setting
+                (an ``only_on`` switch may not be turned off, an
+                ``at_most_deployment`` setting not loosened); ``None`` in process.
         """
         for f in _kind_fields(RunSettings, RUN):
             value, like = getattr(self, f.name), f.metadata["type"]
@@ -336,8 +342,8 @@ class RunSettings:
             if choices is not None and value not in choices:
                 allowed = ", ".join(repr(c) for c in choices)
                 raise SettingsError(f"setting {f.name!r} must be one of {allowed}, not {value!r}")
-            if from_client and f.metadata.get("at_most_deployment"):
-                mine = default_of(f)
+            if deployment is not None and f.metadata.get("at_most_deployment"):
+                mine = deployment(f)
                 looser = (
                     choices.index(value) > choices.index(mine)
                     if choices is not None and mine in choices
@@ -349,8 +355,8 @@ class RunSettings:
                         f"{mine!r} ({f.metadata['env']}); a run may only make it stricter",
                         forbidden=True,
                     )
-            deployment_on = f.metadata.get("only_on") and default_of(f)
-            if from_client and deployment_on and not value:
+            deployment_on = deployment is not None and f.metadata.get("only_on") and deployment(f)
+            if deployment_on and not value:
                 raise SettingsError(
                     f"setting {f.name!r} is on in this deployment "
                     f"({f.metadata['env']}); a run cannot turn it off",
@@ -369,32 +375,45 @@ class RunSettings:
                 not choose (a deployment or identity setting, or an unknown
                 one), or holds a value of the wrong type or beyond a bound.
         """
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise SettingsError("the run's context must be an object of run settings")
-        allowed = {f.name for f in _kind_fields(RunSettings, RUN)}
-        deployment = {f.name: f for f in _kind_fields(Context, DEPLOYMENT)}
-        for key in raw:
-            if key in allowed:
-                continue
-            if key in cls.IDENTITY_SETTINGS:
-                raise SettingsError(
-                    f"setting {key!r} cannot be sent: {cls.IDENTITY_SETTINGS[key]}",
-                    forbidden=True,
-                )
-            if key in deployment:
-                env = deployment[key].metadata.get("env")
-                where = f" ({env})" if env else ""
-                raise SettingsError(
-                    f"setting {key!r} is a deployment setting: only the server's "
-                    f"environment{where} sets it, never a run",
-                    forbidden=True,
-                )
+        return RunSettings(**check_keys(raw))
+
+
+def check_keys(raw: Any) -> dict[str, Any]:
+    """A client's settings, if every key names a run setting.
+
+    Raises:
+        SettingsError: ``raw`` is not an object, or names a deployment, identity or
+            unknown setting.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SettingsError("the run's context must be an object of run settings")
+    allowed = {f.name for f in _kind_fields(RunSettings, RUN)}
+    deployment = {f.name: f for f in _kind_fields(Context, DEPLOYMENT)}
+    for key in raw:
+        if key in allowed:
+            continue
+        if key in RunSettings.IDENTITY_SETTINGS:
             raise SettingsError(
-                f"unknown setting {key!r}; a run may set: {', '.join(sorted(allowed))}"
+                f"setting {key!r} cannot be sent: {RunSettings.IDENTITY_SETTINGS[key]}",
+                forbidden=True,
             )
-        return RunSettings(**dict(raw))
+        if key in deployment:
+            env = deployment[key].metadata.get("env")
+            where = f" ({env})" if env else ""
+            raise SettingsError(
+                f"setting {key!r} is a deployment setting: only the server's "
+                f"environment{where} sets it, never a run",
+                forbidden=True,
+            )
+        raise SettingsError(f"unknown setting {key!r}; a run may set: {', '.join(sorted(allowed))}")
+    return dict(raw)
+
+
+def _env_values(f: dataclasses.Field[Any]) -> Any:
+    """The deployment's value of a run setting: its environment's default."""
+    return default_of(f)
 
 
 def _run_names() -> set[str]:
@@ -571,7 +590,21 @@ class Context(RunSettings):
         ctx = cls()
         for name, value in values.items():
             setattr(ctx, name, value)
-        ctx.check(ctx.bounds(), from_client=True)
+        ctx.check(ctx.bounds(), deployment=_env_values)
+        return ctx
+
+    def with_client_settings(self, raw: Any) -> Context:
+        """This context with a client's run settings, this context being the deployment.
+
+        The client's keys must name run settings, and its values keep this
+        context's bounds, ``only_on`` switches and ``at_most_deployment`` values.
+
+        Raises:
+            SettingsError: As :meth:`RunSettings.from_client` says.
+        """
+        sent = check_keys(raw)
+        ctx = dataclasses.replace(self, **sent)
+        ctx.check(self.bounds(), deployment=lambda f: getattr(self, f.name))
         return ctx
 
 

@@ -125,12 +125,7 @@ class ServedGraph(Runnable[InputState, dict[str, Any]]):
         configurable = dict(rest.pop("configurable", None) or {})
         tenant = configurable.pop(TENANT_KEY, None) or self.ctx.namespace
         sent = {k: v for k, v in configurable.items() if k in {f.name for f in RUN_FIELDS}}
-        settings = RunSettings.from_client(sent)
-        ctx = dataclasses.replace(
-            self.ctx,
-            namespace=tenant,
-            **{f.name: getattr(settings, f.name) for f in RUN_FIELDS if f.name in sent},
-        )
+        ctx = dataclasses.replace(self.ctx, namespace=tenant).with_client_settings(sent)
         return cast(RunnableConfig, rest), ctx
 
     def invoke(
@@ -304,7 +299,7 @@ def create_app(ctx: Context | None = None, *, api_keys: Mapping[str, str] | None
             body = None
         try:
             for sent in client_configs(body):
-                RunSettings.from_client(sent.get("configurable") or {})
+                ctx.with_client_settings(sent.get("configurable") or {})
         except SettingsError as exc:
             raise HTTPException(403 if exc.forbidden else 422, f"configurable: {exc}") from None
         configurable = dict(config.get("configurable") or {})

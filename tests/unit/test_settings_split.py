@@ -223,3 +223,18 @@ def test_verification_strength_may_only_be_made_stricter_by_a_run(monkeypatch):
     assert RunSettings.from_client({}).weak_tools == "store"
     # in process: full control
     assert Context(lucky_pass_max=0.5, agreement_probes=20).lucky_pass_max == 0.5
+
+
+def test_an_in_process_deployment_checks_its_clients_against_itself():
+    served = Context(weak_tools="store", require_approval=True, limits={"max_attempts": 4})
+    assert served.with_client_settings({"weak_tools": "store"}).weak_tools == "store"
+    assert served.with_client_settings({"max_attempts": 4}).max_attempts == 4
+    with pytest.raises(SettingsError, match="bound 4"):
+        served.with_client_settings({"max_attempts": 5})
+    with pytest.raises(SettingsError, match="a run cannot turn it off"):
+        served.with_client_settings({"require_approval": False})
+    with pytest.raises(SettingsError, match="deployment setting"):
+        served.with_client_settings({"executor": "subprocess"})
+    strict = Context(weak_tools="reject")
+    with pytest.raises(SettingsError, match="looser than this deployment's 'reject'"):
+        strict.with_client_settings({"weak_tools": "store"})

@@ -62,6 +62,39 @@ class CaseReport(TypedDict):
     check: NotRequired[str]
 
 
+class RouteInfo(TypedDict, total=False):
+    """How the dispatcher routed a request.
+
+    Attributes:
+        by: What decided: ``task_type`` (the caller named the tool),
+            ``embedding`` (the calibrated region alone), ``parser`` (a borderline
+            case the tools' ``solve`` entries settled), ``model`` (the user model
+            chose), ``lease`` (another run had just made the tool) or ``request``
+            (tool making was asked for).
+        tool: The chosen tool's task type, or ``None`` for no tool.
+        verdict: What the embedding space said: ``hit``, ``none`` or ``borderline``.
+        distance: Cosine distance from the request to the best tool's closest
+            verified question.
+        threshold: The best tool's acceptance distance.
+        margin: How much farther the second-best tool is.
+        candidates: The closest tools, best first.
+        parser: Which candidates' ``solve`` entries accepted the request.
+        asked_model: Whether a model was asked.
+        embedder: The embedding model.
+    """
+
+    by: str
+    tool: str | None
+    verdict: str
+    distance: float
+    threshold: float
+    margin: float
+    candidates: list[str]
+    parser: dict[str, bool]
+    asked_model: bool
+    embedder: str
+
+
 class Candidate(TypedDict):
     """One proposal of the maker in a round (best-of-N proposes several in parallel).
 
@@ -171,6 +204,7 @@ class OutputState(TypedDict, total=False):
         path: How the answer was computed: ``direct`` (the tool's ``solve`` entry
             on the raw request, no model call) or ``llm`` (the user model wrote
             the call).
+        routing: How the dispatcher routed the request (:class:`RouteInfo`).
     """
 
     answer: str | None
@@ -179,6 +213,7 @@ class OutputState(TypedDict, total=False):
     error: str | None
     usage: Annotated[dict[str, TokenUsage], merge_usage]
     path: Literal["direct", "llm"] | None
+    routing: RouteInfo | None
 
 
 class State(InputState, OutputState, total=False):

@@ -47,7 +47,7 @@ SLACK = 0.02
 and still be accepted outright."""
 BAND = 0.10
 """Width of the borderline band below a tool's acceptance threshold."""
-MARGIN = 0.03
+MARGIN = 0.05
 """How much closer the best tool must be than the second best for an outright hit."""
 STAMP_TTL_S = 1.0
 """How long a process trusts its index before re-reading the store's change stamp
@@ -138,9 +138,10 @@ class Decision:
     """What the embedding space says about a request.
 
     Attributes:
-        verdict: ``hit`` (inside the best tool's region, clear margin), ``none``
-            (far outside every region) or ``borderline``.
-        ranked: The best tools, best first (at most three).
+        verdict: ``hit`` (inside the closest tool's region, with a clear margin),
+            ``none`` (no ranked tool within :data:`BAND` of its region) or
+            ``borderline``.
+        ranked: The closest tools, best first.
         margin: Best tool's similarity minus the second best's (1.0 with one tool).
     """
 
@@ -153,18 +154,22 @@ class Decision:
         """The closest tool, if any."""
         return self.ranked[0] if self.ranked else None
 
+    @property
+    def near(self) -> list[Scored]:
+        """The ranked tools inside their region or within :data:`BAND` of it."""
+        return [s for s in self.ranked if s.similarity >= s.threshold - BAND]
+
 
 def decide(ranked: list[Scored]) -> Decision:
-    """Apply the calibrated acceptance region and the margin to ranked tools."""
+    """Apply the calibrated acceptance regions and the margin to ranked tools."""
     if not ranked:
         return Decision("none", [], 0.0)
     best = ranked[0]
     margin = best.similarity - ranked[1].similarity if len(ranked) > 1 else 1.0
     if best.similarity >= best.threshold and margin >= MARGIN:
         return Decision("hit", ranked, margin)
-    if best.similarity < best.threshold - BAND:
-        return Decision("none", ranked, margin)
-    return Decision("borderline", ranked, margin)
+    decision = Decision("borderline", ranked, margin)
+    return decision if decision.near else Decision("none", ranked, margin)
 
 
 @dataclass

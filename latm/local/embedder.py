@@ -384,22 +384,25 @@ class MiniLM:
         for row, tokens in enumerate(batch):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1.0
-        x = self.word[ids] + self.position[:length] + self.token_type
-        x = _layer_norm(x, *self.ln)
+        x = (self.word[ids] + self.position[:length] + self.token_type).reshape(n * length, -1)
+        x = _layer_norm(x, *self.ln)  # kept 2-D: one GEMM per linear layer, not one per text
         heads, size = self.heads, self.hidden // self.heads
         bias = ((1.0 - mask) * -1e9)[:, None, None, :]
+        scale = np.float32(1.0 / np.sqrt(size))
         for layer in self.layers:
-            qkv = x @ layer["qkv"] + layer["qkv_b"]
-            qkv = qkv.reshape(n, length, 3, heads, size).transpose(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(size)) + bias
+            qkv = (x @ layer["qkv"] + layer["qkv_b"]).reshape(n, length, 3, heads, size)
+            qkv = np.ascontiguousarray(qkv.transpose(2, 0, 3, 1, 4))  # strided: no BLAS
+            q, v = qkv[0], qkv[2]
+            k = np.ascontiguousarray(qkv[1].transpose(0, 1, 3, 2))
+            scores = np.matmul(q, k) * scale + bias
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
-            context = (scores @ v).transpose(0, 2, 1, 3).reshape(n, length, self.hidden)
+            context = np.matmul(scores, v).transpose(0, 2, 1, 3).reshape(n * length, self.hidden)
             x = _layer_norm(context @ layer["o"] + layer["o_b"] + x, layer["ln1_w"], layer["ln1_b"])
             h = x @ layer["i"] + layer["i_b"]
-            h = 0.5 * h * (1.0 + _erf(h / np.float32(np.sqrt(2.0))))
+            h = 0.5 * h * (1.0 + _erf(h * np.float32(1.0 / np.sqrt(2.0))))
             x = _layer_norm(h @ layer["out"] + layer["out_b"] + x, layer["ln2_w"], layer["ln2_b"])
+        x = x.reshape(n, length, self.hidden)
         pooled = (x * mask[:, :, None]).sum(1) / mask.sum(1, keepdims=True)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)

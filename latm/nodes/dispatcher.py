@@ -285,16 +285,22 @@ def _route_by_embedding(
     index = route_index(repo, embedder, name)
     ranked = index.rank(task, limit=max(3, ctx.dispatch_candidates))
     records: dict[str, ToolRecord] = {}
-    while True:  # drop retired (or vanished) tools from the top, then decide
+    while True:  # drop retired (or vanished) tools among those that count, then decide
         decision = decide(ranked)
         best = decision.best
-        if best is None or decision.verdict == "none":
+        counted = decision.near if decision.verdict == "borderline" else []
+        if decision.verdict == "hit" and best is not None:
+            counted = [best]
+        gone = None
+        for scored in counted:
+            record = records.get(scored.task_type) or repo.get(scored.task_type)
+            if record is None or retired(repo, record, ctx) is not None:
+                gone = scored.task_type
+                break
+            records[scored.task_type] = record
+        if gone is None:
             break
-        record = records.get(best.task_type) or repo.get(best.task_type)
-        if record is not None and retired(repo, record, ctx) is None:
-            records[best.task_type] = record
-            break
-        ranked = ranked[1:]
+        ranked = [s for s in ranked if s.task_type != gone]
     update["candidates"] = [s.task_type for s in ranked]
     info = RouteInfo(
         by="embedding",
@@ -311,27 +317,22 @@ def _route_by_embedding(
     picked: ToolRecord | None = None
     if decision.verdict == "hit" and best is not None:
         picked = records[best.task_type]
-    elif decision.verdict == "borderline" and best is not None:
-        # the parser signal: every candidate in or near its region that has a solve entry
-        near = [s for s in ranked if s.similarity >= s.threshold - BAND]
-        for scored in near[1:]:
-            if scored.task_type not in records:
-                other = repo.get(scored.task_type)
-                if other is not None and retired(repo, other, ctx) is None:
-                    records[scored.task_type] = other
-        parsers = [records[s.task_type] for s in near if s.task_type in records]
-        signal = _parser_signal(ctx, task, [r for r in parsers if r.direct_entry])
+    elif decision.verdict == "borderline":
+        # the parser signal: the solve entries of every tool in or near its region
+        near = [records[s.task_type] for s in decision.near]
+        with_parser = [r for r in near if r.direct_entry]
+        signal = _parser_signal(ctx, task, with_parser)
         info["parser"] = signal
         accepted = [t for t, ok in signal.items() if ok]
-        inside = best.similarity >= best.threshold
-        if signal and accepted == [best.task_type] and inside:
-            picked, info["by"] = records[best.task_type], "parser"
-        elif signal and not accepted and not inside and len(signal) == len(parsers):
+        every_parser = bool(near) and len(signal) == len(near)
+        if every_parser and len(accepted) == 1:  # exactly one tool parses the request
+            picked, info["by"] = records[accepted[0]], "parser"
+        elif every_parser and not accepted:  # every candidate rejects the request's format
             info["by"] = "parser"
-        else:  # the signals disagree, or there is no parser: the user model decides
+        else:  # several parse it, or some cannot tell (no parser): the user model decides
             info["by"], info["asked_model"] = "model", True
             try:
-                picked, usage = _ask_model(ctx, task, parsers)
+                picked, usage = _ask_model(ctx, task, near)
             except ModelError as exc:
                 return {**update, "routing": info, "route": "stop", "error": str(exc)}
             update["usage"] = Overwrite(usage)

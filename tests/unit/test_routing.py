@@ -64,6 +64,9 @@ def test_decide_accepts_inside_a_region_with_a_margin_rejects_far_and_flags_the_
     assert decide([s("a", 0.9), s("b", 0.89)]).verdict == "borderline"  # no margin
     assert decide([s("a", 0.75), s("b", 0.3)]).verdict == "borderline"  # just outside
     assert decide([s("a", 0.8 - routing.BAND - 0.01)]).verdict == "none"
+    # the closest tool is far from its own (tight) region, the second inside its (loose) one
+    mixed = decide([s("tight", 0.66, thr=0.87), s("loose", 0.65, thr=0.59)])
+    assert mixed.verdict == "borderline" and [n.task_type for n in mixed.near] == ["loose"]
 
 
 def test_the_index_stores_each_tools_vectors_and_reuses_them(monkeypatch):
@@ -148,16 +151,29 @@ def test_a_borderline_request_is_settled_by_the_tools_parser_without_a_model(
 
 def test_a_parser_that_rejects_a_borderline_request_makes_it_a_miss(sorting_store, monkeypatch):
     force_borderline(monkeypatch)
-    user = scripted(['{"tool": "none"}'])
+    user = scripted([])
     far = "Sort the following numbers: 3 1 2"  # shares words, not the format
     out = build_graph(store=sorting_store).invoke({"task": far}, context=ctx(user))
-    routing_info = out["routing"]
-    if routing_info["distance"] > routing_info["threshold"]:  # outside: both signals say no
-        assert routing_info["by"] == "parser" and out["cache_hit"] is False
-        assert routing_info["parser"] == {"word_sorting": False} and user.received == []
-    else:  # inside the region but the parser rejects: they disagree, the model decides
-        assert routing_info["asked_model"] is True and len(user.received) == 1
-        assert out["cache_hit"] is False and routing_info["tool"] is None
+    assert out["routing"]["by"] == "parser" and out["routing"]["tool"] is None
+    assert out["routing"]["parser"] == {"word_sorting": False} and user.received == []
+    assert out["cache_hit"] is False and "no cached tool fits" in out["error"]
+
+
+def test_two_parsers_accepting_a_borderline_request_ask_the_user_model(monkeypatch):
+    force_borderline(monkeypatch)
+    store = InMemoryStore()
+    repo = ToolRepository(store, "default")
+    sorting = bench_record("word_sorting")
+    repo.put(sorting)
+    repo.put(sorting.model_copy(update={"task_type": "alphabetize", "description": "Alphabetize."}))
+    q = bbh("word_sorting")[42]
+    user = scripted(['{"tool": "alphabetize"}'])
+    out = build_graph(store=store).invoke({"task": q["input"]}, context=ctx(user))
+    info = out["routing"]
+    assert info["parser"] == {"word_sorting": True, "alphabetize": True}
+    assert info["by"] == "model" and info["asked_model"] is True and info["tool"] == "alphabetize"
+    assert out["answer"] == q["target"] and out["tool"]["task_type"] == "alphabetize"
+    assert out["usage"]["user"]["calls"] == 1
 
 
 def test_disagreeing_signals_ask_the_user_model_and_say_so(monkeypatch):

@@ -17,7 +17,7 @@ from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import ToolRecord, ToolRepository
-from latm.routing import BAND, decide, route_embedder, route_index
+from latm.routing import decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
 
 TASK_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")

@@ -188,9 +188,9 @@ class RouteIndex:
     generation: int = -1
     checked_at: float = -1e9
     tools: dict[str, ToolRoutes] = field(default_factory=dict)
-    _matrix: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 1), np.float32))
-    _starts: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int64))
-    _order: list[ToolRoutes] = field(default_factory=list)
+    _state: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], list[ToolRoutes]] = field(
+        default_factory=lambda: (np.zeros((0, 1), np.float32), np.zeros(0, np.int64), [])
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _routes_for(self, repo: ToolRepository, record: ToolRecord) -> ToolRoutes:
@@ -266,36 +266,37 @@ class RouteIndex:
             self.stamp, self.generation, self.checked_at = stamp, generation, now
 
     def add_all(self, tools: dict[str, ToolRoutes]) -> None:
-        """Replace the index's tools (and rebuild its matrix)."""
+        """Replace the index's tools (and rebuild its matrix, swapped in at once)."""
         order = sorted(tools.values(), key=lambda t: t.task_type)
         dims = next((t.vectors.shape[1] for t in order), 1)
-        self._matrix = (
+        matrix = (
             np.ascontiguousarray(np.concatenate([t.vectors for t in order]))
             if order
             else np.zeros((0, dims), np.float32)
         )
         sizes = [len(t.vectors) for t in order]
-        self._starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self._order = order
+        starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self._state = (matrix, starts, order)  # one assignment: readers see old or new
         self.tools = tools
 
     def rank(self, query: str, limit: int = 3) -> list[Scored]:
         """The ``limit`` tools closest to ``query``, best first."""
-        if not self._order:
+        matrix, starts, order = self._state
+        if not order:
             return []
         q = np.asarray(self.embedder.embed_query(query), dtype=np.float32)
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        per_tool = np.maximum.reduceat(self._matrix @ q, self._starts)
+        if q.shape[0] != matrix.shape[1]:
+            raise ValueError(
+                f"the embedding model gives {q.shape[0]} dimensions, the index has "
+                f"{matrix.shape[1]}"
+            )
+        per_tool = np.maximum.reduceat(matrix @ q, starts)
         k = min(limit, len(per_tool))
         top = np.argpartition(-per_tool, k - 1)[:k]
         top = top[np.argsort(-per_tool[top], kind="stable")]
         return [
-            Scored(
-                self._order[i].task_type,
-                float(per_tool[i]),
-                self._order[i].threshold,
-                self._order[i].direct,
-            )
+            Scored(order[i].task_type, float(per_tool[i]), order[i].threshold, order[i].direct)
             for i in top
         ]
 

@@ -528,16 +528,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         print(f"protocol: seeds {args.seeds}, {args.questions} questions each", file=sys.stderr)
         protocol = run_protocol(args.seeds, args.questions, user, work, args.embeddings)
-        print(f"scale: {args.scale_tools} synthetic tools", file=sys.stderr)
-        scale, timings = run_scale(
-            args.scale_tools,
-            args.seeds[0],
-            args.questions,
-            args.scale_old,
-            user,
-            work,
-            args.embeddings,
-        )
+        scale: dict[str, Tally] = {}
+        timings: dict[str, float] = {}
+        if args.scale_tools > 0:
+            print(f"scale: {args.scale_tools} synthetic tools", file=sys.stderr)
+            scale, timings = run_scale(
+                args.scale_tools,
+                args.seeds[0],
+                args.questions,
+                args.scale_old,
+                user,
+                work,
+                args.embeddings,
+            )
         hits = run_hit_cost(work, args.embeddings, args.hits) if args.hits else {}
     labels = {
         "user": user_label,

@@ -211,3 +211,16 @@ def test_route_embedder_auto_falls_back_to_hash_when_the_local_model_is_absent(
         routing.route_embedder("local")
     with pytest.raises(ValueError, match="not 'none'"):
         routing.route_embedder("none")
+
+
+def test_the_dispatch_benchmark_routes_both_dispatchers_on_the_same_questions(tmp_path):
+    from latm.bench.dispatch import FirstCandidateModel, questions_for, render, run_protocol
+
+    known, drawn = questions_for(7, 12)
+    assert len(known) == 4 and len(drawn) == 12 and len({q for _, q in drawn}) == 12
+    user = {"user_llm": FirstCandidateModel()}
+    tallies = run_protocol([7], 12, user, tmp_path, "hash")
+    assert tallies["llm"].routes == tallies["embedding"].routes == 12
+    assert tallies["llm"].calls > tallies["embedding"].calls  # the old one asks on every hit
+    table = render(tallies, tallies, {}, {}, {"user": "u", "embedder": "e", "scale": "s"})
+    assert "LLM-confirmed (old)" in table and "embedding (new)" in table

@@ -22,7 +22,13 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from latm.cli.common import UserError, console, context_from_args, repository_from_args
+from latm.cli.common import (
+    UserError,
+    console,
+    context_from_args,
+    repository_from_args,
+    safe_text,
+)
 from latm.codeparse import ReplyError, function_info
 from latm.nodes.dispatcher import TASK_TYPE
 from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
@@ -108,7 +114,7 @@ def show_tool(args: argparse.Namespace) -> int:
     r = _get(args)
     console.print(f"[bold]{r.task_type}[/] v{r.version} — {escape(r.description)}")
     console.print(f"[dim]made by {r.maker_model} at {r.created_at}[/]\n")
-    console.print(Syntax(r.code, "python", line_numbers=False))
+    console.print(Syntax(safe_text(r.code), "python", line_numbers=False))
     console.print("[bold]Usage demos[/]")
     for d in r.demos:
         console.print(f"  Q: {escape(d.question)}\n  → {escape(d.call)} = {escape(d.answer)!r}")

@@ -260,7 +260,8 @@ def _parser_signal(ctx: Context, task: str, records: list[ToolRecord]) -> dict[s
     accepted: dict[str, bool] = {}
     for record in records:
         call = f"{record.direct_entry}({task!r})"
-        result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
+        cache_key = f"{ctx.namespace}\0{record.cache_key}"  # the use node's warm worker
+        result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
         accepted[record.task_type] = bool(result.ok and result.value not in (None, ""))
     return accepted
 

@@ -493,7 +493,9 @@ def render(
             if tally.errors:
                 lines.append(f"  - {len(tally.errors)} errors, first: {tally.errors[0][:200]}")
     lines.append(f"- user model: {labels['user']}; route embeddings: {labels['embedder']}")
-    lines.append("- scale store: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(timings.items())))
+    if timings:
+        built = ", ".join(f"{k} {v:.1f}" for k, v in sorted(timings.items()))
+        lines.append(f"- scale store: {built}")
     if hits:
         ratio = hits["without"] / hits["with_task_type"]
         lines.append(

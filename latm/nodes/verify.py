@@ -261,7 +261,9 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if not accepted and function is None and best.calls_passed and chosen["code"]:
         # The function is right; its solve(request) entry is missing or wrong.
         function = VerifiedFunction(
-            code=without_function(chosen["code"], DIRECT_ENTRY),
+            code=chosen["code"]
+            if chosen["entry"] == DIRECT_ENTRY  # never drop the tool itself
+            else without_function(chosen["code"], DIRECT_ENTRY),
             entry=chosen["entry"] or "",
             calls=chosen["calls"],
             report=calls_only,

@@ -6,25 +6,28 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from latm.graph.context import Context
-from latm.graph.state import Example
-from latm.repository import ToolRepository
+if TYPE_CHECKING:  # imported where used: `latm --help` must not load LangGraph
+    from latm.graph.context import Context
+    from latm.graph.state import Example
+    from latm.repository import ToolRepository
 
 
 class UserError(Exception):
     """A mistake on the user's side: printed as one clear line, no traceback."""
 
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
     """The run's context: environment defaults, then the global CLI options."""
+    from latm.graph.context import Context
+
     if getattr(args, "store", None):
         overrides.setdefault("store_path", args.store)
     if getattr(args, "namespace", None):
@@ -38,6 +41,7 @@ def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
 def repository_from_args(args: argparse.Namespace) -> ToolRepository:
     """The repository the CLI works on (``LATM_DATABASE_URL``, else the local SQLite file)."""
     from latm.backends import BackendError, backend_for
+    from latm.repository import ToolRepository
 
     ctx = context_from_args(args)
     try:
@@ -74,10 +78,19 @@ def load_examples(path: str) -> list[Example]:
     if not isinstance(data, list) or not data:
         raise UserError(f"{path} holds no list of examples")
     examples: list[Example] = []
-    for i, item in enumerate(data):
-        if not isinstance(item, dict) or "input" not in item or "target" not in item:
-            raise UserError(f"{path}: example {i} needs 'input' and 'target'")
-        example = Example(input=str(item["input"]), target=str(item["target"]))
+    for number, item in enumerate(data, 1):
+        if not isinstance(item, dict):
+            raise UserError(
+                f"{path}: example {number} (of {len(data)}) is not an object with "
+                "'input' and 'target'"
+            )
+        missing = [key for key in ("input", "target") if key not in item]
+        if missing:
+            raise UserError(
+                f"{path}: example {number} (of {len(data)}) has no "
+                f"{' and no '.join(repr(k) for k in missing)}"
+            )
+        example: Example = {"input": str(item["input"]), "target": str(item["target"])}
         if "rationale" in item:  # checked and normalized by the graph's dispatcher
             example["rationale"] = item["rationale"]
         examples.append(example)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from latm.cli import run as cli_run
 from latm.cli.common import (
     UserError,
     context_from_args,
@@ -13,7 +12,6 @@ from latm.cli.common import (
     repository_from_args,
     task_type_from_path,
 )
-from latm.cli.run import print_result, run_graph
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +36,8 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Make the tool and report what happened."""
+    from latm.cli import run as cli_run
+
     examples = load_examples(args.examples)
     task_type = args.task_type or task_type_from_path(args.examples)
     existing = repository_from_args(args).get(task_type)
@@ -48,5 +48,5 @@ def handle(args: argparse.Namespace) -> int:
         )
     overrides = {"max_attempts": args.max_attempts} if args.max_attempts else {}
     ctx = cli_run.configure_models(context_from_args(args, **overrides))
-    output = run_graph({"examples": examples, "task_type": task_type, "make": True}, ctx)
-    return print_result(output, as_json=args.json)
+    output = cli_run.run_graph({"examples": examples, "task_type": task_type, "make": True}, ctx)
+    return cli_run.print_result(output, as_json=args.json)

@@ -15,17 +15,14 @@ import hashlib
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from rich.markup import escape
-from rich.syntax import Syntax
-from rich.table import Table
 
 from latm.cli.common import UserError, console, context_from_args, repository_from_args
-from latm.codeparse import ReplyError, function_info
-from latm.nodes.dispatcher import TASK_TYPE
-from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
+
+if TYPE_CHECKING:  # imported where used: `latm tools --help` must not load LangGraph
+    from latm.repository import ToolRecord, ToolRepository, ToolStats
 
 FORMAT = "latm-tools"
 FORMAT_VERSION = 1
@@ -53,6 +50,8 @@ def register(subparsers: Any) -> None:
 
 def list_tools(args: argparse.Namespace) -> int:
     """Print a table of the tools with their use statistics."""
+    from rich.table import Table
+
     repo = repository_from_args(args)
     limit = context_from_args(args).max_tool_failures
     records = _guarded(repo.records)
@@ -60,9 +59,10 @@ def list_tools(args: argparse.Namespace) -> int:
         console.print("no tools yet: make one with 'latm make --examples FILE'")
         return 0
     table = Table()
-    table.add_column("task type", no_wrap=True)
+    # every cell folds rather than being cut off with an ellipsis, whatever the width
+    table.add_column("task type", overflow="fold")
     for column in ("version", "function", "uses", "failures", "status", "created", "description"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for r in records:
         stats = _guarded(lambda r=r: repo.stats(r.task_type, r.version))
         table.add_row(
@@ -73,13 +73,15 @@ def list_tools(args: argparse.Namespace) -> int:
             _failures(stats),
             _status(stats, limit),
             r.created_at,
-            escape(r.description[:60]),
+            escape(r.description),
         )
     console.print(table)
     return 0
 
 
 def _guarded(read: Any) -> Any:
+    from latm.repository import RepositoryError
+
     try:
         return read()
     except RepositoryError as exc:
@@ -105,6 +107,9 @@ def _get(args: argparse.Namespace) -> Any:
 
 def show_tool(args: argparse.Namespace) -> int:
     """Print one tool in full."""
+    from rich.syntax import Syntax
+    from rich.table import Table
+
     r = _get(args)
     console.print(f"[bold]{r.task_type}[/] v{r.version} — {escape(r.description)}")
     console.print(f"[dim]made by {r.maker_model} at {r.created_at}[/]\n")
@@ -194,6 +199,12 @@ def check_record(raw: Any, index: int) -> ToolRecord:
     Raises:
         UserError: The record is not a readable, self-consistent tool.
     """
+    from pydantic import ValidationError
+
+    from latm.codeparse import ReplyError, function_info
+    from latm.nodes.dispatcher import TASK_TYPE
+    from latm.repository import ToolRecord
+
     where = f"tool {index}"
     try:
         record = ToolRecord.model_validate(raw)

@@ -83,7 +83,9 @@ def test_failed_make_exits_1_with_the_error(models, examples_file, capsys):
     [
         ("not json at all", "neither JSON nor JSON lines"),
         ("[]", "holds no list of examples"),
-        ('[{"input": "q"}]', "example 0 needs 'input' and 'target'"),
+        ('[{"input": "q"}]', "example 1 (of 1) has no 'target'"),
+        ('[{"target": "a"}, {}]', "example 1 (of 2) has no 'input'"),
+        ('[{"input": "q", "target": "a"}, 3]', "example 2 (of 2) is not an object"),
     ],
 )
 def test_bad_examples_files_are_user_errors(models, tmp_path, capsys, content, message):

@@ -58,9 +58,9 @@ class MakerProgress:
     :data:`PROGRESS_INTERVAL_S` seconds while the maker writes.
     """
 
-    def __init__(self, out: Console, interval: float = PROGRESS_INTERVAL_S) -> None:
+    def __init__(self, out: Console, interval: float | None = None) -> None:
         self.out = out
-        self.interval = interval
+        self.interval = PROGRESS_INTERVAL_S if interval is None else interval
         self.tokens: dict[str, int] = {}
         self.started: float | None = None
         self.printed = 0.0
@@ -226,7 +226,7 @@ def run_graph(inputs: InputState, ctx: Context, *, quiet: bool = False) -> dict[
     try:
         for mode, chunk in app.stream(inputs, context=ctx, stream_mode=modes):
             if mode == "messages":
-                message, meta = chunk
+                message, meta = chunk if isinstance(chunk, tuple) else (None, None)
                 if isinstance(meta, dict) and meta.get("langgraph_node") == "propose":
                     reply = str(
                         meta.get("langgraph_checkpoint_ns") or meta.get("langgraph_task_id")

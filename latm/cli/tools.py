@@ -58,23 +58,34 @@ def list_tools(args: argparse.Namespace) -> int:
     if not records:
         console.print("no tools yet: make one with 'latm make --examples FILE'")
         return 0
-    table = Table()
-    # every cell folds rather than being cut off with an ellipsis, whatever the width
-    table.add_column("task type", overflow="fold")
-    for column in ("version", "function", "uses", "failures", "status", "created", "description"):
-        table.add_column(column, overflow="fold")
+    columns = ("task type", "version", "function", "uses", "failures", "status", "created")
+    rows = []
     for r in records:
         stats = _guarded(lambda r=r: repo.stats(r.task_type, r.version))
-        table.add_row(
-            r.task_type,
-            str(r.version),
-            r.name,
-            str(stats.calls),
-            _failures(stats),
-            _status(stats, limit),
-            r.created_at,
-            escape(r.description),
+        rows.append(
+            [
+                r.task_type,
+                str(r.version),
+                r.name,
+                str(stats.calls),
+                _failures(stats),
+                _status(stats, limit),
+                r.created_at,
+                r.description,
+            ]
         )
+    if not console.is_terminal:
+        # piped or captured: one tab-separated line per tool, never cut or wrapped
+        console.print("\t".join((*columns, "description")), markup=False, soft_wrap=True)
+        for row in rows:
+            console.print("\t".join(row), markup=False, soft_wrap=True)
+        return 0
+    table = Table()
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("task type", "function"))
+    table.add_column("description", overflow="fold", ratio=1)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
     return 0
 

@@ -456,8 +456,10 @@ def test_a_tool_function_named_solve_is_kept_when_its_entry_stage_fails(store):
     # verified function is stored, callable by the user model.
     named_solve = SORT_CODE.replace("def sort_words", "def solve")
     maker = scripted(
-        [maker_reply(named_solve, VALIDATION_QS, entry="solve")]
-        + ["```python\ndef solve(request: str) -> str:\n    return 'wrong'\n```"]
+        [
+            maker_reply(named_solve, VALIDATION_QS, entry="solve"),
+            "```python\ndef solve(request: str) -> str:\n    return 'wrong'\n```",
+        ]
     )
     out = build_graph(store=store).invoke(
         {"examples": EXAMPLES[:12], "task_type": "word_sorting"},

@@ -158,7 +158,10 @@ def _status(_args: argparse.Namespace) -> int:
         speed = speeds.get(model.name, {}).get("tokens_per_second")
         measured = f" ({speed} tokens/s in the install's smoke test)" if speed else ""
         console.print(f"  {model.role:5}  {model.name}: {shown}{measured}")
-    options = server_options(paths)
+    try:
+        options = server_options(paths)
+    except LocalError as exc:
+        raise UserError(str(exc)) from exc
     if options:
         console.print(f"Options:   {' '.join(options)}", markup=False)
     console.print(f"Log:       {paths.server_log}")

@@ -439,3 +439,12 @@ def test_install_that_cannot_serve_fails_with_the_diagnosis(
         inst.smoke_test(paths, Console(file=io.StringIO(), width=300))
     assert "crashed with SIGSEGV" in str(info.value)
     assert "using the AMX buffer type" in str(info.value)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3), (64, 8)])
+def test_default_threads_leave_a_core_free(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.delenv("LATM_LOCAL_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert srv.default_threads() == threads

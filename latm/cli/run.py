@@ -233,7 +233,7 @@ def run_graph(inputs: InputState, ctx: Context, *, quiet: bool = False) -> dict[
                     )
                     progress.token(reply, str(getattr(message, "content", "") or ""))
             elif mode == "custom" and not quiet and isinstance(chunk, dict):
-                if chunk.get("node") != "propose" or chunk.get("event") != "start":
+                if chunk.get("node") != "propose":  # the round's replies are all in
                     progress.stop()
                 line = render_event(chunk)
                 if line:

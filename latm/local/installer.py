@@ -67,12 +67,14 @@ BUILD_SPACE = int(1.5 * GIB)
 MODEL_SPACE_MARGIN = 64 * 1024**2
 """Extra free space asked for on top of a model's chunks and joined file."""
 
-BUILD_CORE_SECONDS = 1800.0
-"""CPU time the server build took, measured (wall seconds x jobs) on a 2-core AMD EPYC
-with AVX-512 while other work shared the CPU: the basis of the build's time estimate."""
+BUILD_CORE_SECONDS = 1974.0
+"""CPU time of the server build (wall seconds x jobs), measured: 987 s with 2 jobs on a
+2-core machine with AVX-512; the basis of the build's time estimate. On the same kind of
+machine with a load average of 11-15 (other work sharing the CPU) it took 2261 s (2.3x)."""
 
-MODEL_BYTES_PER_SECOND = 40e6
-"""Download plus join speed measured for the model chunk packages (bytes per second)."""
+MODEL_BYTES_PER_SECOND = 26e6
+"""Download plus join speed measured for the model chunk packages (bytes per second):
+1.6 GB in 61 s."""
 
 
 @dataclass
@@ -111,7 +113,9 @@ def _load_note() -> str:
     cores = os.cpu_count() or 1
     if load < 0.5 * cores:
         return ""
-    return f"; the CPU is busy now (load {load:.1f} on {cores} cores), so expect longer"
+    return (
+        f"; the CPU is busy now (load {load:.1f} on {cores} cores): expect up to 2-3 times longer"
+    )
 
 
 def cpu_signature() -> str:

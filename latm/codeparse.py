@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,24 @@ AUTO_IMPORTS = frozenset(
 """Standard modules whose missing ``import`` is added when the code uses them as
 ``module.attribute`` without importing or defining the name (small makers forget)."""
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+PARSE_LOCK = threading.Lock()
+"""Held while parsing or compiling generated code: CPython 3.11's AST constructor
+keeps a recursion counter that threads parsing at once can corrupt ("SystemError:
+AST constructor recursion depth mismatch", seen with parallel candidates)."""
+
+
+def parse_code(source: str) -> ast.Module:
+    """``ast.parse`` under :data:`PARSE_LOCK` (parallel candidates parse at once)."""
+    with PARSE_LOCK:
+        return ast.parse(source)
+
+
+def parse_expression(source: str) -> ast.Expression:
+    """``ast.parse(source, mode="eval")`` under :data:`PARSE_LOCK`."""
+    with PARSE_LOCK:
+        return ast.parse(source, mode="eval")
 
 
 class ReplyError(ValueError):
@@ -74,10 +93,11 @@ def _parse(source: str) -> ast.Module:
     if len(source) > MAX_CODE_CHARS:
         raise ReplyError(f"the code is longer than {MAX_CODE_CHARS} characters")
     try:
-        module = ast.parse(source)
-        # The compiler's later passes find what parsing does not (``import *`` in a
-        # function, ``return`` outside one, ...). Compiling runs nothing.
-        compile(module, "<tool>", "exec", dont_inherit=True)
+        with PARSE_LOCK:
+            module = ast.parse(source)
+            # The compiler's later passes find what parsing does not (``import *`` in a
+            # function, ``return`` outside one, ...). Compiling runs nothing.
+            compile(module, "<tool>", "exec", dont_inherit=True)
         return module
     except SyntaxError as exc:
         raise ReplyError(f"the code has a syntax error: {exc.msg} (line {exc.lineno})") from exc
@@ -162,9 +182,7 @@ def parse_proposal(reply: str) -> Proposal:
     if not functions:
         raise ReplyError("the code defines no public function")
     direct = _defines_direct_entry(defs)
-    called = Counter(
-        name for call in calls if (name := _called_name(ast.parse(call, mode="eval").body))
-    )
+    called = Counter(name for call in calls if (name := _called_name(parse_expression(call).body)))
     fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
     entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
     clashes = {entry} & {DIRECT_ENTRY} | PLACEHOLDER_NAMES & set(functions)
@@ -336,3 +354,41 @@ def parse_call(reply: str, entry: str) -> str:
             if found is not None:
                 return ast.unparse(found)
     raise ReplyError(f"the reply has no Python expression that calls {entry}()")
+
+
+def literal_call(expression: str, entry: str) -> str:
+    """The call of ``entry`` with literal arguments in ``expression``, as source.
+
+    The only shape of call expression that may reach a tool's sandbox from a
+    model: ``entry(<literal>, ..., name=<literal>)``, where a literal is what
+    :func:`ast.literal_eval` accepts (strings, numbers, booleans, ``None`` and
+    tuples, lists, sets and dicts of them). No attribute access, subscript,
+    name, lambda, walrus, comprehension, starred or ``**`` argument, or dunder
+    keyword. A wrapper around such a call (``print(...)``, ``' '.join(...)``)
+    is dropped and the call itself kept.
+
+    Raises:
+        ReplyError: The expression holds no such call.
+    """
+    try:
+        tree = parse_expression(expression.strip())
+        nodes = list(ast.walk(tree))
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise ReplyError(f"the call is not a Python expression: {type(exc).__name__}") from exc
+    for node in nodes:
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == entry
+            and all(k.arg is not None and not k.arg.startswith("__") for k in node.keywords)
+        ):
+            continue
+        try:
+            for value in [*node.args, *(k.value for k in node.keywords)]:
+                if isinstance(value, ast.Starred):
+                    raise ValueError("starred argument")
+                ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            continue
+        return ast.unparse(node)
+    raise ReplyError(f"the call of {entry}() must take literal arguments only")

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("latm.cli.doctor", "report the sandbox: which isolation tier runs generated code"),
     "bench": ("latm.cli.bench", "run the paper's benchmark: accuracy, tokens, cost and time"),
     "serve": ("latm.cli.serve", "serve the graph over HTTP (LangServe)"),
+    "mcp": ("latm.cli.mcp", "serve the verified tools of a namespace to MCP clients"),
 }
 """Each command's module and its one-line help, in the order ``--help`` lists them."""
 

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 
-from latm.cli.common import UserError, console, context_from_args, repository_from_args
+from latm.cli.common import (
+    UserError,
+    console,
+    context_from_args,
+    repository_from_args,
+    safe_text,
+)
 
 if TYPE_CHECKING:  # imported where used: `latm tools --help` must not load LangGraph
     from latm.repository import ToolRecord, ToolRepository, ToolStats
@@ -124,12 +130,14 @@ def show_tool(args: argparse.Namespace) -> int:
     r = _get(args)
     console.print(f"[bold]{r.task_type}[/] v{r.version} — {escape(r.description)}")
     console.print(f"[dim]made by {r.maker_model} at {r.created_at}[/]\n")
-    console.print(Syntax(r.code, "python", line_numbers=False))
+    console.print(Syntax(safe_text(r.code), "python", line_numbers=False))
     console.print("[bold]Usage demos[/]")
     for d in r.demos:
         console.print(f"  Q: {escape(d.question)}\n  → {escape(d.call)} = {escape(d.answer)!r}")
     passed = sum(c["passed"] for c in r.verification)
     console.print(f"[bold]Verification[/]: {passed}/{len(r.verification)} passed")
+    strength = r.strength.describe() if r.strength else "strength not recorded"
+    console.print(f"  {escape(strength)}")
     repo = repository_from_args(args)
     limit = context_from_args(args).max_tool_failures
     stats = _guarded(lambda: repo.stats(r.task_type, r.version))

@@ -185,10 +185,12 @@ def parse_proposal(reply: str) -> Proposal:
     called = Counter(name for call in calls if (name := _called_name(parse_expression(call).body)))
     fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
     entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
-    clashes = {entry} & {DIRECT_ENTRY} | PLACEHOLDER_NAMES & set(functions)
+    clashes = set(PLACEHOLDER_NAMES & set(functions))
+    if entry == DIRECT_ENTRY and not _calls_take_the_question(calls, direct):
+        clashes.add(DIRECT_ENTRY)
     if clashes:
-        # The tool function must not be the raw-request entry (a failing solve() is
-        # dropped, which would drop the tool) nor keep the prompt's placeholder name.
+        # A data function named like the raw-question entry would be dropped with a
+        # failing solve(); the prompt's placeholder is no name for a tool.
         kept, calls, entry = _renamed(kept, calls, entry, clashes, set(functions))
         direct = _defines_direct_entry(kept)
         source = ""
@@ -200,6 +202,23 @@ def parse_proposal(reply: str) -> Proposal:
         code = "\n\n".join(ast.unparse(s) for s in kept)
     code = _with_missing_imports(code, ast.Module(body=kept, type_ignores=[]))
     return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
+
+
+def _calls_take_the_question(calls: list[str], direct: bool) -> bool:
+    """Whether ``solve`` is used as the raw-question entry: one text argument per call."""
+    if not direct or not calls:
+        return direct
+    for call in calls:
+        node = parse_expression(call).body
+        if not (
+            isinstance(node, ast.Call)
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            return False
+    return True
 
 
 class _Rename(ast.NodeTransformer):
@@ -227,7 +246,7 @@ def _renamed(
         names[old] = new
     renamer = _Rename(names)
     kept = [renamer.visit(s) for s in kept]
-    calls = [ast.unparse(renamer.visit(ast.parse(c, mode="eval")).body) for c in calls]
+    calls = [ast.unparse(renamer.visit(parse_expression(c)).body) for c in calls]
     return kept, calls, names.get(entry, entry)
 
 

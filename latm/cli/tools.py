@@ -82,9 +82,9 @@ def list_tools(args: argparse.Namespace) -> int:
         )
     if not console.is_terminal:
         # piped or captured: one tab-separated line per tool, never cut or wrapped
-        console.print("\t".join((*columns, "description")), markup=False, soft_wrap=True)
-        for row in rows:
-            console.print("\t".join(row), markup=False, soft_wrap=True)
+        # (written directly: rich would expand the tabs)
+        for line in ((*columns, "description"), *rows):
+            sys.stdout.write("\t".join(safe_text(cell).replace("\t", " ") for cell in line) + "\n")
         return 0
     table = Table()
     for column in columns:

@@ -155,3 +155,12 @@ def test_a_renamed_tool_does_not_clash_with_an_existing_function() -> None:
     proposal = parse_proposal(reply)
     assert proposal.entry == "solve_task_2"
     assert "def solve_task(x)" in proposal.code and "def solve_task_2(words)" in proposal.code
+
+
+def test_a_solve_entry_called_with_the_question_text_keeps_its_name() -> None:
+    reply = (
+        "```python\ndef solve(request: str) -> str:\n    return 'Yes'\n\n"
+        "CALLS = [solve('Is it? Options: Yes, No'), solve('And this?')]\n```"
+    )
+    proposal = parse_proposal(reply)
+    assert proposal.entry == "solve" and proposal.direct

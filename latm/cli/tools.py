@@ -149,7 +149,7 @@ def show_tool(args: argparse.Namespace) -> int:
         console.print(f"  last error ({stats.last_error_at}): {escape(stats.last_error[:300])}")
     history = Table(title="Versions")
     for column in ("version", "created", "maker", "verification", "uses", "failures"):
-        history.add_column(column)
+        history.add_column(column, overflow="fold")  # folded, never cut, whatever the width
     for v in _guarded(lambda: repo.versions(r.task_type)):
         vs = _guarded(lambda v=v: repo.stats(v.task_type, v.version))
         checks = f"{sum(c['passed'] for c in v.verification)}/{len(v.verification)}"

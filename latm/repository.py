@@ -20,6 +20,8 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -212,6 +214,9 @@ class ToolStats(BaseModel):
     last_used_at: str | None = None
 
 
+_STAMP_KEY = "~stamp"  # not a task type (those match [A-Za-z0-9][A-Za-z0-9_-]*)
+_GENERATION: weakref.WeakKeyDictionary[BaseStore, dict[str, int]] = weakref.WeakKeyDictionary()
+_GENERATION_LOCK = threading.Lock()
 _SHARD = f"{socket.gethostname()}-{os.getpid()}"
 _STATS_LOCK = threading.Lock()
 
@@ -271,6 +276,7 @@ class ToolRepository:
         self.namespace = ("latm", namespace, "tools")
         self.versions_namespace = ("latm", namespace, "tool_versions")
         self.stats_namespace = ("latm", namespace, "tool_stats")
+        self.routes_namespace = ("latm", namespace, "tool_routes")
 
     @contextmanager
     def guard(self, doing: str) -> Iterator[None]:
@@ -310,6 +316,7 @@ class ToolRepository:
                 {**value, "search_text": record.search_text},
                 index=["search_text"],
             )
+        self.touch_routes()
 
     def delete(self, task_type: str) -> bool:
         """Remove a tool with its version history and statistics; returns whether it existed."""
@@ -321,6 +328,8 @@ class ToolRepository:
                 self.store.delete(self.stats_namespace, item.key)
             if existed:
                 self.store.delete(self.namespace, task_type)
+            self.store.delete(self.routes_namespace, task_type)
+        self.touch_routes()
         return existed
 
     def _items(self, namespace: tuple[str, ...], where: dict[str, Any] | None = None) -> list[Any]:
@@ -404,6 +413,40 @@ class ToolRepository:
                 shard.last_error_at = now
             self.store.put(self.stats_namespace, key, shard.model_dump(mode="json"), index=False)
         return self.stats(record.task_type, record.version)
+
+    # --- the dispatcher's route index (see latm.routing) ---------------------------
+
+    def touch_routes(self) -> None:
+        """Move the change stamp that tells every process's route index to refresh."""
+        with _GENERATION_LOCK:
+            counts = _GENERATION.setdefault(self.store, {})
+            counts[self.tenant] = counts.get(self.tenant, 0) + 1
+        stamp = {"stamp": uuid.uuid4().hex}
+        with self.guard("marking the tools changed"):
+            self.store.put(self.routes_namespace, _STAMP_KEY, stamp, index=False)
+
+    def local_generation(self) -> int:
+        """How often this process changed the tools of this store and namespace."""
+        with _GENERATION_LOCK:
+            return _GENERATION.get(self.store, {}).get(self.tenant, 0)
+
+    def route_stamp(self) -> str | None:
+        """The current change stamp (``None`` before the first write)."""
+        with self.guard("reading the tools' change stamp"):
+            item = self.store.get(self.routes_namespace, _STAMP_KEY)
+        stamp = item.value.get("stamp") if item is not None else None
+        return stamp if isinstance(stamp, str) else None
+
+    def route_item(self, task_type: str) -> dict[str, Any] | None:
+        """A tool's stored route vectors (a JSON dict), or ``None``."""
+        with self.guard(f"reading the route vectors of {task_type!r}"):
+            item = self.store.get(self.routes_namespace, task_type)
+        return dict(item.value) if item is not None else None
+
+    def put_route_item(self, task_type: str, value: dict[str, Any]) -> None:
+        """Store a tool's route vectors (not indexed by the store)."""
+        with self.guard(f"storing the route vectors of {task_type!r}"):
+            self.store.put(self.routes_namespace, task_type, value, index=False)
 
     def search(self, query: str, limit: int = 3) -> list[tuple[ToolRecord, float]]:
         """Find the tools that best fit a request.

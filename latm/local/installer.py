@@ -40,6 +40,7 @@ from latm.local.assemble import (
     find_archive,
     sha256_file,
 )
+from latm.local.embedder import EMBEDDER, install_embedder
 from latm.local.paths import LocalError, LocalPaths
 from latm.local.smoke import (
     ENV_SERVER_ARGS,
@@ -608,6 +609,9 @@ def install(
         report.seconds[model.name] = seconds
         report.assembled.append(model.name)
         console.print(f"  [green]installed[/] in {seconds:.0f} s")
+
+    if install_embedder(paths, console, verify=verify):  # the dispatcher's embedding model
+        report.assembled.append(EMBEDDER.name)
 
     shutil.rmtree(paths.work_dir, ignore_errors=True)
     if smoke:

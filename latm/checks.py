@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from latm.codeparse import parse_python
 from latm.graph.state import Example
 
 _OPTION = re.compile(r"^\(?[A-Za-z]\)?$")
@@ -55,7 +56,7 @@ def hardcoded(code: str, examples: Sequence[Example]) -> str | None:
         A message for the maker, or ``None`` when nothing is hard-coded.
     """
     try:
-        literals = _literals(ast.parse(code))
+        literals = _literals(parse_python(code))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     counts = Counter(e["target"].strip() for e in examples)

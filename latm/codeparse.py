@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 MAX_CODE_CHARS = 100_000
 DIRECT_ENTRY = "solve"
@@ -34,6 +36,36 @@ AUTO_IMPORTS = frozenset(
 """Standard modules whose missing ``import`` is added when the code uses them as
 ``module.attribute`` without importing or defining the name (small makers forget)."""
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+AST_LOCK = threading.RLock()
+"""Held while CPython converts between source, C and Python syntax trees.
+
+On Python 3.11 the converter's recursion counter is shared by every thread:
+two threads parsing at once (best-of-N candidates are checked in parallel)
+can corrupt it, and ``ast.parse`` or ``compile`` then raises ``SystemError:
+AST constructor recursion depth mismatch``. Every parse in LATM goes through
+:func:`parse_python` and :func:`compile_tree`, which take this lock.
+"""
+
+
+def parse_python(source: str, mode: str = "exec") -> ast.AST:
+    """``ast.parse`` under :data:`AST_LOCK` (see there why)."""
+    with AST_LOCK:
+        return ast.parse(source, mode=mode)
+
+
+def parse_module(source: str) -> ast.Module:
+    """A module's syntax tree, parsed under :data:`AST_LOCK`."""
+    tree = parse_python(source)
+    assert isinstance(tree, ast.Module)
+    return tree
+
+
+def compile_tree(tree: ast.AST) -> None:
+    """Compile a syntax tree (runs nothing) under :data:`AST_LOCK`, for its syntax errors."""
+    with AST_LOCK:
+        compile(tree, "<tool>", "exec", dont_inherit=True)
 
 
 class ReplyError(ValueError):
@@ -70,10 +102,10 @@ def _parse(source: str) -> ast.Module:
     if len(source) > MAX_CODE_CHARS:
         raise ReplyError(f"the code is longer than {MAX_CODE_CHARS} characters")
     try:
-        module = ast.parse(source)
+        module = parse_module(source)
         # The compiler's later passes find what parsing does not (``import *`` in a
         # function, ``return`` outside one, ...). Compiling runs nothing.
-        compile(module, "<tool>", "exec", dont_inherit=True)
+        compile_tree(module)
         return module
     except SyntaxError as exc:
         raise ReplyError(f"the code has a syntax error: {exc.msg} (line {exc.lineno})") from exc
@@ -159,7 +191,9 @@ def parse_proposal(reply: str) -> Proposal:
         raise ReplyError("the code defines no public function")
     direct = _defines_direct_entry(defs)
     called = Counter(
-        name for call in calls if (name := _called_name(ast.parse(call, mode="eval").body))
+        name
+        for call in calls
+        if (name := _called_name(cast(ast.Expression, parse_python(call, "eval")).body))
     )
     fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
     entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
@@ -285,7 +319,7 @@ def parse_call(reply: str, entry: str) -> str:
             if not candidate or len(candidate) > MAX_CODE_CHARS:
                 continue
             try:
-                module = ast.parse(candidate)
+                module = parse_module(candidate)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
             if len(module.body) != 1:

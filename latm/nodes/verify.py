@@ -19,7 +19,7 @@ from langgraph.types import Overwrite
 
 from latm.answers import is_correct, normalize_answer
 from latm.checks import hardcoded
-from latm.codeparse import DIRECT_ENTRY, without_function
+from latm.codeparse import DIRECT_ENTRY, parse_python, without_function
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
 from latm.lifecycle import holds_lease
@@ -80,7 +80,7 @@ class Evaluation:
     def rank(self) -> tuple[bool, bool, bool, bool, bool, int, int, int]:
         """Sort key, best first: verified entry, all passed, calls passed, ran, passes, size."""
         try:
-            size = sum(1 for _ in ast.walk(ast.parse(self.candidate["code"] or "")))
+            size = sum(1 for _ in ast.walk(parse_python(self.candidate["code"] or "")))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             size = 10**9
         return (

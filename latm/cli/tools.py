@@ -3,9 +3,12 @@
 Export writes JSON (never pickle): ``{"format": "latm-tools", "tools": [...],
 "sha256": ...}``, where ``sha256`` is taken over the canonical JSON of the tool
 list (sorted keys, no spaces, UTF-8). Import checks that hash and every record
-(its fields, task type, and that its code parses and defines its function)
-before it stores anything; a tool whose task type exists becomes a new version
-unless its code is unchanged. Imported code is never run by the import.
+(its fields, task type, schema version, and that its code parses and defines
+its function), then re-verifies every tool in the sandbox against its own
+stored verification cases (its usage demos' calls, and its ``solve`` entry on
+its direct checks) before it stores anything: an edited tool whose hash was
+recomputed still has to pass. A tool whose task type exists becomes a new
+version unless its code is unchanged. Imported code runs only in the sandbox.
 """
 
 from __future__ import annotations
@@ -22,10 +25,15 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from latm.answers import is_correct
 from latm.cli.common import UserError, console, context_from_args, repository_from_args
 from latm.codeparse import ReplyError, function_info
-from latm.nodes.dispatcher import TASK_TYPE
+from latm.graph.context import Context
+from latm.nodes.common import get_limits, get_tool_executor
+from latm.nodes.verify import run_checks
+from latm.nodes.dispatcher import check_task_type
 from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
+from latm.sandbox import ExecResult, SandboxUnavailableError
 
 FORMAT = "latm-tools"
 FORMAT_VERSION = 1
@@ -195,6 +203,8 @@ def check_record(raw: Any, index: int) -> ToolRecord:
         UserError: The record is not a readable, self-consistent tool.
     """
     where = f"tool {index}"
+    if isinstance(raw, dict) and (problem := check_task_type(raw.get("task_type"))):
+        raise UserError(f"{where}: " + problem.replace("'task_type'", "the task type"))
     try:
         record = ToolRecord.model_validate(raw)
     except ValidationError as exc:
@@ -202,8 +212,6 @@ def check_record(raw: Any, index: int) -> ToolRecord:
         field = ".".join(str(p) for p in first["loc"]) or "record"
         raise UserError(f"{where} is not a valid tool record: {field}: {first['msg']}") from exc
     where = f"tool {index} ({record.task_type!r})"
-    if not TASK_TYPE.match(record.task_type):
-        raise UserError(f"{where}: the task type must be 1-64 letters, digits, '_' or '-'")
     for entry in filter(None, (record.name, record.direct_entry)):
         try:
             function_info(record.code, entry)
@@ -222,10 +230,17 @@ def parse_document(text: str, source: str) -> list[ToolRecord]:
         data = json.loads(text)
     except ValueError as exc:
         raise UserError(f"{source} is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise UserError(f"{source} is nested too deeply to be a LATM tools export") from exc
     if not isinstance(data, dict) or not isinstance(data.get("tools"), list):
         raise UserError(f"{source} is not a LATM tools export (no 'tools' list)")
     if data.get("format", FORMAT) != FORMAT:
         raise UserError(f"{source} is a {data.get('format')!r} document, not {FORMAT!r}")
+    if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise UserError(
+            f"{source} has format_version {data.get('format_version')!r}; this LATM reads "
+            f"{FORMAT_VERSION}: nothing was imported"
+        )
     expected = data.get("sha256")
     if not isinstance(expected, str):
         raise UserError(
@@ -246,6 +261,43 @@ def parse_document(text: str, source: str) -> list[ToolRecord]:
     return records
 
 
+def reverify(record: ToolRecord, ctx: Context) -> str | None:
+    """Re-run a tool's stored verification cases in the sandbox; why it fails, or ``None``.
+
+    The cases are its usage demos (a call and its verified answer) and, when it
+    has a ``solve`` entry, its direct checks (the raw question and the expected
+    answer). A tool with no such case cannot be re-verified and is refused.
+    """
+    cases = [(d.call, d.question, d.answer) for d in record.demos]
+    if record.direct_entry:
+        cases += [
+            (f"{record.direct_entry}({c['input']!r})", c["input"], c["expected"])
+            for c in record.verification
+            if c.get("check") == "direct" and c["passed"]
+        ]
+    if not cases:
+        return "it has no verification cases to re-run"
+    try:
+        executor = get_tool_executor(ctx)
+    except SandboxUnavailableError as exc:
+        raise UserError(f"cannot re-verify imported tools: {exc}") from exc
+
+    def passes(i: int, result: ExecResult) -> bool:
+        _, question, answer = cases[i]
+        return result.ok and is_correct(result.value, answer, question)
+
+    checks = [("case", call) for call, _, _ in cases]
+    results = run_checks(
+        executor, record.code, checks, get_limits(ctx), passes, frozenset({"case"})
+    )
+    for i, result in enumerate(results):
+        if result is not None and not passes(i, result):
+            call, _, answer = cases[i]
+            got = f"{result.status}: {result.error}" if not result.ok else repr(result.value)
+            return f"re-verification failed: {call[:80]} should give {answer!r}, got {got[:120]}"
+    return None
+
+
 def import_records(repo: ToolRepository, records: list[ToolRecord]) -> list[str]:
     """Store checked records; one line per tool saying what happened."""
     lines = []
@@ -255,7 +307,7 @@ def import_records(repo: ToolRepository, records: list[ToolRecord]) -> list[str]
             lines.append(f"{record.task_type}: unchanged (same code as v{current.version})")
             continue
         version = repo.next_version(record.task_type)
-        repo.put(record.model_copy(update={"version": version}))
+        repo.put(record.model_copy(update={"version": version, "make_id": None}))
         lines.append(f"{record.task_type}: imported as v{version}")
     return lines
 
@@ -270,6 +322,10 @@ def import_tools(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         raise UserError(f"{args.file} is not UTF-8 text: {exc}") from exc
     records = parse_document(text, args.file)
+    ctx = context_from_args(args)
+    for i, record in enumerate(records):
+        if problem := reverify(record, ctx):
+            raise UserError(f"tool {i} ({record.task_type!r}): {problem}; nothing was imported")
     repo = repository_from_args(args)
     for line in _guarded(lambda: import_records(repo, records)):
         console.print(line)

@@ -35,6 +35,7 @@ from latm.graph.state import (
     VerifiedFunction,
     merge_usage,
 )
+from latm.deadline import DeadlineExceeded, call_within
 from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
@@ -235,15 +236,14 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     text = ""
     for step, ask in enumerate(steps):
         messages.append(HumanMessage(ask))
+        seed = attempt * 1000 + index * 10 + step if index else None
         try:
-            reply, used = invoke(
-                ctx,
-                "maker",
-                messages,
-                temperature=temperature,
-                seed=attempt * 1000 + index * 10 + step if index else None,
+            reply, used = call_within(
+                state.get("deadline_at"),
+                "a maker call",
+                lambda: invoke(ctx, "maker", messages, temperature=temperature, seed=seed),
             )
-        except ModelError as exc:
+        except (ModelError, DeadlineExceeded) as exc:
             failed = _candidate(index, prompt, error=str(exc))
             return {"proposals": [failed], "usage": usage}
         usage = merge_usage(usage, used)

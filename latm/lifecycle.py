@@ -25,6 +25,9 @@ which SQLite, PostgreSQL and the in-memory store give.
 failures, timeouts, last error) per version; once a version has failed
 ``Context.max_tool_failures`` times the dispatcher stops routing to it and
 re-makes it (a new version, the history kept) when the request has examples.
+Only failures that are the tool's count: a failing call written by the user
+model, while the tool still passes its own usage demos, is the call's fault
+(``call_failures``) and never retires the tool.
 """
 
 from __future__ import annotations
@@ -87,20 +90,56 @@ def usable(
 
 
 def record_use(
-    runtime: Runtime[Context], ctx: Context, record: ToolRecord, result: ExecResult
+    runtime: Runtime[Context],
+    ctx: Context,
+    record: ToolRecord,
+    result: ExecResult,
+    *,
+    written_by_model: bool = False,
 ) -> ToolStats | None:
-    """Count one run of a tool at use time; never fails the run (a warning instead)."""
+    """Count one run of a tool at use time; never fails the run (a warning instead).
+
+    A failure counts against the tool (towards retirement) only when the tool is
+    at fault. When the call was written by the user model (``written_by_model``)
+    the tool is re-run on its own usage demos: if they still give their verified
+    answers, the tool is sound and the call was wrong (bad arguments, a looping
+    input), which is counted as a ``call_error`` that never retires the tool.
+    """
     from latm.nodes.common import get_repository
 
     status: UseStatus = "ok" if result.ok and result.value is not None else "error"
     if result.status == "timeout":
         status = "timeout"
+    if status != "ok" and written_by_model and tool_still_sound(ctx, record):
+        status = "call_error"
     error = None if status == "ok" else f"{result.status}: {result.error}"
     try:
         return get_repository(runtime, ctx).record_use(record, status, error)
     except RepositoryError as exc:
         log.warning("could not record the use of %s: %s", record.task_type, exc)
         return None
+
+
+def tool_still_sound(ctx: Context, record: ToolRecord) -> bool:
+    """Whether the tool still gives its usage demos' verified answers (in the sandbox)."""
+    from latm.answers import is_correct
+    from latm.nodes.common import get_limits, get_tool_executor
+
+    demos = record.demos
+    if not demos:
+        return False  # no demos to tell a bad call from a broken tool by: count it
+    try:
+        executor = get_tool_executor(ctx)
+        results = executor.run(
+            record.code, [d.call for d in demos], get_limits(ctx), cache_key=record.cache_key
+        )
+    except Exception as exc:  # the sandbox is gone: no verdict either way
+        log.warning("could not re-check %s: %s", record.task_type, exc)
+        return False
+    return len(results) == len(demos) and all(
+        r.ok and is_correct(r.value, d.answer, d.question)
+        for r, d in zip(results, demos, strict=False)
+    )
 
 
 # ------------------------------------------------------------------- leases

@@ -337,9 +337,7 @@ class ToolRepository:
     def _raw_rows(self, namespace: tuple[str, ...]) -> list[_Row]:
         """Read a SQLite namespace row by row, quarantining rows that are not JSON."""
         if not isinstance(self.store, SqliteStore):
-            raise RepositoryError(
-                f"the store cannot decode a record under {'/'.join(namespace)}"
-            )
+            raise RepositoryError(f"the store cannot decode a record under {'/'.join(namespace)}")
         prefix = ".".join(namespace)
         with self.store.lock:
             raw = self.store.conn.execute(
@@ -356,7 +354,9 @@ class ToolRepository:
             rows.append(_Row(namespace, key, value))
         return rows
 
-    def _load(self, value: Any, key: str, namespace: tuple[str, ...] | None = None) -> ToolRecord | None:
+    def _load(
+        self, value: Any, key: str, namespace: tuple[str, ...] | None = None
+    ) -> ToolRecord | None:
         """A record as stored, checked; an unreadable one is quarantined and ``None`` returned."""
         problem: str
         try:
@@ -459,7 +459,9 @@ class ToolRepository:
                 r
                 for r in rows
                 if not where
-                or (isinstance(r.value, dict) and all(r.value.get(k) == v for k, v in where.items()))
+                or (
+                    isinstance(r.value, dict) and all(r.value.get(k) == v for k, v in where.items())
+                )
             ]
 
     def records(self) -> list[ToolRecord]:

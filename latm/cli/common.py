@@ -62,25 +62,33 @@ def load_examples(path: str) -> list[Example]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from exc
     try:
         data: Any = json.loads(text)
+    except RecursionError as exc:
+        raise UserError(f"{path} is nested too deeply to be a list of examples") from exc
     except ValueError:
         try:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except RecursionError as exc:
+            raise UserError(f"{path} is nested too deeply to be a list of examples") from exc
         except ValueError as exc:
             raise UserError(f"{path} is neither JSON nor JSON lines: {exc}") from exc
     if isinstance(data, dict):
         data = data.get("examples")
     if not isinstance(data, list) or not data:
         raise UserError(f"{path} holds no list of examples")
-    examples: list[Example] = []
-    for i, item in enumerate(data):
-        if not isinstance(item, dict) or "input" not in item or "target" not in item:
-            raise UserError(f"{path}: example {i} needs 'input' and 'target'")
-        example = Example(input=str(item["input"]), target=str(item["target"]))
-        if "rationale" in item:  # checked and normalized by the graph's dispatcher
-            example["rationale"] = item["rationale"]
-        examples.append(example)
+    from latm.nodes.dispatcher import check_examples
+
+    # the graph's own check: the same rules (text fields, sizes) as the Python API
+    try:
+        limits = Context()
+    except ValueError as exc:  # a malformed LATM_* number
+        raise UserError(f"bad setting: {exc}") from exc
+    problem, examples = check_examples(data, limits)
+    if problem:
+        raise UserError(f"{path}: {problem}")
     return examples
 
 

@@ -57,6 +57,16 @@ def register(subparsers: Any) -> None:
     imp = actions.add_parser("import", help="import tools from an export (checks its sha256)")
     imp.add_argument("file", help="a JSON file written by 'latm tools export'")
     imp.set_defaults(func=import_tools)
+    doctor = actions.add_parser(
+        "doctor", help="check every stored record; list (and repair) what is unreadable"
+    )
+    doctor.add_argument(
+        "--repair", action="store_true", help="rewrite stale or missing latest records"
+    )
+    doctor.add_argument(
+        "--purge", action="store_true", help="delete the quarantined records (after reading them)"
+    )
+    doctor.set_defaults(func=doctor_tools)
 
 
 def list_tools(args: argparse.Namespace) -> int:
@@ -85,6 +95,29 @@ def list_tools(args: argparse.Namespace) -> int:
         )
     console.print(table)
     return 0
+
+
+def doctor_tools(args: argparse.Namespace) -> int:
+    """Read every record one by one, quarantine the unreadable, report and repair the rest."""
+    repo = repository_from_args(args)
+    problems = _guarded(lambda: repo.check(repair=args.repair))
+    quarantined = _guarded(repo.quarantined)
+    for line in problems:
+        console.print(escape(line))
+    if quarantined:
+        console.print(f"{len(quarantined)} quarantined record(s):")
+        for q in quarantined:
+            where = "/".join(q.get("namespace") or [])
+            console.print(
+                f"  {escape(where)} {escape(str(q.get('key')))}: {escape(str(q.get('reason')))}"
+            )
+    if args.purge:
+        console.print(f"purged {_guarded(repo.purge_quarantine)} quarantined record(s)")
+        quarantined = []
+    unrepaired = [p for p in problems if not p.startswith("quarantined") and ";" not in p]
+    if not problems and not quarantined:
+        console.print("the repository is sound")
+    return 1 if unrepaired else 0
 
 
 def _guarded(read: Any) -> Any:

@@ -21,7 +21,6 @@ from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 
 
-
 class DispatchChoice(BaseModel):
     """The user model's pick among the candidate tools."""
 
@@ -102,7 +101,9 @@ def check_examples(raw: Any, ctx: Context | None = None) -> tuple[str | None, li
 
 def check_task_type(task_type: Any) -> str | None:
     """Why ``task_type`` is not a valid task type (``None`` when it is, or absent)."""
-    if task_type is not None and (not isinstance(task_type, str) or not TASK_TYPE.fullmatch(task_type)):
+    if task_type is not None and (
+        not isinstance(task_type, str) or not TASK_TYPE.fullmatch(task_type)
+    ):
         return f"'task_type' must be {TASK_TYPE_RULE}"
     return None
 

@@ -62,7 +62,7 @@ def parse_module(source: str) -> ast.Module:
     return tree
 
 
-def compile_tree(tree: ast.AST) -> None:
+def compile_tree(tree: ast.Module) -> None:
     """Compile a syntax tree (runs nothing) under :data:`AST_LOCK`, for its syntax errors."""
     with AST_LOCK:
         compile(tree, "<tool>", "exec", dont_inherit=True)

@@ -573,8 +573,9 @@ class ToolRepository:
     def record_use(
         self, record: ToolRecord, status: UseStatus, error: str | None = None
     ) -> ToolStats:
-        """Count one use of a tool version: a success, an error, a timeout, or a
-        failed call the user model wrote (``call_error``, which never retires the tool).
+        """Count one use of a tool version: a success, an error, a timeout or a ``call_error``.
+
+        A ``call_error`` is a failed call the user model wrote; it never retires the tool.
 
         Each process writes its own record (its shard), under a lock, so that
         replicas never overwrite each other's counts; :meth:`stats` sums them.

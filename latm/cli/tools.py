@@ -30,8 +30,8 @@ from latm.cli.common import UserError, console, context_from_args, repository_fr
 from latm.codeparse import ReplyError, function_info
 from latm.graph.context import Context
 from latm.nodes.common import get_limits, get_tool_executor
-from latm.nodes.verify import run_checks
 from latm.nodes.dispatcher import check_task_type
+from latm.nodes.verify import run_checks
 from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
 from latm.sandbox import ExecResult, SandboxUnavailableError
 

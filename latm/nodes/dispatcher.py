@@ -11,13 +11,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from pydantic import BaseModel, Field
 
+from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
 from latm.graph.state import Example, State
 from latm.lifecycle import claim, retired, store_errors, usable
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_repository
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
-from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 
 
@@ -90,7 +90,8 @@ def check_examples(raw: Any, ctx: Context | None = None) -> tuple[str | None, li
         rationale = ex.get("rationale")
         if rationale is not None and not isinstance(rationale, str):
             return f"example {i}: 'rationale' must be text", []
-        for name, value in (*example.items(), ("rationale", rationale or "")):
+        texts = (("input", example["input"]), ("target", example["target"]))
+        for name, value in (*texts, ("rationale", rationale or "")):
             if problem := _text_problem(value, f"example {i}: '{name}'", ctx.max_example_chars):
                 return problem, []
         if rationale and rationale.strip():

@@ -19,12 +19,14 @@ that parses the question avoids: the portfolio covers both.)
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from latm.codeparse import Proposal, ReplyError, attach_direct_entry, parse_proposal
+from latm.deadline import DeadlineExceeded, call_within
 from latm.graph.context import Context
 from latm.graph.state import (
     Candidate,
@@ -35,7 +37,6 @@ from latm.graph.state import (
     VerifiedFunction,
     merge_usage,
 )
-from latm.deadline import DeadlineExceeded, call_within
 from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
@@ -241,7 +242,9 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             reply, used = call_within(
                 state.get("deadline_at"),
                 "a maker call",
-                lambda: invoke(ctx, "maker", messages, temperature=temperature, seed=seed),
+                functools.partial(
+                    invoke, ctx, "maker", messages, temperature=temperature, seed=seed
+                ),
             )
         except (ModelError, DeadlineExceeded) as exc:
             failed = _candidate(index, prompt, error=str(exc))

@@ -13,9 +13,9 @@ from langgraph.store.memory import InMemoryStore
 from langgraph.store.sqlite import SqliteStore
 
 from latm import lifecycle
-from latm.nodes.wrap import tool_identity
 from latm.graph import Context, build_graph
 from latm.graph.context import PAPER
+from latm.nodes.wrap import tool_identity
 from latm.repository import ToolRepository
 from latm.sandbox import ExecResult
 

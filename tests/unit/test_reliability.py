@@ -261,7 +261,9 @@ def test_a_tool_that_fails_its_own_demos_is_still_at_fault(store) -> None:
     repo.put(broken)
     context = ctx(scripted([]), scripted(["```python\nsort_words(['b', 'a'])\n```"] * 5))
     for _ in range(5):
-        build_graph(store=store).invoke({"task": "Sort: b a", "task_type": "word_sorting"}, context=context)
+        build_graph(store=store).invoke(
+            {"task": "Sort: b a", "task_type": "word_sorting"}, context=context
+        )
     assert repo.stats("word_sorting", 1).failures == 5
     tool = repo.get("word_sorting")
     assert tool is not None and retired(repo, tool, context) is not None
@@ -453,7 +455,9 @@ def test_make_refuses_zero_attempts_and_bad_task_types(tmp_path, capsys) -> None
 
 def test_make_reports_an_unreadable_store_without_a_traceback(tmp_path, capsys, monkeypatch):
     bad = tmp_path / "store.sqlite"
-    bad.write_bytes(b"this is not a database" * 100)
+    open_backend(store_path=str(bad))  # a real store, whose table then goes away
+    with sqlite3.connect(bad) as conn:
+        conn.execute("DROP TABLE store")
     monkeypatch.setenv("LATM_STORE_PATH", str(bad))
     path = _write(tmp_path, "ex.json", json.dumps(SIX).encode())
     assert main(["make", "--examples", path, "--task-type", "t"]) == 2
@@ -494,4 +498,4 @@ def test_code_edited_in_the_store_is_never_served(store) -> None:
         {"task": "Sort: b a", "task_type": "word_sorting"}, context=ctx(scripted([]))
     )
     assert "no tool for task type" in str(out["error"])
-    assert [q["reason"] for q in repo.quarantined()][0].startswith("content hash mismatch")
+    assert next(q["reason"] for q in repo.quarantined()).startswith("content hash mismatch")

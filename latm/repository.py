@@ -9,8 +9,8 @@ the store's semantic index when it has one and a lexical ranking over each
 tool's task type, description and demo questions otherwise. A store that fails
 (the database went away) raises :class:`RepositoryError` with a clear message.
 
-A tool is stored in one atomic write (one ``batch`` of both records: one
-transaction on SQLite and PostgreSQL), with a content hash over the record
+A tool is stored in one write (one ``batch`` of both records: one transaction
+on SQLite, one pipelined batch on PostgreSQL), with a content hash over the record
 that every read checks. Records are read one by one: a record that cannot be
 read (malformed JSON, a foreign shape, an unknown schema version, a content
 hash that does not match) is moved to ``("latm", <namespace>, "quarantine")``
@@ -395,8 +395,8 @@ class ToolRepository:
     def put(self, record: ToolRecord) -> ToolRecord:
         """Store ``record`` as the latest tool of its task type, keeping every version.
 
-        Both records (the version and the latest) go in one ``batch``, one
-        transaction: a process killed meanwhile leaves both or neither.
+        Both records (the version and the latest) go in one ``batch`` (one
+        transaction on SQLite): a process killed meanwhile leaves both or neither.
 
         Returns:
             The record as stored (with its content hash).

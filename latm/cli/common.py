@@ -81,6 +81,10 @@ def load_examples(path: str) -> list[Example]:
         raise UserError(f"{path} holds no list of examples")
     from latm.nodes.dispatcher import check_examples
 
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "input" not in item or "target" not in item:
+            raise UserError(f"{path}: example {i} needs 'input' and 'target'")
+
     # the graph's own check: the same rules (text fields, sizes) as the Python API
     try:
         limits = Context()

@@ -240,7 +240,8 @@ def test_one_malformed_record_is_quarantined_and_harms_no_other(capsys) -> None:
 def test_bad_calls_of_the_user_model_never_retire_a_sound_tool(store) -> None:
     maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
     bad_call = "```python\nsort_words(None)\n```"
-    user = scripted([bad_call] * 7)
+    looping = "```python\nsort_words(list(iter(int, 1)))\n```"  # never ends, in the call
+    user = scripted([bad_call] * 6 + [looping])
     context = ctx(maker, user, max_tool_failures=5)
     inputs = {"task": EXAMPLES[20]["input"], "task_type": "word_sorting"}
     made = build_graph(store=store).invoke({**inputs, "examples": SIX}, context=context)
@@ -253,6 +254,23 @@ def test_bad_calls_of_the_user_model_never_retire_a_sound_tool(store) -> None:
     assert tool is not None and retired(repo, tool, context) is None
     stats = repo.stats("word_sorting", 1)
     assert stats.failures == 0 and stats.call_failures == 7
+    assert stats.last_error is not None and stats.last_error.startswith("timeout")
+
+
+def test_a_tool_that_fails_on_well_formed_arguments_is_at_fault(store) -> None:
+    trap = SORT_CODE.replace(
+        '    return " ".join(sorted(words))',
+        '    if "boom" in words:\n        raise RuntimeError("boom")\n'
+        '    return " ".join(sorted(words))',
+    )
+    repo = ToolRepository(store)
+    repo.put(a_record(code=trap))
+    call = "```python\nsort_words(['zebra', 'boom'])\n```"
+    context = ctx(scripted([]), scripted([call]), max_tool_failures=1)
+    build_graph(store=store).invoke(
+        {"task": "Sort: zebra boom", "task_type": "word_sorting"}, context=context
+    )
+    assert repo.stats("word_sorting", 1).failures == 1
 
 
 def test_a_tool_that_fails_its_own_demos_is_still_at_fault(store) -> None:

@@ -11,6 +11,21 @@ import re
 
 _OPTION = re.compile(r"^\s*\(([A-Z])\)\s*(.+?)\s*$", re.MULTILINE)
 _LETTER = re.compile(r"^\(?([A-Z])\)?[.:]?$")
+_NUMBER = re.compile(r"^[0-9]{1,4}$")
+
+
+def clean(text: object) -> str:
+    """Any value as text that every encoder takes (lone surrogates become ``?``)."""
+    if not isinstance(text, str):
+        try:
+            text = str(text)
+        except Exception:  # a value whose str() fails is no answer
+            return ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def parse_options(question: str) -> dict[str, str]:
@@ -43,14 +58,14 @@ def normalize_answer(answer: str, question: str = "") -> str:
     Returns:
         The normalized answer.
     """
-    text = _clean(answer)
-    options = parse_options(question) if question else {}
+    text = _clean(clean(answer))
+    options = parse_options(clean(question)) if question else {}
     if not options:
         return text
     letter = _LETTER.match(text)
     if letter and letter.group(1) in options:
         return f"({letter.group(1)})"
-    if text.isdigit() and 1 <= int(text) <= len(options):
+    if _NUMBER.match(text) and 1 <= int(text) <= len(options):  # ASCII digits only
         return f"({list(options)[int(text) - 1]})"
     folded = text.rstrip(".").casefold()
     for key, option in options.items():

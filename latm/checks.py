@@ -34,7 +34,10 @@ def _literals(tree: ast.AST) -> list[str]:
             if isinstance(value, str):
                 found.append(value.strip())
             elif isinstance(value, int | float) and not isinstance(value, bool):
-                found.append(str(value))
+                try:
+                    found.append(str(value))
+                except ValueError:  # an int too long for str(): no example's answer
+                    continue
     return found
 
 

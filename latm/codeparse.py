@@ -328,3 +328,41 @@ def parse_call(reply: str, entry: str) -> str:
             if found is not None:
                 return ast.unparse(found)
     raise ReplyError(f"the reply has no Python expression that calls {entry}()")
+
+
+def literal_call(expression: str, entry: str) -> str:
+    """The call of ``entry`` with literal arguments in ``expression``, as source.
+
+    The only shape of call expression that may reach a tool's sandbox from a
+    model: ``entry(<literal>, ..., name=<literal>)``, where a literal is what
+    :func:`ast.literal_eval` accepts (strings, numbers, booleans, ``None`` and
+    tuples, lists, sets and dicts of them). No attribute access, subscript,
+    name, lambda, walrus, comprehension, starred or ``**`` argument, or dunder
+    keyword. A wrapper around such a call (``print(...)``, ``' '.join(...)``)
+    is dropped and the call itself kept.
+
+    Raises:
+        ReplyError: The expression holds no such call.
+    """
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+        nodes = list(ast.walk(tree))
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise ReplyError(f"the call is not a Python expression: {type(exc).__name__}") from exc
+    for node in nodes:
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == entry
+            and all(k.arg is not None and not k.arg.startswith("__") for k in node.keywords)
+        ):
+            continue
+        try:
+            for value in [*node.args, *(k.value for k in node.keywords)]:
+                if isinstance(value, ast.Starred):
+                    raise ValueError("starred argument")
+                ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            continue
+        return ast.unparse(node)
+    raise ReplyError(f"the call of {entry}() must take literal arguments only")

@@ -76,6 +76,7 @@ def build_model(
         max_completion_tokens=ctx.maker_max_tokens if role == "maker" else ctx.user_max_tokens,
         timeout=ctx.request_timeout_s,
         max_retries=ctx.max_retries,
+        stream_usage=True,  # custom base URLs default to off: streamed runs would count 0 tokens
     )
 
 

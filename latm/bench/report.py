@@ -185,6 +185,7 @@ def build_results(
             limit=options.limit,
             dyck_strip_spaces=options.dyck_strip_spaces,
             rationales=options.rationales,
+            task_file=options.task_file,
         )
         tasks[name] = summarize_task(task, options.methods, makes.get(name), items, prices)
     identity = run_dir.identity()
@@ -200,6 +201,7 @@ def build_results(
             "dyck_strip_spaces": options.dyck_strip_spaces,
             "rationales": options.rationales,
             "cot_max_tokens": options.cot_max_tokens,
+            **({"task_file": options.task_file} if options.task_file is not None else {}),
         },
         "settings": identity.get("settings", {}),
         "pricing": pricing,

@@ -35,7 +35,7 @@ from rich.progress import (
 from latm.bench.cot import answer_cot, cot_context, cot_prompt_version
 from latm.bench.records import ITEMS, MAKE, STORE, UNEXPECTED, RunDir, is_infra_error
 from latm.bench.scoring import score
-from latm.bench.tasks import TASKS, BenchItem, BenchTask, prepare_task
+from latm.bench.tasks import TASKS, BenchItem, BenchTask, prepare_task, read_task_file
 from latm.graph.builder import LATMGraph, build_graph
 from latm.graph.context import Context
 from latm.graph.state import InputState, Role
@@ -75,6 +75,8 @@ class BenchOptions:
         rationales: The demos carry their shipped reasoning (maker and CoT shots alike);
             the paper showed its maker questions and answers only.
         cot_max_tokens: Cap on a chain-of-thought reply (``None``: the role's own cap).
+        task_file: A user's ``{input, target}`` file to run instead of the shipped
+            tasks; ``tasks`` then holds the one name its results go under.
     """
 
     tasks: tuple[str, ...] = TASKS
@@ -84,10 +86,13 @@ class BenchOptions:
     dyck_strip_spaces: bool = False
     rationales: bool = True
     cot_max_tokens: int | None = 1024
+    task_file: str | None = None
 
     def __post_init__(self) -> None:
         """Check the options."""
-        unknown = [t for t in self.tasks if t not in TASKS]
+        if self.task_file is not None and len(self.tasks) != 1:
+            raise ValueError("a task file is run as exactly one task")
+        unknown = [t for t in self.tasks if t not in TASKS and self.task_file is None]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
         bad = [m for m in self.methods if m not in METHODS]
@@ -123,7 +128,7 @@ def graph_settings(ctx: Context) -> dict[str, Any]:
 
 def run_identity(ctx: Context, options: BenchOptions) -> dict[str, Any]:
     """What a continued run must share with the run it continues."""
-    return {
+    identity: dict[str, Any] = {
         "maker": model_label(ctx, "maker"),
         "user": model_label(ctx, "user"),
         "dyck_strip_spaces": options.dyck_strip_spaces,
@@ -132,6 +137,9 @@ def run_identity(ctx: Context, options: BenchOptions) -> dict[str, Any]:
         "cot_prompt": cot_prompt_version(),
         "settings": graph_settings(ctx),
     }
+    if options.task_file is not None:  # a run continues only on the same file's content
+        identity["task_file_sha256"] = read_task_file(options.task_file)[0]
+    return identity
 
 
 def unexpected(exc: Exception) -> str:
@@ -318,9 +326,14 @@ def run_bench(
         RunDirError: ``run_dir`` holds a run with other settings.
     """
     run_dir.check_config(run_identity(ctx, options))
-    run_dir.save_options(
-        {"tasks": list(options.tasks), "limit": options.limit, "methods": list(options.methods)}
-    )
+    saved: dict[str, Any] = {
+        "tasks": list(options.tasks),
+        "limit": options.limit,
+        "methods": list(options.methods),
+    }
+    if options.task_file is not None:
+        saved["task_file"] = options.task_file
+    run_dir.save_options(saved)
     store = open_local_store(run_dir.file(STORE))
     graph = build_graph(store=store)
     cot_ctx = cot_context(ctx, options.cot_max_tokens)
@@ -330,6 +343,7 @@ def run_bench(
             limit=options.limit,
             dyck_strip_spaces=options.dyck_strip_spaces,
             rationales=options.rationales,
+            task_file=options.task_file,
         )
         for name in options.tasks
     ]

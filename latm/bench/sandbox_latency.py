@@ -13,21 +13,30 @@ and, as floors, the unhardened ``subprocess`` executor (a fresh interpreter per
 call, no isolation) and an ``in-process`` call of the same runner code in this
 process (no isolation at all: only the benchmark's own trivial tool runs there).
 Targets: warm cached p50 <= 0.5 ms; verification p50 <= 5 ms per example.
+
+``--compare-with CHECKOUT`` measures another checkout of the project (say,
+the main branch before a change) and this one alternately, ``--rounds`` times
+each, in one run: on a shared machine the two see the same load. It prints the
+median over the rounds of every path's p50 for both and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from latm.sandbox import ExecLimits, SubprocessExecutor
 from latm.sandbox import runner as tool_runner
 from latm.sandbox.executor import SandboxExecutor
 from latm.sandbox.probe import probe
-from latm.sandbox.process import SandboxConfig, SandboxProcess
+from latm.sandbox.process import SandboxConfig
 
 TOOL = "import math\n\ndef tool(a, b):\n    return math.gcd(a, b) + a + b\n"
 LIMITS = ExecLimits(timeout_s=5.0, memory_mb=512, max_output_bytes=65536)
@@ -60,22 +69,11 @@ def _time(n: int, one: Callable[[int], str | None], warmup: int = 3) -> list[flo
 
 def _fresh_process(config: SandboxConfig) -> Callable[[int], str | None]:
     def one(i: int) -> str | None:
-        proc = SandboxProcess(config)
+        executor = SandboxExecutor(config, max_parallel=1, prestart=False, keep_spare=False)
         try:
-            answer = proc.request(
-                {
-                    "op": "fork",
-                    "code": TOOL,
-                    "call": _call(i),
-                    "limits": {"timeout_s": 5.0, "memory_mb": 512, "max_output_bytes": 65536},
-                },
-                timeout_s=10.0,
-                max_bytes=1 << 20,
-            )
+            return executor.run(TOOL, [_call(i)], LIMITS)[0].value
         finally:
-            proc.kill()
-        value = answer.get("value")
-        return value if isinstance(value, str) else None
+            executor.close()
 
     return one
 
@@ -109,9 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="calls for the fresh-process and subprocess paths (default: --calls)",
     )
+    parser.add_argument(
+        "--compare-with",
+        metavar="CHECKOUT",
+        help="another checkout of the project to measure alternately with this one",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating rounds with --compare-with (5)"
+    )
     args = parser.parse_args(argv)
     calls = max(1, args.calls)
     fresh_calls = max(1, args.fresh_calls or calls)
+    if args.compare_with:
+        return compare(Path(args.compare_with), calls, fresh_calls, max(1, args.rounds))
 
     report = probe()
     print("machine: " + "; ".join(f"{k}: {v}" for k, v in report.facts))
@@ -169,6 +177,58 @@ def main(argv: list[str] | None = None) -> int:
         + ("met" if not missed else "MISSED: " + "; ".join(missed))
     )
     return 1 if missed else 0
+
+
+_ROW = re.compile(r"^(\S.*?)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$")
+
+
+def _p50s(checkout: Path, calls: int, fresh_calls: int) -> dict[str, float]:
+    """Run this benchmark from ``checkout`` in a fresh interpreter; its p50 per path."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latm.bench.sandbox_latency",
+            *("--calls", str(calls), "--fresh-calls", str(fresh_calls)),
+        ],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    rows = {}
+    for line in done.stdout.splitlines():
+        match = _ROW.match(line.strip())
+        if match:
+            rows[match.group(1).strip()] = float(match.group(3))
+    if not rows:
+        raise SystemExit(f"no figures from {checkout}: {done.stderr.strip()[-500:]}")
+    return rows
+
+
+def compare(other: Path, calls: int, fresh_calls: int, rounds: int) -> int:
+    """Measure ``other`` and this checkout alternately; print medians side by side."""
+    here = Path(__file__).resolve().parents[2]
+    before: dict[str, list[float]] = {}
+    after: dict[str, list[float]] = {}
+    for n in range(rounds):
+        for side, checkout in ((before, other), (after, here)):
+            for path, p50 in _p50s(checkout, calls, fresh_calls).items():
+                side.setdefault(path, []).append(p50)
+        print(f"round {n + 1}/{rounds} done", file=sys.stderr)
+    print(f"p50 per call, median of {rounds} alternating rounds ({calls} calls per path)")
+    header = f"{'path':<34} {'before ms':>10} {'after ms':>10} {'after/before':>13}"
+    print(header)
+    print("-" * len(header))
+    for path in after:
+        if path not in before:
+            continue
+        old, new = statistics.median(before[path]), statistics.median(after[path])
+        ratio = new / old if old else float("nan")
+        print(f"{path:<34} {old:>10.3f} {new:>10.3f} {ratio:>12.2f}x")
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "latm.cli.doctor",
     "latm.cli.bench",
     "latm.cli.serve",
+    "latm.cli.mcp",
 )
 
 

@@ -45,6 +45,19 @@ def register(subparsers: Any) -> None:
         help=f"tasks to run (default: all six: {', '.join(TASKS)})",
     )
     parser.add_argument(
+        "--task-file",
+        metavar="FILE",
+        help="bench your own task instead: a JSON/JSONL file of {input, target} examples "
+        "(optionally a rationale each), split as the shipped tasks are: demos 0-2, "
+        "validation 5-7, test items from 10 on (at least 11 examples)",
+    )
+    parser.add_argument(
+        "--task-name",
+        metavar="NAME",
+        help="the name the task file's results (and its tool) go under "
+        "(default: the file's name, e.g. my_task.jsonl -> my_task)",
+    )
+    parser.add_argument(
         "--limit", type=int, metavar="N", help="test items per task: the first N (default: all 240)"
     )
     parser.add_argument(
@@ -159,6 +172,47 @@ def paper_settings() -> dict[str, Any]:
     return paper
 
 
+def file_task(
+    args: argparse.Namespace, task_file: str, last: dict[str, Any], ran: dict[str, Any]
+) -> list[str]:
+    """The one task name of a ``--task-file`` run, after checking that the file is usable.
+
+    Args:
+        args: The command line.
+        task_file: The file given, or the one the reported run used.
+        last: The options of the run in ``--out`` (with ``--report-only``).
+        ran: The identity of the run in ``--out`` (with ``--report-only``).
+
+    Raises:
+        UserError: ``--tasks`` was given too, the file cannot be used, or (for a
+            report) it changed since the run.
+    """
+    from latm.bench.tasks import TaskFileError, read_task_file
+    from latm.cli.common import task_type_from_path
+
+    if args.tasks:
+        raise UserError("--task-file and --tasks exclude each other: bench one or the other")
+    try:
+        digest, _ = read_task_file(task_file)
+    except TaskFileError as exc:
+        raise UserError(str(exc)) from exc
+    recorded = ran.get("task_file_sha256")
+    if recorded is not None and recorded != digest:
+        raise UserError(
+            f"{task_file} changed since the run in --out was made: its report would "
+            "mismatch the items (run it again with --fresh)"
+        )
+    if args.task_name:
+        name = str(args.task_name)
+    elif last.get("task_file") and last.get("tasks"):  # --report-only of a task-file run
+        name = str(last["tasks"][0])
+    else:
+        name = task_type_from_path(task_file)
+    if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 64:
+        raise UserError(f"--task-name {name!r}: use letters, digits, '_' and '-' (at most 64)")
+    return [name]
+
+
 def handle(args: argparse.Namespace) -> int:
     """Run (or continue) the benchmark and write its report."""
     try:
@@ -174,7 +228,11 @@ def handle(args: argparse.Namespace) -> int:
     # takes its task preparation from the run itself.
     last = run_dir.last_options() if args.report_only else {}
     ran = run_dir.identity() if args.report_only else {}
-    tasks = args.tasks or last.get("tasks") or list(TASKS)
+    task_file = args.task_file or (last.get("task_file") if not args.tasks else None)
+    if task_file is not None:
+        tasks = file_task(args, task_file, last, ran)
+    else:
+        tasks = args.tasks or last.get("tasks") or list(TASKS)
     methods = args.methods or last.get("methods") or list(METHODS)
     limit = args.limit if args.limit is not None or not args.report_only else last.get("limit")
     try:
@@ -188,6 +246,7 @@ def handle(args: argparse.Namespace) -> int:
             if ran
             else not (args.no_rationales or args.paper),
             cot_max_tokens=args.cot_max_tokens,
+            task_file=task_file,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from exc

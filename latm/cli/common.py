@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from latm.graph.context import Context
 from latm.graph.state import Example
@@ -19,8 +20,46 @@ class UserError(Exception):
     """A mistake on the user's side: printed as one clear line, no traceback."""
 
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+_UNPRINTABLE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI sequences (colours, cursor moves, ...)
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC sequences (titles, hyperlinks, clipboard)
+    r"|\x1b[@-Z\\-_]?"  # other escapes, a lone ESC
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def safe_text(value: object) -> str:
+    """Text from a tool or a model, safe to print on a terminal.
+
+    Removes escape sequences and control characters (newlines and tabs stay),
+    bidirectional overrides, and turns lone surrogates into ``?``.
+    """
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # a value whose str() fails prints as nothing
+        return ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return _UNPRINTABLE.sub("", text)
+
+
+class SafeConsole(Console):
+    """A rich console that passes every string it prints through :func:`safe_text`.
+
+    Rich's own styling is added after this, so colours still work; what came
+    from a tool or a model (answers, errors, calls, code) cannot move the
+    cursor, retitle the window or write to the clipboard.
+    """
+
+    def render_str(self, text: str, *args: Any, **kwargs: Any) -> Text:
+        """Sanitize, then render as rich does."""
+        return super().render_str(safe_text(text), *args, **kwargs)
+
+
+console = SafeConsole(highlight=False)
+err_console = SafeConsole(stderr=True, highlight=False)
 
 
 def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:

@@ -19,7 +19,7 @@ from latm.sandbox import (
     resolve,
     settings_from_env,
 )
-from latm.sandbox.executor import ISOLATION
+from latm.sandbox.executor import ISOLATION, guarantees
 from latm.sandbox.probe import ALLOW_ENV, EXECUTOR_ENV, probe
 
 _CHECK_CODE = "import math\n\ndef tool(n):\n    return math.factorial(n)\n"
@@ -94,6 +94,14 @@ def handler(args: argparse.Namespace) -> int:
         except SandboxUnavailableError as exc:
             check = {"ok": False, "error": str(exc)}
     active = choice.tier.name if choice.tier is not None else None
+    promised = guarantees(choice.tier.config) if choice.tier is not None else []
+    promised += [
+        (
+            "model calls",
+            "the user model's call reaches a tool only as a call with literal arguments",
+        ),
+        ("tool output", "never raises in the host; the CLI strips control and escape sequences"),
+    ]
     if args.json:
         print(
             json.dumps(
@@ -115,6 +123,7 @@ def handler(args: argparse.Namespace) -> int:
                     "facts": dict(report.facts),
                     "probe_ms": round(report.duration_ms, 1),
                     "check": check,
+                    "guarantees": dict(promised) if choice.tier is not None else {},
                 },
                 indent=2,
             )
@@ -156,6 +165,12 @@ def handler(args: argparse.Namespace) -> int:
         )
     else:
         console.print(escape(ISOLATION[choice.tier.name]))
+    table = Table(title="guarantees", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for what, how in promised:
+        table.add_row(what, escape(how))
+    console.print(table)
     if check is not None:
         if check["ok"]:
             console.print(

@@ -26,7 +26,13 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from latm.answers import is_correct
-from latm.cli.common import UserError, console, context_from_args, repository_from_args
+from latm.cli.common import (
+    UserError,
+    console,
+    context_from_args,
+    repository_from_args,
+    safe_text,
+)
 from latm.codeparse import ReplyError, function_info
 from latm.graph.context import Context
 from latm.nodes.common import get_limits, get_tool_executor
@@ -149,7 +155,7 @@ def show_tool(args: argparse.Namespace) -> int:
     r = _get(args)
     console.print(f"[bold]{r.task_type}[/] v{r.version} — {escape(r.description)}")
     console.print(f"[dim]made by {r.maker_model} at {r.created_at}[/]\n")
-    console.print(Syntax(r.code, "python", line_numbers=False))
+    console.print(Syntax(safe_text(r.code), "python", line_numbers=False))
     console.print("[bold]Usage demos[/]")
     for d in r.demos:
         console.print(f"  Q: {escape(d.question)}\n  → {escape(d.call)} = {escape(d.answer)!r}")

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from pydantic import Field
 from typing_extensions import TypedDict
 
 Role = Literal["maker", "user"]
@@ -25,26 +26,33 @@ class Example(TypedDict):
     prompts show one); checks never use it.
     """
 
-    input: str
-    target: str
-    rationale: NotRequired[str]
+    input: Annotated[str, Field(description="The question, as a user would ask it.")]
+    target: Annotated[str, Field(description="Its expected answer.")]
+    rationale: NotRequired[
+        Annotated[
+            str,
+            Field(
+                description="Optional: how the answer follows (shown to the maker, never checked)."
+            ),
+        ]
+    ]
 
 
 class ToolRef(TypedDict):
     """Which tool answered (or was made): function name, task type and version."""
 
-    name: str
-    task_type: str
-    version: int
+    name: Annotated[str, Field(description="The tool function's name.")]
+    task_type: Annotated[str, Field(description="The kind of task it solves (its repository key).")]
+    version: Annotated[int, Field(description="The tool's version (1 for the first of its type).")]
 
 
 class TokenUsage(TypedDict):
     """Token counts reported by a model, summed over a run."""
 
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    calls: int
+    input_tokens: Annotated[int, Field(description="Prompt tokens.")]
+    output_tokens: Annotated[int, Field(description="Completion tokens.")]
+    total_tokens: Annotated[int, Field(description="Prompt and completion tokens.")]
+    calls: Annotated[int, Field(description="Model calls.")]
 
 
 class CaseReport(TypedDict):
@@ -153,10 +161,32 @@ class InputState(TypedDict, total=False):
             when a cached one fits.
     """
 
-    task: str
-    examples: list[Example]
-    task_type: str | None
-    make: bool
+    task: Annotated[
+        str,
+        Field(
+            description="The request to answer. May be empty only when examples are given, "
+            "to make a tool without answering anything."
+        ),
+    ]
+    examples: Annotated[
+        list[Example],
+        Field(
+            description="Worked examples of this kind of task ({input, target}), used to make "
+            "a tool when none fits: the first ones are shown to the maker, the next ones verify "
+            "its tool."
+        ),
+    ]
+    task_type: Annotated[
+        str | None,
+        Field(description="A name for this kind of task (e.g. word_sorting), when known."),
+    ]
+    make: Annotated[
+        bool,
+        Field(
+            description="Make a new tool (a new version, if task_type exists) even when a "
+            "cached one fits."
+        ),
+    ]
 
 
 class OutputState(TypedDict, total=False):
@@ -173,12 +203,30 @@ class OutputState(TypedDict, total=False):
             the call).
     """
 
-    answer: str | None
-    tool: ToolRef | None
-    cache_hit: bool
-    error: str | None
-    usage: Annotated[dict[str, TokenUsage], merge_usage]
-    path: Literal["direct", "llm"] | None
+    answer: Annotated[str | None, Field(description="The normalized answer, or null.")]
+    tool: Annotated[
+        ToolRef | None,
+        Field(description="The tool that answered (or was made), or null."),
+    ]
+    cache_hit: Annotated[
+        bool, Field(description="Whether a cached tool answered without tool making.")
+    ]
+    error: Annotated[
+        str | None, Field(description="A clear message when the run failed, else null.")
+    ]
+    # the reducer must stay the last metadata (LangGraph reads it from there)
+    usage: Annotated[
+        dict[str, TokenUsage],
+        Field(description="Token usage per role (maker, user), summed over the run."),
+        merge_usage,
+    ]
+    path: Annotated[
+        Literal["direct", "llm"] | None,
+        Field(
+            description="How the answer was computed: direct (the tool's solve entry on the "
+            "raw request, no model call) or llm (the user model wrote the call)."
+        ),
+    ]
 
 
 class State(InputState, OutputState, total=False):

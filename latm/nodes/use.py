@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 
 from latm.answers import normalize_answer
-from latm.codeparse import ReplyError, parse_call
+from latm.codeparse import ReplyError, literal_call, parse_call
 from latm.graph.context import Context
 from latm.graph.state import State
 from latm.lifecycle import record_use
@@ -37,9 +37,10 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     except SandboxUnavailableError as exc:
         return {"error": f"cannot run generated code: {exc}"}
     limits = get_limits(ctx)
+    cache_key = f"{ctx.namespace}\0{record.cache_key}"  # a warm worker serves one namespace
     if record.direct_entry and ctx.direct_entry:
         call = f"{record.direct_entry}({task!r})"
-        result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
+        result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
         if result.status != "error":  # an error falls back to the call the user model writes
             record_use(runtime, ctx, record, result)
         if result.ok and result.value is not None:
@@ -67,12 +68,12 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"error": str(exc)}
     text = reply.content if isinstance(reply.content, str) else str(reply.content)
     try:
-        call = parse_call(text, record.name)
+        call = literal_call(parse_call(text, record.name), record.name)
     except ReplyError as exc:
         emit(runtime, "use", "unusable", problem=str(exc))
         return {"usage": usage, "error": f"the user model could not use tool {name}: {exc}"}
     emit(runtime, "use", "call", tool=record.task_type, call=call)
-    result = executor.run(record.code, [call], limits, cache_key=record.cache_key)[0]
+    result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
     record_use(runtime, ctx, record, result, call=call)
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)

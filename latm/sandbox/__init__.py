@@ -57,10 +57,10 @@ def resolve(name: str = "auto", *, allow_unsandboxed: bool = False) -> Choice:
     Raises:
         ValueError: If no executor has that name.
     """
-    wanted = (name or "auto").strip().lower()
+    wanted = (str(name or "auto")).strip().lower()
     if wanted not in EXECUTOR_NAMES:
         known = ", ".join(repr(n) for n in EXECUTOR_NAMES)
-        raise ValueError(f"unknown executor {name!r}; known: {known}")
+        raise ValueError(f"unknown executor {ascii(str(name))[:80]}; known: {known}")
     return choose(_tiers.probe(), wanted, allow_unsandboxed)
 
 
@@ -77,11 +77,11 @@ def get_executor(name: str = "auto", *, allow_unsandboxed: bool = False) -> Exec
         name: ``"auto"``, ``"bwrap"`` (tier 1), ``"landlock"`` (tier 2) or
             ``"subprocess"`` (tier 3, no isolation).
         allow_unsandboxed: The user's explicit opt-in to tier 3.
-
-    Raises:
-        ValueError: If no executor has that name.
     """
-    choice = resolve(name, allow_unsandboxed=allow_unsandboxed)
+    try:
+        choice = resolve(name, allow_unsandboxed=allow_unsandboxed)
+    except ValueError as exc:
+        return RefusingExecutor(f"{EXECUTOR_ENV}: {exc}")
     if choice.tier is None:
         return RefusingExecutor(choice.reason)
     global _owner_pid

@@ -22,6 +22,15 @@ Status = Literal["ok", "error", "timeout", "killed", "invalid"]
 """
 
 
+def clean_text(text: str) -> str:
+    """Text that any encoder takes: lone surrogates (valid in JSON, not in UTF-8) become ``?``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 class SandboxUnavailableError(RuntimeError):
     """No isolation tier that is allowed to run generated code is available."""
 

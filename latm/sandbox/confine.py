@@ -247,10 +247,12 @@ def set_limits(
     cpu_seconds: int | None = None,
     file_bytes: int | None = None,
     open_files: int | None = None,
+    tasks: int | None = None,
 ) -> None:
     """Lower resource limits (soft and hard); ``None`` leaves a limit as it is.
 
-    Core dumps are always disabled.
+    Core dumps are always disabled. ``tasks`` is ``RLIMIT_NPROC``: processes
+    and threads of the real uid (meaningful when every sandbox has a uid of its own).
     """
     wanted = [(resource.RLIMIT_CORE, 0)]
     if memory_bytes is not None:
@@ -261,6 +263,8 @@ def set_limits(
         wanted.append((resource.RLIMIT_FSIZE, file_bytes))
     if open_files is not None:
         wanted.append((resource.RLIMIT_NOFILE, open_files))
+    if tasks is not None:
+        wanted.append((resource.RLIMIT_NPROC, tasks))
     for which, value in wanted:
         _soft, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:

@@ -6,11 +6,17 @@ other architecture, x32 included, kills the process):
 * the **base** filter, loaded by every sandbox process once it is set up:
   no ``execve``, no sockets, no ``ptrace`` or cross-process memory access, no
   mounts or namespaces, no ``io_uring`` (which would bypass this filter), no
-  kernel keyrings, modules, BPF, perf or clock changes;
+  kernel keyrings, modules, BPF, perf or clock changes; no System V or POSIX
+  IPC (shared memory, message queues, semaphores: they would outlive the
+  sandbox on a host without an IPC namespace) and no ``memfd`` (memory outside
+  the address-space limit); no system call aimed at another process's
+  limits, priority, scheduling or group (``prlimit64``, ``setpriority``,
+  ``sched_*``, ``getpgid``/``getsid``... with a pid other than 0, i.e. itself);
 * the **call** filter, stacked on top before any tool code runs: no new
   processes (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``,
-  ``clone3`` answers ``ENOSYS`` so threads fall back to ``clone``) and no
-  signals to anyone (``kill``, ``tgkill``, ``pidfd_send_signal``...).
+  ``clone3`` answers ``ENOSYS`` so threads fall back to ``clone``), no
+  signals to anyone (``kill``, ``tgkill``, ``pidfd_send_signal``...) and no
+  POSIX timers (a timer could fire in a later call of a warm worker).
 
 The host exports both as BPF programs; the sandbox loads them with ``prctl``
 (:func:`latm.sandbox.confine.load_seccomp`), so it needs neither libseccomp nor
@@ -85,8 +91,51 @@ BASE_DENIED = (
     "migrate_pages",
     "move_pages",
     "mbind",
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
+    "memfd_create",
+    "memfd_secret",
+    "ioprio_set",
+    "kcmp",
+    "process_madvise",
+    "process_mrelease",
 )
 """System calls no sandbox process may make (they fail with ``EPERM``)."""
+
+SELF_ONLY = (
+    "prlimit64",
+    "sched_setaffinity",
+    "sched_getaffinity",
+    "sched_setscheduler",
+    "sched_getscheduler",
+    "sched_setparam",
+    "sched_getparam",
+    "sched_setattr",
+    "sched_getattr",
+    "sched_rr_get_interval",
+    "getpgid",
+    "getsid",
+    "setpgid",
+    "get_robust_list",
+    "ioprio_get",
+)
+"""System calls whose first argument names a process: allowed only with 0 (the caller)."""
 
 CALL_DENIED = (
     "fork",
@@ -98,6 +147,7 @@ CALL_DENIED = (
     "rt_tgsigqueueinfo",
     "pidfd_send_signal",
     "pidfd_open",
+    "timer_create",
 )
 """System calls tool code may not make, on top of :data:`BASE_DENIED`."""
 
@@ -146,6 +196,13 @@ def compile_programs() -> SeccompPrograms:
     base = seccomp.SyscallFilter(seccomp.ALLOW)
     base.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
     _deny(seccomp, base, BASE_DENIED, errno.EPERM)
+    for name in SELF_ONLY:
+        if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) >= 0:
+            base.add_rule(seccomp.ERRNO(errno.EPERM), name, seccomp.Arg(0, seccomp.NE, 0))
+    # setpriority(which, who, prio) / getpriority(which, who): only PRIO_PROCESS (0) of itself
+    for name in ("setpriority", "getpriority"):
+        base.add_rule(seccomp.ERRNO(errno.EPERM), name, seccomp.Arg(0, seccomp.NE, 0))
+        base.add_rule(seccomp.ERRNO(errno.EPERM), name, seccomp.Arg(1, seccomp.NE, 0))
     for request in (_TIOCSTI, _TIOCLINUX):
         base.add_rule(
             seccomp.ERRNO(errno.EPERM),

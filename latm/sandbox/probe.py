@@ -30,13 +30,10 @@ from dataclasses import dataclass, field
 from latm.sandbox.confine import landlock_abi
 from latm.sandbox.policy import SeccompPrograms, compile_programs
 from latm.sandbox.process import (
+    UID_BASE,
     SandboxConfig,
-    SandboxDied,
-    SandboxStartError,
-    SandboxTimeout,
     Tier,
     bwrap_options,
-    running,
 )
 
 ALLOW_ENV = "LATM_ALLOW_UNSANDBOXED"
@@ -88,6 +85,17 @@ def canary():
         os.kill(os.getppid(), 0)
         leaks.append("signal the parent")
     except OSError:
+        pass
+    try:
+        import resource
+        resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE)
+        leaks.append("prlimit the parent")
+    except OSError:
+        pass
+    try:
+        os.close(os.memfd_create("canary"))
+        leaks.append("memfd")
+    except (OSError, AttributeError):
         pass
     return "sealed" if not leaks else "not blocked: " + ", ".join(leaks)
 """
@@ -179,14 +187,29 @@ def settings_from_env() -> tuple[str, bool]:
     return name, env_flag(os.environ.get(ALLOW_ENV))
 
 
-def _sandbox_ids() -> tuple[int | None, int | None, str]:
+def _sandbox_ids() -> tuple[int | None, int | None, bool, str]:
+    """``(uid, gid, one uid per sandbox, description)`` the sandboxes run as."""
     if os.geteuid() != 0:
-        return None, None, f"uid {os.geteuid()} (the host's own; not root, so nothing to drop)"
-    uid = int(os.environ.get(UID_ENV) or NOBODY)
+        return (
+            None,
+            None,
+            False,
+            f"uid {os.geteuid()} (the host's own; not root, so nothing to drop)",
+        )
+    fixed = os.environ.get(UID_ENV)
+    uid = int(fixed or NOBODY)
     gid = int(os.environ.get(GID_ENV) or uid)
     if uid == 0 or gid == 0:
         raise ValueError(f"{UID_ENV}/{GID_ENV} must name an unprivileged user, not root")
-    return uid, gid, f"uid {uid}, gid {gid} (dropped from root, no supplementary groups)"
+    if fixed:
+        return uid, gid, False, f"uid {uid}, gid {gid} for every sandbox ({UID_ENV})"
+    return (
+        uid,
+        gid,
+        True,
+        f"a uid of its own per sandbox process (from {UID_BASE}), dropped from root, "
+        "no supplementary groups",
+    )
 
 
 def _candidates() -> list[str]:
@@ -279,26 +302,24 @@ def _seccomp() -> tuple[SeccompPrograms | None, str]:
 
 def smoke_test(config: SandboxConfig) -> str | None:
     """Start a sandbox of ``config``'s tier and run the canary; ``None`` if all was blocked."""
+    from latm.sandbox.base import ExecLimits, SandboxUnavailableError
+    from latm.sandbox.executor import SandboxExecutor
+
+    executor = SandboxExecutor(config, max_parallel=1, prestart=False, keep_spare=False)
     try:
-        with running(config) as proc:
-            answer = proc.request(
-                {
-                    "op": "fork",
-                    "code": CANARY_CODE,
-                    "call": "canary()",
-                    "limits": {"timeout_s": 10.0, "memory_mb": 512, "max_output_bytes": 4096},
-                },
-                timeout_s=15.0,
-                max_bytes=1 << 20,
-            )
-    except SandboxStartError as exc:
+        result = executor.run(
+            CANARY_CODE,
+            ["canary()"],
+            ExecLimits(timeout_s=10.0, memory_mb=512, max_output_bytes=4096),
+        )[0]
+    except SandboxUnavailableError as exc:
         return str(exc)
-    except (SandboxTimeout, SandboxDied) as exc:
-        return f"the canary call failed ({type(exc).__name__}: {exc})"
-    if answer.get("status") != "ok":
-        return f"the canary call failed: {answer.get('error')}"
-    if answer.get("value") != "sealed":
-        return f"confinement does not hold: {answer.get('value')}"
+    finally:
+        executor.close()
+    if result.status != "ok":
+        return f"the canary call failed: {result.status}: {result.error}"
+    if result.value != "sealed":
+        return f"confinement does not hold: {result.value}"
     return None
 
 
@@ -315,9 +336,10 @@ def run_probe() -> ProbeReport:
         ]
     else:
         try:
-            uid, gid, who = _sandbox_ids()
+            uid, gid, unique, who = _sandbox_ids()
         except ValueError as exc:
             uid = gid = None
+            unique = False
             who = str(exc)
         facts.append(("sandbox user", who))
         abi, landlock_note = _landlock()
@@ -365,6 +387,7 @@ def run_probe() -> ProbeReport:
                 seccomp=programs,
                 uid=uid,
                 gid=gid,
+                unique_uids=unique,
                 bwrap=bwrap if tier == "bwrap" else None,
                 bwrap_options=known if tier == "bwrap" else frozenset(),
             )

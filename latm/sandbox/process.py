@@ -2,9 +2,13 @@
 
 A sandbox process is a fresh interpreter (one the sandbox user can read, not
 necessarily the host's) started with an empty environment, in its own session,
-as an unprivileged uid when the host is root; for the ``bwrap`` tier inside
-bubblewrap with every namespace unshared and only the interpreter, the system
-libraries and a size-capped scratch tmpfs visible. The host writes a bundle (the
+as an unprivileged uid when the host is root (a uid of its own per sandbox
+process unless one fixed uid is configured: no sandbox can then reach another's
+processes, limits or task count); for the ``bwrap`` tier inside bubblewrap with
+every namespace unshared and only the interpreter, the system libraries, its
+own ``/proc`` and a size-capped scratch tmpfs visible. The host talks to it over
+a unix socket pair (its stdin and stdout), which also carries the file
+descriptors of per-call pipes (see :mod:`latm.sandbox.server`). The host writes a bundle (the
 stdlib-only modules :mod:`~latm.sandbox.runner`, :mod:`~latm.sandbox.confine`,
 :mod:`~latm.sandbox.server` and their configuration) to its stdin; the process
 confines itself and answers ``ready``. No file of this package needs to be
@@ -17,14 +21,16 @@ that forked them.
 
 from __future__ import annotations
 
+import array
 import concurrent.futures
 import contextlib
-import json
+import itertools
 import os
 import re
 import select
-import shutil
 import signal
+import socket
+import stat
 import struct
 import subprocess
 import tempfile
@@ -36,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from latm.sandbox.policy import SeccompPrograms
-from latm.sandbox.server import encode_frame
+from latm.sandbox.server import decode_frame, encode_frame, remove_tree
 
 Tier = Literal["bwrap", "landlock"]
 
@@ -82,6 +88,9 @@ _SYSTEM_DIRS = (
 )
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/dev/urandom")
 _BWRAP_SCRATCH = "/scratch"
+UID_BASE = 1_800_000_000
+"""First uid of the per-sandbox range (4096 x 4096 uids above it, unused by any real user)."""
+_uid_counter = itertools.count()
 
 T = TypeVar("T")
 
@@ -116,7 +125,12 @@ class SandboxConfig:
         bwrap_options: The options that ``bwrap`` knows (see :func:`bwrap_options`);
             the optional hardening ones (``--disable-userns``, ``--size``) are
             used only when listed.
-        scratch_bytes: Size of the scratch tmpfs (``bwrap`` tier).
+        unique_uids: Give every sandbox process a uid of its own (from
+            :data:`UID_BASE`) instead of ``uid``; needs a root host.
+        max_tasks: ``RLIMIT_NPROC`` of a sandbox (processes and threads of
+            its uid), applied with ``unique_uids`` only.
+        scratch_bytes: Size of the scratch (a tmpfs on the ``bwrap`` tier; a
+            quota the host enforces on the ``landlock`` tier).
         file_bytes: ``RLIMIT_FSIZE``: the largest file a tool may write.
         open_files: ``RLIMIT_NOFILE``.
         server_memory_mb: Address-space limit of a sandbox process before a tool
@@ -133,6 +147,8 @@ class SandboxConfig:
     gid: int | None = None
     bwrap: str | None = None
     bwrap_options: frozenset[str] = frozenset()
+    unique_uids: bool = False
+    max_tasks: int = 64
     scratch_bytes: int = 64 * 1024 * 1024
     file_bytes: int = 16 * 1024 * 1024
     open_files: int = 64
@@ -186,18 +202,42 @@ def _write_all(fd: int, data: bytes, deadline: float) -> None:
             _wait(fd, select.POLLOUT, deadline)
 
 
-def _read_exact(fd: int, size: int, deadline: float) -> bytes:
+def read_to_end(fd: int, deadline: float, max_bytes: int) -> tuple[bytes, str]:
+    """Read a pipe until end of file, the deadline or ``max_bytes``.
+
+    Returns:
+        The data and how reading ended: ``"eof"``, ``"timeout"`` or ``"full"``.
+    """
     data = bytearray()
-    while len(data) < size:
-        try:
-            chunk = os.read(fd, min(size - len(data), 1 << 20))
-        except BlockingIOError:
-            _wait(fd, select.POLLIN, deadline)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return bytes(data), "timeout"
+        if not poller.poll(max(1, int(remaining * 1000) + 1)):
             continue
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return bytes(data), "eof"
         if not chunk:
-            raise SandboxDied("the sandbox process closed its pipe")
+            return bytes(data), "eof"
         data += chunk
-    return bytes(data)
+        if len(data) > max_bytes:
+            return bytes(data), "full"
+
+
+def write_to(fd: int, data: bytes, deadline: float) -> bool:
+    """Write all of ``data`` to a pipe before the deadline; ``False`` if the reader is gone."""
+    os.set_blocking(fd, False)
+    try:
+        _write_all(fd, data, deadline)
+    except (SandboxDied, SandboxTimeout):
+        return False
+    return True
 
 
 # -- one sandbox process ------------------------------------------------------
@@ -221,6 +261,7 @@ def _bundle(config: SandboxConfig, scratch: str) -> bytes:
         "file_bytes": config.file_bytes,
         "open_files": config.open_files,
         "server_memory_mb": config.server_memory_mb,
+        "max_tasks": config.max_tasks if config.unique_uids else None,
         "parent_pid": os.getpid() if config.tier == "landlock" else None,
     }
     bundle = {
@@ -230,8 +271,39 @@ def _bundle(config: SandboxConfig, scratch: str) -> bytes:
         "main": "latm.sandbox.server",
         "config": server_config,
     }
-    data = json.dumps(bundle).encode("utf-8")
-    return struct.pack(">I", len(data)) + data
+    return encode_frame(bundle)
+
+
+def allocate_uid() -> int:
+    """A uid for one more sandbox process: unique within this host process, spread by pid."""
+    return UID_BASE + (os.getpid() % 4096) * 4096 + next(_uid_counter) % 4096
+
+
+def tree_usage(path: str, max_entries: int = 10_000) -> tuple[int, int]:
+    """``(bytes, entries)`` of a directory tree, walked without recursion.
+
+    Stops counting at ``max_entries`` (the caller treats that as over quota);
+    an unreadable part counts as ``max_entries``.
+    """
+    total = 0
+    entries = 0
+    stack = [path]
+    try:
+        while stack:
+            with os.scandir(stack.pop()) as listing:
+                for entry in listing:
+                    entries += 1
+                    if entries >= max_entries:
+                        return total, entries
+                    info = entry.stat(follow_symlinks=False)
+                    total += info.st_blocks * 512
+                    if stat.S_ISDIR(info.st_mode):
+                        stack.append(entry.path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return total, max_entries
+    return total, entries
 
 
 def bwrap_options(bwrap: str) -> frozenset[str]:
@@ -275,7 +347,7 @@ def _bwrap_argv(config: SandboxConfig) -> list[str]:
     for path in config.bind_dirs:
         if os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--dev", "/dev"]
+    argv += ["--dev", "/dev", "--proc", "/proc"]
     if "--perms" in known:
         argv += ["--perms", "0700"]
     if "--size" in known:  # bubblewrap 0.7+: a bounded scratch file system
@@ -309,26 +381,34 @@ class SandboxProcess:
         self.config = config
         self.lock = threading.Lock()
         self.calls = 0
+        self.last_used = time.monotonic()
+        self.killed_because: str | None = None
         self._closed = False
+        self._fds: list[int] = []
         self._host_scratch: str | None = None
+        self.uid = config.uid
+        gid = config.gid
+        if config.unique_uids and config.uid is not None:
+            self.uid = gid = allocate_uid()
         if config.tier == "bwrap":
             scratch = _BWRAP_SCRATCH
             cwd = "/"
         else:
             scratch = self._host_scratch = tempfile.mkdtemp(prefix="latm-sandbox-")
-            if config.uid is not None:
-                os.chown(scratch, config.uid, config.gid if config.gid is not None else -1)
+            if self.uid is not None:
+                os.chown(scratch, self.uid, gid if gid is not None else -1)
             os.chmod(scratch, 0o700)
             cwd = scratch
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the process
         drop: dict[str, Any] = {}
-        if config.uid is not None:
-            drop = {"user": config.uid, "group": config.gid, "extra_groups": []}
+        if self.uid is not None:
+            drop = {"user": self.uid, "group": gid, "extra_groups": []}
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = subprocess.Popen(
                 launch_argv(config),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
                 stderr=self._stderr,
                 cwd=cwd,
                 env={},
@@ -337,17 +417,17 @@ class SandboxProcess:
                 **drop,
             )
         except OSError as exc:
+            self._sock.close()
             self._cleanup_files()
             raise SandboxStartError(f"cannot launch {config.tier} sandbox: {exc}") from exc
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._out = self.proc.stdin.fileno()
-        self._in = self.proc.stdout.fileno()
-        os.set_blocking(self._out, False)
-        os.set_blocking(self._in, False)
+        finally:
+            theirs.close()
+        self._sock.setblocking(False)
+        self._fd = self._sock.fileno()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         try:
-            _write_all(self._out, _bundle(config, scratch), deadline)
-            ready = self._receive(deadline, 1 << 20)
+            _write_all(self._fd, _bundle(config, scratch), deadline)
+            ready = self.receive(deadline, 1 << 20)
         except (SandboxTimeout, SandboxDied) as exc:
             detail = self._stderr_tail() or str(exc) or type(exc).__name__
             self.kill()
@@ -365,6 +445,11 @@ class SandboxProcess:
         return self.proc.pid
 
     @property
+    def scratch(self) -> str | None:
+        """The host directory that is this sandbox's scratch (``landlock`` tier)."""
+        return self._host_scratch
+
+    @property
     def alive(self) -> bool:
         """Whether the process is running and has not been killed by the host."""
         return not self._closed and self.proc.poll() is None
@@ -377,17 +462,69 @@ class SandboxProcess:
             return ""
         return " ".join(text.split())
 
-    def _receive(self, deadline: float, max_bytes: int) -> dict[str, Any]:
-        size = struct.unpack(">I", _read_exact(self._in, 4, deadline))[0]
+    def _recv_exact(self, size: int, deadline: float) -> bytes:
+        data = bytearray()
+        space = socket.CMSG_SPACE(16 * 4)
+        while len(data) < size:
+            try:
+                chunk, ancillary, _flags, _addr = self._sock.recvmsg(
+                    min(size - len(data), 1 << 20), space, socket.MSG_CMSG_CLOEXEC
+                )
+            except (BlockingIOError, InterruptedError):
+                _wait(self._fd, select.POLLIN, deadline)
+                continue
+            except OSError as exc:
+                raise SandboxDied(f"cannot read from the sandbox: {exc}") from exc
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+                    self._fds.extend(fds)
+            if not chunk:
+                raise SandboxDied(self._death("the sandbox process closed its socket"))
+            data += chunk
+        return bytes(data)
+
+    def _death(self, what: str) -> str:
+        return f"{what}: {self.killed_because}" if self.killed_because else what
+
+    def receive(self, deadline: float, max_bytes: int) -> dict[str, Any]:
+        """Read one frame (and any file descriptors sent with it).
+
+        Raises:
+            SandboxTimeout: Nothing complete before the deadline.
+            SandboxDied: The socket closed, or the frame is too large, not JSON,
+                nested too deeply or not an object.
+        """
+        size = struct.unpack(">I", self._recv_exact(4, deadline))[0]
         if size > max_bytes:
             raise SandboxDied(f"the sandbox sent {size} bytes, more than {max_bytes}")
-        try:
-            message = json.loads(_read_exact(self._in, size, deadline).decode("utf-8"))
-        except ValueError as exc:
-            raise SandboxDied("the sandbox sent something that is not JSON") from exc
-        if not isinstance(message, dict):
+        message = decode_frame(self._recv_exact(size, deadline))
+        if message is None:
             raise SandboxDied("the sandbox sent something that is not an answer")
         return message
+
+    def take_fds(self) -> list[int]:
+        """The file descriptors received so far (the caller owns and closes them)."""
+        fds, self._fds = self._fds, []
+        return fds
+
+    def send(self, message: dict[str, Any], deadline: float) -> None:
+        """Write one frame.
+
+        Raises:
+            SandboxTimeout: The socket stayed full until the deadline.
+            SandboxDied: The process is gone.
+        """
+        if not self.alive:
+            raise SandboxDied(self._death("the sandbox process is not running"))
+        _write_all(self._fd, encode_frame(message), deadline)
+
+    def pending(self) -> bool:
+        """Whether the process sent something nobody asked for (it is then out of step)."""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(0)) or bool(self._fds)
 
     def request(self, message: dict[str, Any], timeout_s: float, max_bytes: int) -> dict[str, Any]:
         """Send one request and wait for its answer.
@@ -401,14 +538,27 @@ class SandboxProcess:
             SandboxTimeout: No answer in time (the caller must kill the process).
             SandboxDied: The process is gone or answered nonsense (likewise).
         """
-        if not self.alive:
-            raise SandboxDied("the sandbox process is not running")
         deadline = time.monotonic() + timeout_s
-        _write_all(self._out, encode_frame(message), deadline)
-        return self._receive(deadline, max_bytes)
+        self.send(message, deadline)
+        return self.receive(deadline, max_bytes)
 
-    def kill(self) -> None:
-        """Kill the process and everything in its session; remove its scratch directory."""
+    def terminate(self, because: str) -> None:
+        """Kill the process (from another thread); its owner then sees it die and cleans up."""
+        if not self.killed_because:
+            self.killed_because = because
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+
+    def kill(self, because: str | None = None) -> None:
+        """Kill the process and everything in its session; remove its scratch directory.
+
+        Args:
+            because: Why, when the host kills it for a reason of its own (a quota).
+        """
+        if because and not self.killed_because:
+            self.killed_because = because
         if self._closed:
             return
         self._closed = True
@@ -418,10 +568,11 @@ class SandboxProcess:
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        for fd in self.take_fds():
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._cleanup_files()
 
     def _cleanup_files(self) -> None:
@@ -429,8 +580,7 @@ class SandboxProcess:
             self._stderr.close()
         if self._host_scratch is not None:
             for _ in range(3):
-                shutil.rmtree(self._host_scratch, ignore_errors=True)
-                if not os.path.exists(self._host_scratch):
+                if remove_tree(self._host_scratch):
                     break
                 time.sleep(0.05)
 

@@ -53,9 +53,17 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"[:2000]
 
 
-def new_namespace() -> dict[str, Any]:
-    """A fresh module namespace for a tool."""
-    return {"__name__": "tool", "__builtins__": __builtins__}
+def new_namespace(fresh_builtins: bool = False) -> dict[str, Any]:
+    """A fresh module namespace for a tool.
+
+    Args:
+        fresh_builtins: Give the module its own copy of the builtins, so that
+            what it rebinds there stays in this namespace (warm workers).
+    """
+    if not fresh_builtins:
+        return {"__name__": "tool", "__builtins__": __builtins__}
+    shared = __builtins__ if isinstance(__builtins__, dict) else vars(__builtins__)
+    return {"__name__": "tool", "__builtins__": dict(shared)}
 
 
 def _finish(value: Any, printed: str) -> dict[str, Any]:
@@ -92,13 +100,19 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"status": "error", "value": None, "error": describe(exc), "stdout": ""}
 
 
-def execute(code: str, call: str, cap: int) -> dict[str, Any]:
+def failed(exc: BaseException, cap: int) -> dict[str, Any]:
+    """The result dict of a call whose module could not even be compiled."""
+    return _seal(_error(exc), "", cap)
+
+
+def execute(code: Any, call: str, cap: int, *, fresh_builtins: bool = False) -> dict[str, Any]:
     """Execute ``code`` in a fresh namespace, evaluate ``call`` and return the result dict.
 
     Args:
-        code: The tool module's source.
+        code: The tool module's source, or its compiled code object.
         call: A Python expression evaluated against the module.
         cap: Cap on the answer length and on the captured printed output.
+        fresh_builtins: Give the module its own copy of the builtins.
 
     Returns:
         ``{"status": "ok"|"error", "value", "error", "stdout"}``.
@@ -106,61 +120,16 @@ def execute(code: str, call: str, cap: int) -> dict[str, Any]:
     sys.setrecursionlimit(RECURSION_LIMIT)
     captured = io.StringIO()
     try:
-        namespace = new_namespace()
+        namespace = new_namespace(fresh_builtins)
+        if isinstance(code, str):
+            code = compile(code, "<tool>", "exec")
         with contextlib.redirect_stdout(captured):
-            exec(compile(code, "<tool>", "exec"), namespace)
+            exec(code, namespace)
             value = eval(compile(call, "<call>", "eval"), namespace)
         result = _finish(value, captured.getvalue())
     except BaseException as exc:  # the tool may raise anything, SystemExit included
         result = _error(exc)
     return _seal(result, captured.getvalue(), cap)
-
-
-class LoadedTool:
-    """A tool module executed once, whose calls are evaluated repeatedly (warm worker).
-
-    Each call sees the output the module printed while loading followed by its
-    own, so the rendering rules give the same answer as :func:`execute`.
-    """
-
-    def __init__(self, code: str) -> None:
-        """Execute the tool's module source once.
-
-        Args:
-            code: The tool module's source.
-        """
-        sys.setrecursionlimit(RECURSION_LIMIT)
-        self.namespace = new_namespace()
-        self.failure: BaseException | None = None
-        captured = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(captured):
-                exec(compile(code, "<tool>", "exec"), self.namespace)
-        except BaseException as exc:  # the tool may raise anything, SystemExit included
-            self.failure = exc
-        self.printed = captured.getvalue()
-
-    def call(self, call: str, cap: int) -> dict[str, Any]:
-        """Evaluate one call expression against the loaded module.
-
-        Args:
-            call: A Python expression evaluated against the module.
-            cap: Cap on the answer length and on the captured printed output.
-
-        Returns:
-            The same result dict as :func:`execute` would give.
-        """
-        captured = io.StringIO()
-        captured.write(self.printed)
-        if self.failure is not None:
-            return _seal(_error(self.failure), captured.getvalue(), cap)
-        try:
-            with contextlib.redirect_stdout(captured):
-                value = eval(compile(call, "<call>", "eval"), self.namespace)
-            result = _finish(value, captured.getvalue())
-        except BaseException as exc:  # the tool may raise anything, SystemExit included
-            result = _error(exc)
-        return _seal(result, captured.getvalue(), cap)
 
 
 def dumps(result: dict[str, Any]) -> str:

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from latm.sandbox.base import ExecLimits, ExecResult
-from latm.sandbox.server import result_cap
+from latm.sandbox.base import ExecLimits, ExecResult, clean_text
+from latm.sandbox.server import decode_frame, result_cap
 
 RUNNER = Path(__file__).with_name("runner.py")
 
@@ -53,12 +53,7 @@ def parse_result(stdout: bytes, returncode: int, max_output_bytes: int) -> ExecR
         The parsed result, or ``killed``/``invalid`` when the output holds none.
     """
     lines = stdout.decode("utf-8", "replace").strip().splitlines()
-    payload = None
-    if lines:
-        try:
-            payload = json.loads(lines[-1])
-        except ValueError:
-            payload = None
+    payload = decode_frame(lines[-1].encode("utf-8")) if lines else None
     if not isinstance(payload, dict) or payload.get("status") not in ("ok", "error"):
         if returncode != 0:
             how = (
@@ -70,12 +65,17 @@ def parse_result(stdout: bytes, returncode: int, max_output_bytes: int) -> ExecR
         return ExecResult("invalid", error="the tool process wrote no result")
     value = payload.get("value")
     error = payload.get("error")
-    printed = payload.get("stdout") or ""
+    printed = payload.get("stdout")
+    ok = payload["status"] == "ok" and isinstance(value, str)
+    if isinstance(error, str) and error:
+        error = clean_text(error[:2000])
+    else:
+        error = None if ok else "the tool process wrote a malformed result"
     return ExecResult(
-        "ok" if payload["status"] == "ok" else "error",
-        value=value[:max_output_bytes] if isinstance(value, str) else None,
-        error=str(error) if error else None,
-        stdout=str(printed)[:max_output_bytes],
+        "ok" if ok else "error",
+        value=clean_text(value[:max_output_bytes]) if ok and isinstance(value, str) else None,
+        error=error,
+        stdout=clean_text(printed[:max_output_bytes]) if isinstance(printed, str) else "",
     )
 
 

@@ -4,9 +4,11 @@ LATM reaches its models with ``ChatOpenAI`` over HTTP, so a server process
 (``langgraph dev``, ``latm serve``) can be driven by scripted models that live
 in the test process: point ``LATM_MAKER_BASE_URL`` at ``<url>/maker/v1`` and
 ``LATM_USER_BASE_URL`` at ``<url>/user/v1``. Each role replays its scripted
-replies in order and reports token usage; a request beyond the script gets
-HTTP 500 saying so. A scripted reply may be a function of the request body,
-for requests that arrive in no fixed order. Every request body is recorded.
+replies in order and reports token usage (in a stream only when the request
+asks for it with ``stream_options.include_usage``, as OpenAI and vLLM do); a
+request beyond the script gets HTTP 500 saying so. A scripted reply may be a
+function of the request body, for requests that arrive in no fixed order.
+Every request body is recorded.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ class FakeOpenAI:
         text = reply(body) if callable(reply) else reply
         model = body.get("model", "fake")
         if body.get("stream"):
-            return StreamingResponse(self._chunks(model, text), media_type="text/event-stream")
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = self._chunks(model, text, usage=usage)
+            return StreamingResponse(chunks, media_type="text/event-stream")
         return JSONResponse(
             {
                 "id": "chatcmpl-fake",
@@ -103,7 +107,8 @@ class FakeOpenAI:
             }
         )
 
-    async def _chunks(self, model: str, text: str) -> AsyncIterator[str]:
+    async def _chunks(self, model: str, text: str, *, usage: bool) -> AsyncIterator[str]:
+        """Stream ``text``; usage comes last, only when asked for (as OpenAI and vLLM do)."""
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model}
         base["created"] = int(time.time())
         deltas = [
@@ -112,7 +117,8 @@ class FakeOpenAI:
         ]
         for choice in deltas:
             yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
-        yield f"data: {json.dumps({**base, 'choices': [], 'usage': USAGE})}\n\n"
+        if usage:
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': USAGE})}\n\n"
         yield "data: [DONE]\n\n"
 
     def start(self) -> FakeOpenAI:

@@ -26,6 +26,30 @@ def test_doctor_json_reports_the_strongest_tier(capsys: pytest.CaptureFixture[st
     assert status == 0
     assert report["active"] == best.name and report["sandboxed"] is True
     assert report["check"]["ok"] is True
+    promised = report["guarantees"]
+    assert "fresh child" in promised["requests"]
+    assert "namespace" in promised["warm workers"] and "idle" in promised["warm workers"]
+    assert "refused" in promised["IPC and memfd"]
+    assert "literal arguments" in promised["model calls"]
+    if best.name == "bwrap":
+        assert "PID, IPC" in promised["processes"]
+    else:
+        assert "seccomp" in promised["processes"] and "quota" in promised["scratch"]
+    if best.config is not None and best.config.unique_uids:
+        assert "uid of its own" in promised["identity"]
+
+
+@linux_only
+def test_doctor_prints_the_guarantees_of_each_sandboxed_tier(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for tier in ("bwrap", "landlock"):
+        if not probe().tier(tier).available:
+            continue
+        assert main(["doctor", "--executor", tier]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "guarantees" in out and "IPC and memfd" in out
+        assert ("namespaces" in out) if tier == "bwrap" else ("quota" in out)
 
 
 def test_doctor_says_tier_3_is_refused_without_opt_in(

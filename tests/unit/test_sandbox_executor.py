@@ -22,6 +22,7 @@ from latm.sandbox import (
     SubprocessExecutor,
     UnsandboxedExecutor,
     get_executor,
+    resolve,
 )
 from latm.sandbox.executor import SandboxExecutor
 from latm.sandbox.probe import ProbeReport, TierStatus, choose, probe, run_probe, smoke_test
@@ -156,27 +157,39 @@ def test_verification_gets_fresh_state_per_call(executor: SandboxExecutor) -> No
     assert [r.value for r in results] == ["1", "1", "1", "1"]
 
 
+def _worker_pid(executor: SandboxExecutor, key: str, code: str) -> int | None:
+    slot = executor._slots.get((key, _sha(code), LIMITS))
+    return slot.proc.pid if slot is not None and slot.proc is not None else None
+
+
 @linux_only
 def test_warm_worker_is_dedicated_and_recycled_after_n_calls(executor: SandboxExecutor) -> None:
-    values = [r.value for r in executor.run(COUNTER, ["tick()"] * 7, LIMITS, cache_key="c:1:a")]
-    assert values == ["1", "2", "3", "1", "2", "3", "1"]  # max_calls_per_worker=3
+    pids = []
+    for _ in range(7):
+        result = executor.run(COUNTER, ["tick()"], LIMITS, cache_key="c:1:a")[0]
+        assert result.value == "1"  # every call executes the module afresh
+        pids.append(_worker_pid(executor, "c:1:a", COUNTER))
+    # max_calls_per_worker=3: one worker for calls 1-3, the next for 4-6, ...
+    assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
     # Another tool version (key or code) never shares the worker.
-    assert executor.run(COUNTER, ["tick()"], LIMITS, cache_key="c:2:b")[0].value == "1"
+    executor.run(COUNTER, ["tick()"], LIMITS, cache_key="c:2:b")
+    assert _worker_pid(executor, "c:2:b", COUNTER) not in pids
     same_key_new_code = COUNTER + "# v2\n"
-    assert executor.run(same_key_new_code, ["tick()"], LIMITS, cache_key="c:1:a")[0].value == "1"
+    executor.run(same_key_new_code, ["tick()"], LIMITS, cache_key="c:1:a")
+    assert _worker_pid(executor, "c:1:a", same_key_new_code) not in (*pids, None)
 
 
 @linux_only
 def test_warm_worker_is_recycled_after_any_failure(executor: SandboxExecutor) -> None:
     code = COUNTER + "\ndef fail():\n    raise KeyError('x')\n"
     key = "c:fail:1"
-    assert [r.value for r in executor.run(code, ["tick()", "tick()"], LIMITS, cache_key=key)] == [
-        "1",
-        "2",
-    ]
+    executor.run(code, ["tick()"], LIMITS, cache_key=key)
+    first = _worker_pid(executor, key, code)
     results = executor.run(code, ["fail()", "tick()"], LIMITS, cache_key=key)
     assert results[0].status == "error"
     assert results[1].value == "1"
+    second = _worker_pid(executor, key, code)
+    assert first is not None and second is not None and first != second
     timeout = ExecLimits(timeout_s=0.5, memory_mb=512, max_output_bytes=1000)
     slow = code + "\ndef hang():\n    while True:\n        pass\n"
     results = executor.run(slow, ["tick()", "hang()", "tick()"], timeout, cache_key=key)
@@ -239,7 +252,7 @@ def test_close_leaves_no_sandbox_process(tier: TierStatus) -> None:
     ex.run(COUNTER, ["tick()"], LIMITS, cache_key="close:1:x")
     assert ex._spare is not None
     spare = ex._spare.result(timeout=30)
-    procs = [ex._zygote, spare, *(s.proc for s in ex._slots.values())]
+    procs = [*ex.processes(), spare]
     pids = [p.pid for p in procs if p is not None]
     children = _descendants(pids)
     assert len(pids) == 3
@@ -332,7 +345,13 @@ def test_subprocess_tier_with_opt_in_runs_and_says_so(caplog: pytest.LogCaptureF
 
 def test_unknown_executor_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown executor"):
-        get_executor("docker")
+        resolve("docker")
+    # The executor a run asks for refuses with the reason instead of raising.
+    for name in ("docker", "nonsense", "\ud800"):
+        executor = get_executor(name)
+        assert executor.name == "unavailable"
+        with pytest.raises(SandboxUnavailableError, match="unknown executor"):
+            executor.run("def f():\n    return 1\n", ["f()"], LIMITS)
 
 
 @linux_only

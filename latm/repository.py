@@ -141,8 +141,10 @@ class ToolRecord(BaseModel):
     @field_validator("task_type")
     @classmethod
     def _task_type(cls, value: str) -> str:
-        if not TASK_TYPE.fullmatch(value):
-            raise ValueError(f"the task type must be {TASK_TYPE_RULE}")
+        # requests and imports must match TASK_TYPE; a stored record at least holds
+        # no control character (a newline in a key breaks listings and logs)
+        if not value or len(value) > 200 or not value.isprintable():
+            raise ValueError("the task type must be printable text without control characters")
         return value
 
     @field_validator("schema_version")

@@ -12,7 +12,6 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 MAX_CODE_CHARS = 100_000
 DIRECT_ENTRY = "solve"
@@ -45,8 +44,10 @@ On Python 3.11 the converter's recursion counter is shared by every thread:
 two threads parsing at once (best-of-N candidates are checked in parallel)
 can corrupt it, and ``ast.parse`` or ``compile`` then raises ``SystemError:
 AST constructor recursion depth mismatch``. Every parse in LATM goes through
-:func:`parse_python` and :func:`compile_tree`, which take this lock.
+the functions below, which take this lock.
 """
+PARSE_LOCK = AST_LOCK
+"""The same lock, under the name other modules use."""
 
 
 def parse_python(source: str, mode: str = "exec") -> ast.AST:
@@ -59,6 +60,16 @@ def parse_module(source: str) -> ast.Module:
     """A module's syntax tree, parsed under :data:`AST_LOCK`."""
     tree = parse_python(source)
     assert isinstance(tree, ast.Module)
+    return tree
+
+
+parse_code = parse_module
+
+
+def parse_expression(source: str) -> ast.Expression:
+    """``ast.parse(source, mode="eval")`` under :data:`AST_LOCK`."""
+    tree = parse_python(source, "eval")
+    assert isinstance(tree, ast.Expression)
     return tree
 
 
@@ -190,11 +201,7 @@ def parse_proposal(reply: str) -> Proposal:
     if not functions:
         raise ReplyError("the code defines no public function")
     direct = _defines_direct_entry(defs)
-    called = Counter(
-        name
-        for call in calls
-        if (name := _called_name(cast(ast.Expression, parse_python(call, "eval")).body))
-    )
+    called = Counter(name for call in calls if (name := _called_name(parse_expression(call).body)))
     fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
     entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
     code = "\n\n".join(ast.get_source_segment(source, s) or ast.unparse(s) for s in kept)
@@ -345,7 +352,7 @@ def literal_call(expression: str, entry: str) -> str:
         ReplyError: The expression holds no such call.
     """
     try:
-        tree = ast.parse(expression.strip(), mode="eval")
+        tree = parse_expression(expression.strip())
         nodes = list(ast.walk(tree))
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise ReplyError(f"the call is not a Python expression: {type(exc).__name__}") from exc

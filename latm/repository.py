@@ -97,6 +97,51 @@ class UsageDemo(BaseModel):
     answer: str
 
 
+class VerificationStrength(BaseModel):
+    """How strongly a tool's verification rules out luck (see :mod:`latm.evidence`).
+
+    Attributes:
+        level: ``verified`` (the lucky-pass chance is within the bound) or
+            ``weak`` (stored although the examples could not rule out luck).
+        cases: Labelled examples the tool was checked on and passed.
+        blind_cases: Of those, the ones whose answer its maker had not seen.
+        guess_chance: Chance that a tool ignoring its input passes one check.
+        candidates: Candidate tools tried before it was accepted.
+        lucky_pass: ``candidates * guess_chance ** blind_cases`` (at most 1).
+        threshold: The bound ``lucky_pass`` had to meet.
+        agreement: Share of answers on unlabelled inputs on which the other
+            candidates that passed agreed with it; ``None`` when none could be compared.
+        compared: How many other candidates it was compared with.
+        probes: How many unlabelled inputs it was run on.
+    """
+
+    level: Literal["verified", "weak"]
+    cases: int
+    blind_cases: int
+    guess_chance: float
+    candidates: int
+    lucky_pass: float
+    threshold: float
+    agreement: float | None = None
+    compared: int = 0
+    probes: int = 0
+
+    def describe(self) -> str:
+        """One line for people: level, cases, lucky-pass chance, agreement."""
+        level = "verified" if self.level == "verified" else "WEAKLY verified"
+        text = (
+            f"{level}: {self.cases} labelled example(s) passed ({self.blind_cases} with "
+            f"answers its maker had not seen), {self.candidates} candidate(s) tried, "
+            f"lucky-pass chance {self.lucky_pass:.2g} (bound {self.threshold:.2g})"
+        )
+        if self.agreement is not None:
+            text += (
+                f"; agreement {self.agreement:.0%} with {self.compared} other passing "
+                f"candidate(s) on {self.probes} unlabelled input(s)"
+            )
+        return text
+
+
 class ToolRecord(BaseModel):
     """A verified tool as stored in the repository.
 
@@ -115,6 +160,8 @@ class ToolRecord(BaseModel):
         direct_entry: The verified entry that takes the raw request text
             (``solve``), which answers cache hits without a model call; ``None``
             when the tool has none.
+        strength: How strongly the verification rules out luck; ``None`` for
+            tools stored before it was recorded (or after a person's approval).
         schema_version: Version of this record format (a newer, unknown one is refused).
         make_id: The tool-making run that stored it: a resumed run finds its own
             tool here and never stores a second version.
@@ -134,6 +181,7 @@ class ToolRecord(BaseModel):
     created_at: str
     version: int = Field(ge=1)
     direct_entry: str | None = None
+    strength: VerificationStrength | None = None
     schema_version: int = SCHEMA_VERSION
     make_id: str | None = None
     content_sha256: str | None = None

@@ -89,8 +89,13 @@ def render_event(event: dict[str, Any]) -> str | None:
         text += "next: its solve(request) entry"
     elif kind == "no_direct":
         text = "no solve(request) entry verified: keeping the function for the user model"
+    elif kind == "evidence":
+        text = f"evidence: {event['cases']} examples ({event['blind_cases']} unseen answers), "
+        text += f"lucky-pass chance {event['lucky_pass']:.2g} → {event['level']}"
     elif kind == "stored":
         text = f"stored {event['tool']} v{event['version']}"
+        if event.get("level") == "weak":
+            text += " [yellow](weakly verified)[/]"
     elif kind == "call":
         text = escape(str(event["call"])[:300])
     elif kind == "failed":

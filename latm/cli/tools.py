@@ -161,6 +161,8 @@ def show_tool(args: argparse.Namespace) -> int:
         console.print(f"  Q: {escape(d.question)}\n  → {escape(d.call)} = {escape(d.answer)!r}")
     passed = sum(c["passed"] for c in r.verification)
     console.print(f"[bold]Verification[/]: {passed}/{len(r.verification)} passed")
+    strength = r.strength.describe() if r.strength else "strength not recorded"
+    console.print(f"  {escape(strength)}")
     repo = repository_from_args(args)
     limit = context_from_args(args).max_tool_failures
     stats = _guarded(lambda: repo.stats(r.task_type, r.version))

@@ -106,6 +106,16 @@ class Context:
         review_ttl_s: How long a run paused for approval keeps its tool-making
             lease, so that no other run starts making the same tool while a
             person reviews (env ``LATM_REVIEW_TTL``; a day).
+        lucky_pass_max: The largest chance that a tool ignoring its input would
+            have passed the checks, times the candidates tried, for a tool to
+            count as verified (env ``LATM_LUCKY_PASS_MAX``; 1 %).
+        weak_tools: What to do with a tool that passed every check when the
+            examples cannot rule out luck: ``reject`` (store nothing; the error
+            says how many more examples are needed) or ``store`` (store it marked
+            weakly verified, with its lucky-pass chance) (env ``LATM_WEAK_TOOLS``).
+        agreement_probes: Unlabelled inputs (the request, perturbed example
+            questions) that candidates which passed are run on to compare their
+            answers; 0 turns the comparison off (env ``LATM_AGREEMENT_PROBES``).
         run_deadline_s: Wall-clock bound on one run from the request's arrival:
             past it no maker call or verification round starts and a pending
             model call is abandoned, with a clear error; 0 for none (env
@@ -159,6 +169,12 @@ class Context:
     lease_wait_s: float = _env_float("LATM_LEASE_WAIT", 900.0)
     require_approval: bool = _env_bool("LATM_REQUIRE_APPROVAL", False)
     review_ttl_s: float = _env_float("LATM_REVIEW_TTL", 86_400.0)
+    # How much evidence a stored tool needs (see latm.evidence and the README's
+    # "What verified means"). Deployment bounds: a run may make them stricter
+    # (a lower lucky_pass_max, weak_tools "reject"), never looser.
+    lucky_pass_max: float = _env_float("LATM_LUCKY_PASS_MAX", 0.01)  # deployment bound
+    weak_tools: str = _env_str("LATM_WEAK_TOOLS", "reject")  # deployment bound
+    agreement_probes: int = _env_int("LATM_AGREEMENT_PROBES", 6)  # deployment bound (cost)
     # Reliability bounds. run_deadline_s is a run setting (a run may ask for a
     # shorter one); the size limits are deployment bounds (a run must not raise them).
     run_deadline_s: float = _env_float("LATM_RUN_DEADLINE", 900.0)
@@ -194,6 +210,10 @@ class Context:
             raise ValueError("Context.run_deadline_s must not be negative (0: no deadline)")
         if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
             raise ValueError("Context execution limits are too small")
+        if not 0.0 <= self.lucky_pass_max <= 1.0 or self.agreement_probes < 0:
+            raise ValueError("Context.lucky_pass_max must be in [0, 1], agreement_probes >= 0")
+        if self.weak_tools not in ("reject", "store"):
+            raise ValueError("Context.weak_tools must be 'reject' or 'store'")
 
 
 PAPER = {
@@ -201,9 +221,12 @@ PAPER = {
     "direct_entry": False,
     "reject_hardcoded": False,
     "two_step": False,
+    "weak_tools": "store",
 }
 """The settings that reproduce the paper: one proposal per round, three validation
-examples, and the user model writing every call of the tool."""
+examples, and the user model writing every call of the tool. The paper stored every
+tool that passed its checks: so does this, marking one the examples cannot tell from
+a lucky guess as weakly verified."""
 
 
 def paper_context(**overrides: Any) -> Context:

@@ -106,6 +106,7 @@ class VerifiedFunction(TypedDict):
         calls: The maker's verified calls for the validation questions.
         report: The verification report of those calls.
         conversation: The maker's conversation that produced it, as ``(role, text)``.
+        tried: Candidates tried up to the one that made it (for its evidence).
     """
 
     code: str
@@ -113,6 +114,7 @@ class VerifiedFunction(TypedDict):
     calls: list[str]
     report: list[CaseReport]
     conversation: list[tuple[str, str]]
+    tried: NotRequired[int]
 
 
 def add_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:
@@ -201,6 +203,13 @@ class OutputState(TypedDict, total=False):
         path: How the answer was computed: ``direct`` (the tool's ``solve`` entry
             on the raw request, no model call) or ``llm`` (the user model wrote
             the call).
+        verification: When a tool was made, how strong its verification was:
+            ``level`` (``verified`` or ``weak``), the labelled examples passed
+            (``cases``, ``blind_cases``: those whose answer the maker had not
+            seen), ``lucky_pass`` (the chance that a tool ignoring its input
+            would have passed, times the candidates tried), ``agreement`` (with
+            the other candidates that passed, on unlabelled inputs); see
+            :mod:`latm.evidence`.
     """
 
     answer: Annotated[str | None, Field(description="The normalized answer, or null.")]
@@ -227,6 +236,16 @@ class OutputState(TypedDict, total=False):
             "raw request, no model call) or llm (the user model wrote the call)."
         ),
     ]
+    verification: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="When a tool was made, how strong its verification was: level "
+            "(verified or weak), cases and blind_cases (labelled examples passed, and those "
+            "whose answer the maker had not seen), lucky_pass (the chance that a tool ignoring "
+            "its input would have passed, times the candidates tried), agreement (with the other "
+            "passing candidates on unlabelled inputs); null otherwise."
+        ),
+    ]
 
 
 class State(InputState, OutputState, total=False):
@@ -251,6 +270,8 @@ class State(InputState, OutputState, total=False):
             its ``solve(request)`` entry in later rounds; if no entry verifies,
             this function is stored without one.
         verified: Whether the latest round accepted a tool, for ``wrap`` to store.
+        revealed: Inputs of examples beyond the demos whose expected answers
+            earlier rounds showed the maker (its failures): no evidence any more.
         lease: The tool-making lease this run holds (``key``, ``owner``), taken by
             the dispatcher on a miss and released when the tool is stored or the
             making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
@@ -276,6 +297,7 @@ class State(InputState, OutputState, total=False):
     maker_messages: Annotated[list[AnyMessage], add_messages]
     function: VerifiedFunction | None
     verified: bool
+    revealed: list[str]
     lease: dict[str, Any] | None
     make_id: str | None
     deadline_at: float | None

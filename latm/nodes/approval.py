@@ -32,7 +32,7 @@ from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info, parse_module
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, State
 from latm.nodes.common import emit, get_limits, get_tool_executor, split_examples
-from latm.nodes.verify import evaluate
+from latm.nodes.verify import checked_examples, evaluate
 from latm.sandbox import SandboxUnavailableError
 
 INTERRUPT_TYPE = "latm.approve_tool"
@@ -144,7 +144,7 @@ def recheck(
     Raises:
         SandboxUnavailableError: No allowed executor is available.
     """
-    demos, validation = split_examples(state, ctx)
+    _, validation = split_examples(state, ctx)
     examples = list(state.get("examples") or [])
     direct = any(
         isinstance(s, ast.FunctionDef)
@@ -166,7 +166,7 @@ def recheck(
     result = evaluate(
         candidate,
         validation=validation,
-        direct_examples=(examples[ctx.n_demos :] or demos)[: ctx.max_direct_checks],
+        direct_examples=checked_examples(examples, ctx),
         all_examples=examples,
         ctx=ctx,
         executor=get_tool_executor(ctx),

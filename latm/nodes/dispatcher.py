@@ -49,6 +49,8 @@ def _fresh_run() -> dict[str, Any]:
         "maker_messages": Overwrite([]),
         "function": None,
         "verified": False,
+        "verification": None,
+        "revealed": [],
         "lease": None,
         "make_id": None,
     }

@@ -16,7 +16,7 @@ from latm.graph.state import Example, State
 from latm.lifecycle import holds_lease, renew, store_errors
 from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
-from latm.repository import ToolRecord, UsageDemo
+from latm.repository import ToolRecord, UsageDemo, VerificationStrength
 
 
 def describe(docstring: str, task_type: str) -> str:
@@ -43,9 +43,11 @@ def tool_identity(task_type: str | None, entry: str, examples: list[Example]) ->
 
 
 def _stored(record: ToolRecord) -> dict[str, Any]:
+    strength = record.strength
     return {
         "tool_record": record.model_dump(mode="json"),
         "tool": {"name": record.name, "task_type": record.task_type, "version": record.version},
+        "verification": strength.model_dump(mode="json") if strength else None,
     }
 
 
@@ -72,6 +74,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     direct = bool(state.get("direct"))
     maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     version = repo.next_version(task_type)
+    edited = False
     if ctx.require_approval:
         if lease := state.get("lease"):
             # a person may take longer than a maker: hold the lease through the review
@@ -88,6 +91,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         if decision.error:
             return {"error": decision.error}
         code, report, direct = decision.code, decision.report, decision.direct
+        edited = decision.edited
         if decision.edited:
             maker = f"{maker}, edited by a reviewer"
     try:
@@ -103,6 +107,8 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         for i, (ex, call) in enumerate(zip(validation, state.get("calls") or [], strict=False))
         if i >= len(call_passed) or call_passed[i]
     ]
+    # a reviewer's edit replaces the weighed code: its strength is not measured
+    strength = None if edited else verification_strength(state)
     record = ToolRecord(
         name=entry,
         task_type=task_type,
@@ -117,10 +123,29 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         version=version,
         direct_entry=DIRECT_ENTRY if direct and ctx.direct_entry else None,
         make_id=make_id,
+        strength=strength,
     )
     try:
         record = repo.put(record)  # one atomic write
     except Exception as exc:  # the store is gone or refuses the write
         return {"error": f"cannot store the tool {task_type!r}: {type(exc).__name__}: {exc}"}
-    emit(runtime, "wrap", "stored", tool=task_type, version=record.version)
+    emit(
+        runtime,
+        "wrap",
+        "stored",
+        tool=task_type,
+        version=record.version,
+        level=record.strength.level if record.strength else None,
+    )
     return _stored(record)
+
+
+def verification_strength(state: State) -> VerificationStrength | None:
+    """The strength ``verify`` measured, as the record stores it (``None`` if absent)."""
+    found = state.get("verification")
+    if not found:
+        return None
+    try:
+        return VerificationStrength.model_validate(found)
+    except ValueError:
+        return None

@@ -95,6 +95,7 @@ def test_a_run_streams_progress_events_and_leaves_its_state_on_the_thread(client
         ("verify", "case"),
         ("verify", "case"),
         ("verify", "candidate"),
+        ("verify", "evidence"),
         ("verify", "done"),
         ("wrap", "stored"),
         ("use", "call"),

@@ -232,7 +232,7 @@ def test_an_edit_is_checked_like_the_makers_code_including_its_direct_entry(
     config = {"configurable": {"thread_id": "direct"}}
     app.invoke({"examples": examples, "task_type": "word_sorting"}, config, context=ctx)
     ask = pending(app, config)
-    assert [c["check"] for c in ask["verification"]] == ["call"] * 3 + ["direct"] * 9
+    assert [c["check"] for c in ask["verification"]] == ["call"] * 3 + ["direct"] * 12
 
     # An edit whose solve() drops words fails its direct checks: not stored, asked again.
     broken = SOLVE.replace(".split())", ".split()[:2])")
@@ -249,7 +249,8 @@ def test_an_edit_is_checked_like_the_makers_code_including_its_direct_entry(
     assert out["error"] is None
     record = stored(store)
     assert record.code == fixed and record.direct_entry == "solve"
-    assert len(record.verification) == 12 and all(c["passed"] for c in record.verification)
+    assert len(record.verification) == 15 and all(c["passed"] for c in record.verification)
+    assert record.strength is None  # a person's code: no search to weigh
 
 
 def test_the_tool_making_lease_is_held_through_the_review(store, app, make_context):

@@ -212,7 +212,7 @@ def direct_ctx(maker: Any, user: Any, **kwargs: Any) -> Context:
 SOLVE_ONLY = SOLVE[SOLVE.index("def solve") :]
 
 
-def test_direct_entry_is_verified_on_every_example_beyond_the_demos(store):
+def test_direct_entry_is_verified_on_every_example_the_demos_included(store):
     maker = scripted([maker_reply(SOLVE, VALIDATION_QS)])
     out = build_graph(store=store).invoke(
         {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
@@ -222,7 +222,11 @@ def test_direct_entry_is_verified_on_every_example_beyond_the_demos(store):
     record = tools(store).get("word_sorting")
     assert record.direct_entry == "solve"
     checks = [c.get("check") for c in record.verification]
-    assert checks.count("call") == 3 and checks.count("direct") == 9  # examples 3..11
+    assert checks.count("call") == 3 and checks.count("direct") == 12  # examples 0..11
+    direct = [c["input"] for c in record.verification if c.get("check") == "direct"]
+    assert direct == [e["input"] for e in EXAMPLES[:12]]
+    assert record.strength is not None and record.strength.level == "verified"
+    assert record.strength.cases == 12 and out["verification"]["cases"] == 12
 
 
 def test_the_function_comes_first_and_its_solve_entry_is_asked_for_next(store):
@@ -248,7 +252,7 @@ def test_the_function_comes_first_and_its_solve_entry_is_asked_for_next(store):
     record = tools(store).get("word_sorting")
     assert record.direct_entry == "solve" and record.code.count("def sort_words") == 1
     assert "reverse=True" not in record.code
-    assert [c.get("check") for c in record.verification].count("direct") == 9
+    assert [c.get("check") for c in record.verification].count("direct") == 12
 
 
 def test_cache_hit_through_the_direct_entry_uses_no_model(store):

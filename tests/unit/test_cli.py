@@ -44,6 +44,7 @@ def test_make_then_solve_then_manage_tools(models, examples_file, tmp_path, caps
     err = capsys.readouterr().err
     assert "attempt 1/3" in err and "✓ #0: 3/3 checks" in err
     assert "verified: candidate #0" in err and "stored word_sorting v1" in err
+    assert "lucky-pass chance" in " ".join(err.split())
 
     question = EXAMPLES[60]
     models["user"] = scripted([user_reply(question["input"])])
@@ -56,6 +57,9 @@ def test_make_then_solve_then_manage_tools(models, examples_file, tmp_path, caps
     assert main(["tools", "show", "word_sorting"]) == 0
     shown = capsys.readouterr().out
     assert "def sort_words" in shown and "3/3 passed" in shown
+    flat = " ".join(shown.split())
+    assert "verified: 3 labelled example(s) passed (3 with answers its maker had not seen)" in flat
+    assert "lucky-pass chance" in flat
     out_file = tmp_path / "export.json"
     assert main(["tools", "export", "-o", str(out_file)]) == 0
     exported = json.loads(out_file.read_text())["tools"]

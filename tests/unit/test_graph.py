@@ -77,7 +77,7 @@ def test_miss_makes_a_tool_in_one_attempt_and_answers(store, make_context):
     assert EXAMPLES[0]["target"] in first_prompt
     assert VALIDATION_QS[0] in first_prompt and EXAMPLES[3]["target"] not in first_prompt
     # Output holds only the output schema's keys.
-    assert set(out) <= {"answer", "tool", "cache_hit", "error", "usage", "path"}
+    assert set(out) <= {"answer", "tool", "cache_hit", "error", "usage", "path", "verification"}
     assert out["path"] == "llm"
 
 

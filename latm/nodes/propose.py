@@ -40,6 +40,7 @@ from latm.graph.state import (
 from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
+from latm.nodes.verify import not_run
 from latm.prompts import (
     DESCRIBE_USER,
     DIRECT_INSTRUCTIONS,
@@ -112,7 +113,7 @@ def lessons(state: State, demos: list[Example]) -> list[Example]:
     seen = {ex["input"] for ex in demos}
     cases: list[Example] = []
     for case in state.get("report") or []:
-        if case["passed"] or case["input"] in seen:
+        if case["passed"] or case["input"] in seen or not_run(case):
             continue
         seen.add(case["input"])
         cases.append(Example(input=case["input"], target=case["expected"]))
@@ -144,7 +145,7 @@ def feedback(state: State) -> str:
     failed = [
         _describe_failure(i, case)
         for i, case in enumerate(state.get("report") or [], 1)
-        if not case["passed"]
+        if not case["passed"] and not not_run(case)
     ]
     shown = failed[:MAX_FAILURES_SHOWN]
     if len(failed) > len(shown):

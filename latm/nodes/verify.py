@@ -148,6 +148,11 @@ CHUNK = 8
 SKIPPED = "not run: an earlier check of this candidate failed"
 
 
+def not_run(case: CaseReport) -> bool:
+    """Whether a failed case was skipped by the early stop (never run, never shown)."""
+    return (case["error"] or "").endswith(SKIPPED)
+
+
 def run_checks(
     executor: Executor,
     code: str,
@@ -584,11 +589,15 @@ def revealed(state: State, report: list[CaseReport], accepted: bool) -> list[str
 
     A failed case of the round's best candidate is shown to the next round's
     maker (as repair feedback and as a worked example): from then on, passing
-    it proves less.
+    it proves less. Cases the early stop skipped are never shown.
     """
     shown = list(state.get("revealed") or [])
     if not accepted:
-        shown += [c["input"] for c in report if not c["passed"] and c["input"] not in shown]
+        shown += [
+            c["input"]
+            for c in report
+            if not c["passed"] and not not_run(c) and c["input"] not in shown
+        ]
     return shown
 
 

@@ -5,9 +5,14 @@ needs an embedding function. ``LATM_EMBEDDINGS`` (``Context.embeddings``) names
 it:
 
 * ``none``: no index; the repository ranks tools lexically.
+* ``local``: the key-less local model :mod:`latm.local.embedder` installs
+  (``latm local install``): all-MiniLM-L6-v2, as a static token table
+  distilled from it at install time (256 dimensions, well under a millisecond
+  a text); ``local:contextual`` runs the full encoder in numpy instead (384
+  dimensions, tens to hundreds of milliseconds a text on a small CPU).
 * ``hash`` or ``hash:DIMS``: :class:`HashEmbeddings`, a deterministic hashed
   bag of words computed locally. It needs no model and no network, so it is the
-  offline and test fallback; it matches shared words, not meanings.
+  test fallback; it matches shared words, not meanings.
 * ``openai:MODEL``: an OpenAI-compatible embeddings endpoint through
   ``langchain_openai`` (``LATM_EMBEDDINGS_BASE_URL`` for a local server such as
   vLLM or llama.cpp, the key in the variable ``LATM_EMBEDDINGS_API_KEY_ENV``
@@ -76,11 +81,20 @@ class HashEmbeddings(Embeddings):
         return self._embed(text)
 
 
+def local_embeddings_installed() -> bool:
+    """Whether the local embedding model is installed (``latm local install``)."""
+    from latm.local.embedder import embedder_is_installed
+    from latm.local.paths import LocalPaths
+
+    return embedder_is_installed(LocalPaths.from_env())
+
+
 def load_embeddings(spec: str) -> tuple[Embeddings, int] | None:
     """The embedding function a setting names, and its vector size.
 
     Args:
-        spec: ``none``, ``hash[:DIMS]``, ``openai:MODEL`` or ``PROVIDER:MODEL``
+        spec: ``none``, ``local[:contextual]``, ``hash[:DIMS]``, ``openai:MODEL`` or
+            ``PROVIDER:MODEL``
             (see the module docstring); empty means ``none``.
 
     Returns:
@@ -100,9 +114,20 @@ def load_embeddings(spec: str) -> tuple[Embeddings, int] | None:
         except ValueError as exc:
             raise ValueError(f"bad embeddings setting {spec!r}: use hash or hash:DIMS") from exc
         return HashEmbeddings(dims), dims
+    if kind == "local":
+        if arg not in ("", "static", "contextual"):
+            raise ValueError(f"bad embeddings setting {spec!r}: use local or local:contextual")
+        from latm.local.embedder import LocalEmbeddings
+        from latm.local.paths import LocalError
+
+        try:
+            local = LocalEmbeddings(contextual=arg == "contextual")
+        except LocalError as exc:
+            raise ValueError(str(exc)) from exc
+        return local, local.dims
     if not arg:
         raise ValueError(
-            f"bad embeddings setting {spec!r}: use none, hash[:DIMS], openai:MODEL "
+            f"bad embeddings setting {spec!r}: use none, local, hash[:DIMS], openai:MODEL "
             "or PROVIDER:MODEL"
         )
     model: Embeddings

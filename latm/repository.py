@@ -30,6 +30,8 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,6 +221,10 @@ class ToolRecord(BaseModel):
         return f"{self.task_type}:{self.version}:{digest}"
 
 
+def _new_stamp() -> dict[str, str]:
+    return {"stamp": uuid.uuid4().hex}
+
+
 def content_sha256(value: dict[str, Any]) -> str:
     """The sha256 of a stored record's canonical JSON, without its hash and search text."""
     body = {k: v for k, v in value.items() if k not in _UNHASHED}
@@ -275,6 +281,9 @@ class ToolStats(BaseModel):
     last_used_at: str | None = None
 
 
+_STAMP_KEY = "~stamp"  # not a task type (those match [A-Za-z0-9][A-Za-z0-9_-]*)
+_GENERATION: weakref.WeakKeyDictionary[BaseStore, dict[str, int]] = weakref.WeakKeyDictionary()
+_GENERATION_LOCK = threading.Lock()
 _SHARD = f"{socket.gethostname()}-{os.getpid()}"
 _STATS_LOCK = threading.Lock()
 
@@ -335,6 +344,7 @@ class ToolRepository:
         self.versions_namespace = ("latm", namespace, "tool_versions")
         self.stats_namespace = ("latm", namespace, "tool_stats")
         self.quarantine_namespace = ("latm", namespace, "quarantine")
+        self.routes_namespace = ("latm", namespace, "tool_routes")
 
     @contextmanager
     def guard(self, doing: str) -> Iterator[None]:
@@ -465,8 +475,11 @@ class ToolRepository:
                         {**value, "search_text": record.search_text},
                         index=["search_text"],
                     ),
+                    # the route indexes' change stamp, in the same write
+                    PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False),
                 ]
             )
+        self._bump_generation()
         return stored
 
     def made_by(self, task_type: str, make_id: str) -> ToolRecord | None:
@@ -484,6 +497,8 @@ class ToolRepository:
                 self.store.delete(self.stats_namespace, item.key)
             if existed:
                 self.store.delete(self.namespace, task_type)
+            self.store.delete(self.routes_namespace, task_type)
+        self.touch_routes()
         return existed
 
     def _page(self, namespace: tuple[str, ...], where: dict[str, Any] | None, offset: int) -> Any:
@@ -654,6 +669,42 @@ class ToolRepository:
                 shard.last_error_at = now
             self.store.put(self.stats_namespace, key, shard.model_dump(mode="json"), index=False)
         return self.stats(record.task_type, record.version)
+
+    # --- the dispatcher's route index (see latm.routing) ---------------------------
+
+    def touch_routes(self) -> None:
+        """Move the change stamp that tells every process's route index to refresh."""
+        self._bump_generation()
+        with self.guard("marking the tools changed"):
+            self.store.put(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False)
+
+    def _bump_generation(self) -> None:
+        with _GENERATION_LOCK:
+            counts = _GENERATION.setdefault(self.store, {})
+            counts[self.tenant] = counts.get(self.tenant, 0) + 1
+
+    def local_generation(self) -> int:
+        """How often this process changed the tools of this store and namespace."""
+        with _GENERATION_LOCK:
+            return _GENERATION.get(self.store, {}).get(self.tenant, 0)
+
+    def route_stamp(self) -> str | None:
+        """The current change stamp (``None`` before the first write)."""
+        with self.guard("reading the tools' change stamp"):
+            item = self.store.get(self.routes_namespace, _STAMP_KEY)
+        stamp = item.value.get("stamp") if item is not None else None
+        return stamp if isinstance(stamp, str) else None
+
+    def route_item(self, task_type: str) -> dict[str, Any] | None:
+        """A tool's stored route vectors (a JSON dict), or ``None``."""
+        with self.guard(f"reading the route vectors of {task_type!r}"):
+            item = self.store.get(self.routes_namespace, task_type)
+        return dict(item.value) if item is not None else None
+
+    def put_route_item(self, task_type: str, value: dict[str, Any]) -> None:
+        """Store a tool's route vectors (not indexed by the store)."""
+        with self.guard(f"storing the route vectors of {task_type!r}"):
+            self.store.put(self.routes_namespace, task_type, value, index=False)
 
     def search(self, query: str, limit: int = 3) -> list[tuple[ToolRecord, float]]:
         """Find the tools that best fit a request.

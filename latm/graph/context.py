@@ -106,6 +106,14 @@ class Context:
         review_ttl_s: How long a run paused for approval keeps its tool-making
             lease, so that no other run starts making the same tool while a
             person reviews (env ``LATM_REVIEW_TTL``; a day).
+        dispatch: How a request without ``task_type`` finds its tool: ``embedding``
+            (nearest verified questions with calibrated acceptance regions; a model
+            is asked only on borderline cases) or ``llm`` (search, then the user
+            model confirms a candidate on every request) (env ``LATM_DISPATCH``).
+        route_embeddings: The dispatcher's embedding model: ``auto`` (the local
+            model when installed, else the hashed bag of words), ``local``,
+            ``local:contextual``, ``hash[:DIMS]``, ``openai:MODEL`` or
+            ``PROVIDER:MODEL`` (env ``LATM_ROUTE_EMBEDDINGS``).
         lucky_pass_max: The largest chance that a tool ignoring its input would
             have passed the checks, times the candidates tried, for a tool to
             count as verified (env ``LATM_LUCKY_PASS_MAX``; 1 %).
@@ -169,6 +177,9 @@ class Context:
     lease_wait_s: float = _env_float("LATM_LEASE_WAIT", 900.0)
     require_approval: bool = _env_bool("LATM_REQUIRE_APPROVAL", False)
     review_ttl_s: float = _env_float("LATM_REVIEW_TTL", 86_400.0)
+    # -- dispatcher in an embedding space (both are deployment settings) --
+    dispatch: str = _env_str("LATM_DISPATCH", "embedding")  # deployment
+    route_embeddings: str = _env_str("LATM_ROUTE_EMBEDDINGS", "auto")  # deployment
     # How much evidence a stored tool needs (see latm.evidence and the README's
     # "What verified means"). Deployment bounds: a run may make them stricter
     # (a lower lucky_pass_max, weak_tools "reject"), never looser.
@@ -208,6 +219,8 @@ class Context:
             raise ValueError("Context tool lifecycle settings must not be negative")
         if self.run_deadline_s < 0:
             raise ValueError("Context.run_deadline_s must not be negative (0: no deadline)")
+        if self.dispatch not in ("embedding", "llm"):
+            raise ValueError("Context.dispatch must be 'embedding' or 'llm'")
         if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:
             raise ValueError("Context execution limits are too small")
         if not 0.0 <= self.lucky_pass_max <= 1.0 or self.agreement_probes < 0:

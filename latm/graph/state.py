@@ -70,6 +70,47 @@ class CaseReport(TypedDict):
     check: NotRequired[str]
 
 
+class RouteInfo(TypedDict, total=False):
+    """How the dispatcher routed a request.
+
+    Attributes:
+        by: What decided: ``task_type`` (the caller named the tool),
+            ``embedding`` (the calibrated region alone), ``parser`` (a borderline
+            case the tools' ``solve`` entries settled), ``model`` (the user model
+            chose), ``lease`` (another run had just made the tool) or ``request``
+            (tool making was asked for).
+        tool: The chosen tool's task type, or ``None`` for no tool.
+        verdict: What the embedding space said: ``hit``, ``none`` or ``borderline``.
+        distance: Cosine distance from the request to the best tool's closest
+            verified question.
+        threshold: The best tool's acceptance distance.
+        margin: How much farther the second-best tool is.
+        candidates: The closest tools, best first.
+        parser: Which candidates' ``solve`` entries accepted the request.
+        asked_model: Whether a model was asked.
+        embedder: The embedding model.
+    """
+
+    by: Annotated[
+        str, Field(description="What decided: task_type, embedding, parser, model, lease.")
+    ]
+    tool: Annotated[str | None, Field(description="The chosen tool's task type, or null.")]
+    verdict: Annotated[
+        str, Field(description="The embedding space's verdict: hit, none, borderline.")
+    ]
+    distance: Annotated[
+        float, Field(description="Cosine distance to the best tool's closest question.")
+    ]
+    threshold: Annotated[float, Field(description="The best tool's acceptance distance.")]
+    margin: Annotated[float, Field(description="How much farther the second-best tool is.")]
+    candidates: Annotated[list[str], Field(description="The closest tools, best first.")]
+    parser: Annotated[
+        dict[str, bool], Field(description="Which candidates' solve entries parsed the request.")
+    ]
+    asked_model: Annotated[bool, Field(description="Whether a model was asked.")]
+    embedder: Annotated[str, Field(description="The embedding model.")]
+
+
 class Candidate(TypedDict):
     """One proposal of the maker in a round (best-of-N proposes several in parallel).
 
@@ -203,6 +244,7 @@ class OutputState(TypedDict, total=False):
         path: How the answer was computed: ``direct`` (the tool's ``solve`` entry
             on the raw request, no model call) or ``llm`` (the user model wrote
             the call).
+        routing: How the dispatcher routed the request (:class:`RouteInfo`).
         verification: When a tool was made, how strong its verification was:
             ``level`` (``verified`` or ``weak``), the labelled examples passed
             (``cases``, ``blind_cases``: those whose answer the maker had not
@@ -234,6 +276,14 @@ class OutputState(TypedDict, total=False):
         Field(
             description="How the answer was computed: direct (the tool's solve entry on the "
             "raw request, no model call) or llm (the user model wrote the call)."
+        ),
+    ]
+    routing: Annotated[
+        RouteInfo | None,
+        Field(
+            description="How the dispatcher routed the request: what decided (task_type, "
+            "embedding, parser, model, lease), the tool, its distance, threshold and margin, "
+            "and whether a model was asked."
         ),
     ]
     verification: Annotated[

@@ -39,6 +39,7 @@ from latm.local.assemble import (
     find_archive,
     sha256_file,
 )
+from latm.local.embedder import EMBEDDER, install_embedder
 from latm.local.paths import LocalError, LocalPaths
 from latm.local.spec import (
     CMAKE_OPTIONS,
@@ -500,6 +501,9 @@ def install(
         report.seconds[model.name] = seconds
         report.assembled.append(model.name)
         console.print(f"  [green]installed[/] in {seconds:.0f} s")
+
+    if install_embedder(paths, console, verify=verify):  # the dispatcher's embedding model
+        report.assembled.append(EMBEDDER.name)
 
     shutil.rmtree(paths.work_dir, ignore_errors=True)
     if report.changed:

@@ -13,12 +13,14 @@ from pydantic import BaseModel, Field
 
 from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
-from latm.graph.state import Example, State
+from latm.graph.state import Example, RouteInfo, State
 from latm.lifecycle import claim, retired, store_errors, usable
 from latm.llm import ModelError, invoke_structured
-from latm.nodes.common import emit, get_context, get_repository
+from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
+from latm.routing import decide, route_embedder, route_index
+from latm.sandbox import SandboxUnavailableError
 
 
 class DispatchChoice(BaseModel):
@@ -53,6 +55,7 @@ def _fresh_run() -> dict[str, Any]:
         "revealed": [],
         "lease": None,
         "make_id": None,
+        "routing": None,
     }
 
 
@@ -164,7 +167,7 @@ def _miss(
         return {**update, "route": "stop", "error": got.error}
     if got.record is not None:
         emit(runtime, "dispatcher", "hit", tool=got.record.task_type, by="lease")
-        hit = _hit(got.record)
+        hit = _hit(got.record, routing=RouteInfo(by="lease", tool=got.record.task_type))
         return {**update, **hit, "route": hit["route"] if state.get("task") else "stop"}
     emit(runtime, "dispatcher", "miss", reason=reason)
     return {**update, "route": "miss", "lease": got.lease, "make_id": uuid.uuid4().hex}
@@ -175,11 +178,16 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Route the request: a fitting cached tool answers it, or a new tool is made.
 
     An exact ``task_type`` match wins without any model call. Otherwise the
-    repository is searched and the user model confirms the best candidate or
-    answers "none". Retired tools (too many use-time failures) are skipped. A
-    miss takes the tool-making lease, so that concurrent requests make one
-    tool (:mod:`latm.lifecycle`). A miss without examples ends the run with an
-    error that names the closest tools.
+    request is placed in the tools' embedding space (:mod:`latm.routing`): inside
+    the closest tool's calibrated region with a clear margin is a hit, far from
+    every region a miss, both with no model call; a borderline case asks the
+    candidates' ``solve`` entries, and the user model only when these disagree
+    (``Context.dispatch="llm"``: the user model confirms every search result, as
+    before). ``routing`` in the output says how it was decided. Retired tools
+    (too many use-time failures) are skipped. A miss takes the tool-making
+    lease, so that concurrent requests make one tool (:mod:`latm.lifecycle`). A
+    miss without examples ends the run with an error that names the closest
+    tools.
     """
     update = _fresh_run()
     ctx = get_context(runtime)
@@ -200,7 +208,8 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         why = retired(repo, record, ctx) if record is not None else None
         if record is not None and why is None:
             emit(runtime, "dispatcher", "hit", tool=record.task_type, by="task_type")
-            return {**update, **_hit(record)}
+            routing = RouteInfo(by="task_type", tool=record.task_type, asked_model=False)
+            return {**update, **_hit(record, routing=routing)}
         if examples:
             reason = why or f"no tool for task type {task_type!r}"
             return _miss(update, state, runtime, repo, examples, reason)
@@ -212,27 +221,19 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             else f"no tool for task type {task_type!r} and no examples to make one",
         }
 
-    found = usable(repo, repo.search(task, limit=ctx.dispatch_candidates), ctx)
-    update["candidates"] = [r.task_type for r, _ in found]
-    if found:
-        tools = "\n".join(f"- {r.task_type}: {r.description}" for r, _ in found)
-        messages = [
-            SystemMessage(DISPATCH_SYSTEM),
-            HumanMessage(DISPATCH_USER.format(task=task, tools=tools)),
-        ]
-        try:
-            choice, usage = call_within(
-                update["deadline_at"],
-                "the dispatcher's model call",
-                lambda: invoke_structured(ctx, "user", messages, DispatchChoice),
-            )
-        except (ModelError, DeadlineExceeded) as exc:
-            return {**update, "route": "stop", "error": str(exc)}
-        update["usage"] = Overwrite(usage)
-        picked = {r.task_type: r for r, _ in found}.get(choice.tool.strip() if choice else "")
-        if picked is not None:
-            emit(runtime, "dispatcher", "hit", tool=picked.task_type, by="search")
-            return {**update, **_hit(picked)}
+    if ctx.dispatch == "llm":
+        return _route_by_model(update, state, runtime, ctx, repo, examples, task)
+    return _route_by_embedding(update, state, runtime, ctx, repo, examples, task)
+
+
+def _no_tool(
+    update: dict[str, Any],
+    state: State,
+    runtime: Runtime[Context],
+    repo: ToolRepository,
+    examples: list[Example],
+) -> dict[str, Any]:
+    """No cached tool fits: make one from the examples, or stop naming the closest tools."""
     if examples:
         return _miss(update, state, runtime, repo, examples, "no cached tool fits")
     closest = ", ".join(update["candidates"]) or "none (the repository is empty)"
@@ -245,3 +246,157 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             "to make a tool, or 'task_type' to name one."
         ),
     }
+
+
+def _ask_model(
+    ctx: Context, task: str, found: list[ToolRecord], deadline_at: float | None = None
+) -> tuple[ToolRecord | None, dict[str, Any]]:
+    """The user model's pick among candidate tools (``None`` for none).
+
+    Raises:
+        ModelError: The model could not be reached or gave no usable reply.
+    """
+    tools = "\n".join(f"- {r.task_type}: {r.description}" for r in found)
+    messages = [
+        SystemMessage(DISPATCH_SYSTEM),
+        HumanMessage(DISPATCH_USER.format(task=task, tools=tools)),
+    ]
+    try:
+        choice, usage = call_within(
+            deadline_at,
+            "the dispatcher's model call",
+            lambda: invoke_structured(ctx, "user", messages, DispatchChoice),
+        )
+    except DeadlineExceeded as exc:
+        raise ModelError(str(exc)) from exc
+    picked = {r.task_type: r for r in found}.get(choice.tool.strip() if choice else "")
+    return picked, usage
+
+
+def _route_by_model(
+    update: dict[str, Any],
+    state: State,
+    runtime: Runtime[Context],
+    ctx: Context,
+    repo: ToolRepository,
+    examples: list[Example],
+    task: str,
+) -> dict[str, Any]:
+    """The LLM-confirmed dispatcher: search, then the user model confirms a candidate."""
+    found = usable(repo, repo.search(task, limit=ctx.dispatch_candidates), ctx)
+    update["candidates"] = [r.task_type for r, _ in found]
+    if found:
+        try:
+            picked, usage = _ask_model(ctx, task, [r for r, _ in found], update.get("deadline_at"))
+        except ModelError as exc:
+            return {**update, "route": "stop", "error": str(exc)}
+        update["usage"] = Overwrite(usage)
+        update["routing"] = RouteInfo(
+            by="model",
+            tool=picked.task_type if picked else None,
+            candidates=update["candidates"],
+            asked_model=True,
+        )
+        emit(runtime, "dispatcher", "route", **update["routing"])
+        if picked is not None:
+            emit(runtime, "dispatcher", "hit", tool=picked.task_type, by="search")
+            return {**update, **_hit(picked)}
+    return _no_tool(update, state, runtime, repo, examples)
+
+
+def _parser_signal(ctx: Context, task: str, records: list[ToolRecord]) -> dict[str, bool]:
+    """Whether each tool's ``solve(request)`` entry accepts the request (runs sandboxed)."""
+    if not records:
+        return {}
+    try:
+        executor = get_tool_executor(ctx)
+    except SandboxUnavailableError:
+        return {}
+    limits = get_limits(ctx)
+    accepted: dict[str, bool] = {}
+    for record in records:
+        call = f"{record.direct_entry}({task!r})"
+        cache_key = f"{ctx.namespace}\0{record.cache_key}"  # the use node's warm worker
+        result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
+        accepted[record.task_type] = bool(result.ok and result.value not in (None, ""))
+    return accepted
+
+
+def _route_by_embedding(
+    update: dict[str, Any],
+    state: State,
+    runtime: Runtime[Context],
+    ctx: Context,
+    repo: ToolRepository,
+    examples: list[Example],
+    task: str,
+) -> dict[str, Any]:
+    """Route in the embedding space; ask the user model only when the signals disagree.
+
+    See :mod:`latm.routing` for the index and the calibrated acceptance regions.
+    """
+    try:
+        embedder, name = route_embedder(ctx.route_embeddings)
+    except ValueError as exc:
+        return {**update, "route": "stop", "error": f"the dispatcher cannot embed: {exc}"}
+    index = route_index(repo, embedder, name)
+    ranked = index.rank(task, limit=max(3, ctx.dispatch_candidates))
+    records: dict[str, ToolRecord] = {}
+    while True:  # drop retired (or vanished) tools among those that count, then decide
+        decision = decide(ranked)
+        best = decision.best
+        counted = decision.near if decision.verdict == "borderline" else []
+        if decision.verdict == "hit" and best is not None:
+            counted = [best]
+        gone = None
+        for scored in counted:
+            record = records.get(scored.task_type) or repo.get(scored.task_type)
+            if record is None or retired(repo, record, ctx) is not None:
+                gone = scored.task_type
+                break
+            records[scored.task_type] = record
+        if gone is None:
+            break
+        ranked = [s for s in ranked if s.task_type != gone]
+    update["candidates"] = [s.task_type for s in ranked]
+    info = RouteInfo(
+        by="embedding",
+        tool=None,
+        verdict=decision.verdict,
+        candidates=update["candidates"],
+        asked_model=False,
+        embedder=name,
+    )
+    if best is not None:
+        info["distance"] = round(1.0 - best.similarity, 4)
+        info["threshold"] = round(1.0 - best.threshold, 4)
+        info["margin"] = round(decision.margin, 4)
+    picked: ToolRecord | None = None
+    if decision.verdict == "hit" and best is not None:
+        picked = records[best.task_type]
+    elif decision.verdict == "borderline":
+        # the parser signal: the solve entries of every tool in or near its region
+        near = [records[s.task_type] for s in decision.near]
+        with_parser = [r for r in near if r.direct_entry]
+        signal = _parser_signal(ctx, task, with_parser)
+        info["parser"] = signal
+        accepted = [t for t, ok in signal.items() if ok]
+        every_parser = bool(near) and len(signal) == len(near)
+        if every_parser and len(accepted) == 1:  # exactly one tool parses the request
+            picked, info["by"] = records[accepted[0]], "parser"
+        elif every_parser and not accepted:  # every candidate rejects the request's format
+            info["by"] = "parser"
+        else:  # several parse it, or some cannot tell (no parser): the user model decides
+            info["by"], info["asked_model"] = "model", True
+            try:
+                picked, usage = _ask_model(ctx, task, near, update.get("deadline_at"))
+            except ModelError as exc:
+                return {**update, "routing": info, "route": "stop", "error": str(exc)}
+            update["usage"] = Overwrite(usage)
+    info["tool"] = picked.task_type if picked is not None else None
+    update["routing"] = info
+    emit(runtime, "dispatcher", "route", **info)
+    if picked is not None:
+        emit(runtime, "dispatcher", "hit", tool=picked.task_type, by=info["by"])
+        return {**update, **_hit(picked)}
+    return _no_tool(update, state, runtime, repo, examples)

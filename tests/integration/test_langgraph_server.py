@@ -155,14 +155,26 @@ def test_the_server_store_is_the_repository_with_a_semantic_index(client, fake, 
     assert item["key"] == "word_sorting" and item["value"]["version"] == 1
     assert item["score"] is not None and item["score"] > 0  # ranked by the index
 
-    # Without a task type, the dispatcher searches the index and the user model confirms.
+    # Without a task type, the embedding dispatcher routes with no model call ...
     question = EXAMPLES[40]
-    fake.script("user", ['{"tool": "word_sorting"}', user_reply(question["input"])])
+    before = len(fake.requests("user"))
+    fake.script("user", [user_reply(question["input"])])
     out = client.runs.wait(
         None, "latm", input={"task": question["input"]}, context={"namespace": namespace}
     )
     assert out["cache_hit"] is True and out["answer"] == question["target"]
-    confirm = fake.requests("user")[0]
+    assert out["routing"]["by"] == "embedding" and out["routing"]["asked_model"] is False
+    assert len(fake.requests("user")) == before + 1  # the use node's call only
+    # ... and the LLM-confirmed one searches the index and lets the user model confirm.
+    fake.script("user", ['{"tool": "word_sorting"}', user_reply(question["input"])])
+    out = client.runs.wait(
+        None,
+        "latm",
+        input={"task": question["input"]},
+        context={"namespace": namespace, "dispatch": "llm"},
+    )
+    assert out["cache_hit"] is True and out["answer"] == question["target"]
+    confirm = fake.requests("user")[before + 1]
     assert "word_sorting" in str(confirm["messages"])
     assert confirm["response_format"]["type"] == "json_schema"
 

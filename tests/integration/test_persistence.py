@@ -58,7 +58,13 @@ def repository(url: str, path: str) -> ToolRepository:
 
 
 def ctx(maker: Any = None, user: Any = None, **kwargs: Any) -> Context:
-    settings = {**PAPER, "exec_timeout_s": 5.0, "max_retries": 0, **kwargs}
+    settings = {
+        **PAPER,
+        "exec_timeout_s": 5.0,
+        "max_retries": 0,
+        "route_embeddings": "hash",  # the same whether or not the local model is installed
+        **kwargs,
+    }
     return Context(maker_llm=maker or scripted([]), user_llm=user or scripted([]), **settings)
 
 
@@ -124,9 +130,26 @@ def test_pgvector_index_drives_the_dispatchers_search(pg_url, postgres):
     assert items and all(item.score is not None for item in items)  # scored by pgvector
     question = EXAMPLES[40]
     user = scripted(['{"tool": "word_sorting"}', user_reply(question["input"])])
-    out = app.invoke({"task": question["input"]}, context=ctx(user=user))
+    out = app.invoke({"task": question["input"]}, context=ctx(user=user, dispatch="llm"))
     assert out["cache_hit"] is True and out["answer"] == question["target"]
     assert "word_sorting" in user.prompts[0]
+
+
+def test_the_embedding_dispatcher_keeps_its_vectors_in_postgres(pg_url):
+    backend = open_backend(pg_url, embeddings="hash:64")
+    app = build_graph(store=backend.store)
+    out = app.invoke(
+        {"examples": EXAMPLES[:6], "task_type": "word_sorting"},
+        context=ctx(scripted([maker_reply(SORT_CODE, VALIDATION_QS)])),
+    )
+    assert out["error"] is None
+    question = EXAMPLES[41]
+    user = scripted([user_reply(question["input"])])  # the use node's call only
+    out = app.invoke({"task": question["input"]}, context=ctx(user=user))
+    assert out["cache_hit"] is True and out["answer"] == question["target"]
+    assert out["routing"]["by"] == "embedding" and out["routing"]["asked_model"] is False
+    item = ToolRepository(backend.store, "default").route_item("word_sorting")
+    assert item is not None and item["embedder"] == "hash:256" and item["count"] == 3
 
 
 def test_threads_on_postgres_make_one_tool_and_count_every_use(pg_url):

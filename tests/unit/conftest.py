@@ -34,3 +34,5 @@ def _clean_latm_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
         if name.startswith("LATM_") or name == "OPENAI_API_KEY":
             monkeypatch.delenv(name)
     monkeypatch.setenv("LATM_STORE_PATH", str(tmp_path / "tools.sqlite"))
+    # the dispatcher's embeddings must not depend on whether the local model is installed
+    monkeypatch.setenv("LATM_ROUTE_EMBEDDINGS", "hash")

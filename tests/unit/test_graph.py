@@ -77,7 +77,16 @@ def test_miss_makes_a_tool_in_one_attempt_and_answers(store, make_context):
     assert EXAMPLES[0]["target"] in first_prompt
     assert VALIDATION_QS[0] in first_prompt and EXAMPLES[3]["target"] not in first_prompt
     # Output holds only the output schema's keys.
-    assert set(out) <= {"answer", "tool", "cache_hit", "error", "usage", "path", "verification"}
+    assert set(out) <= {
+        "answer",
+        "tool",
+        "cache_hit",
+        "error",
+        "usage",
+        "path",
+        "verification",
+        "routing",
+    }
     assert out["path"] == "llm"
 
 
@@ -150,12 +159,41 @@ def test_hit_by_task_type_never_calls_the_maker_or_the_dispatch_model(store, mak
     assert str(messages[-1].content) == f"Question: {question['input']}"
 
 
-def test_hit_by_search_is_confirmed_by_the_user_model(store, make_context):
+def test_hit_without_task_type_is_routed_in_the_embedding_space_with_no_model_call(
+    store, make_context
+):
+    make_sorting_tool(store, make_context)
+
+    question = EXAMPLES[40]
+    user = scripted([user_reply(question["input"])])  # the use node's call only
+    out = run(store, make_context(scripted([]), user), task=question["input"])
+
+    assert out["cache_hit"] is True and out["answer"] == question["target"]
+    assert out["usage"]["user"]["calls"] == 1  # no dispatch call
+    routing = out["routing"]
+    assert routing["by"] == "embedding" and routing["verdict"] == "hit"
+    assert routing["tool"] == "word_sorting" and routing["asked_model"] is False
+    assert routing["distance"] <= routing["threshold"] and routing["margin"] == 1.0
+    assert routing["embedder"] == "hash:256"
+
+
+def test_a_far_request_is_a_clear_miss_with_no_model_call(store, make_context):
+    make_sorting_tool(store, make_context)
+
+    user = scripted([])
+    out = run(store, make_context(scripted([]), user), task="What is the capital of France?")
+
+    assert out["cache_hit"] is False and user.received == []
+    assert out["routing"]["verdict"] == "none" and out["routing"]["tool"] is None
+    assert "closest tools: word_sorting" in out["error"]
+
+
+def test_hit_by_search_is_confirmed_by_the_user_model_with_the_llm_dispatcher(store, make_context):
     make_sorting_tool(store, make_context)
 
     question = EXAMPLES[40]
     user = scripted(['{"tool": "word_sorting"}', user_reply(question["input"])])
-    out = run(store, make_context(scripted([]), user), task=question["input"])
+    out = run(store, make_context(scripted([]), user, dispatch="llm"), task=question["input"])
 
     assert out["cache_hit"] is True and out["answer"] == question["target"]
     assert "word_sorting" in user.prompts[0]  # the candidate was shown
@@ -169,7 +207,10 @@ def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_conte
     maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
     user = scripted(['{"tool": "none"}', user_reply(question["input"])])
     out = run(
-        store, make_context(maker, user), task=question["input"], examples=DEMOS_AND_VALIDATION
+        store,
+        make_context(maker, user, dispatch="llm"),
+        task=question["input"],
+        examples=DEMOS_AND_VALIDATION,
     )
 
     assert out["cache_hit"] is False and out["answer"] == question["target"]
@@ -186,7 +227,7 @@ def test_miss_without_examples_names_the_closest_tools(store, make_context):
     user = scripted(['{"tool": "none"}'])
     out = run(
         store,
-        make_context(scripted([]), user),
+        make_context(scripted([]), user, dispatch="llm"),
         task="Sort these words by length: List: banana kiwi apple",
     )
 
@@ -469,7 +510,8 @@ def test_progress_events_are_streamed(store, make_context):
         )
     ]
     kinds = [(e["node"], e["event"]) for e in events]
-    assert kinds[0] == ("dispatcher", "miss")
+    assert kinds[:2] == [("dispatcher", "route"), ("dispatcher", "miss")]
+    assert events[0]["verdict"] == "none" and events[0]["asked_model"] is False
     assert ("verify", "done") in kinds and ("wrap", "stored") in kinds
     assert kinds[-1] == ("use", "answer")
     cases = [e for e in events if e["event"] == "case"]

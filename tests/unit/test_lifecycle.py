@@ -344,9 +344,10 @@ def test_corrupt_and_foreign_records_are_survived_on_every_path(store):
     q = EXAMPLES[21]
     out = ask(store, q["input"])  # a hit by task type, then use
     assert out["error"] is None and out["answer"] == q["target"]
-    user = scripted(['{"tool": "word_sorting"}', user_reply(q["input"])])
+    user = scripted([user_reply(q["input"])])
     out = build_graph(store=store).invoke({"task": q["input"]}, context=ctx(user=user))
-    assert out["answer"] == q["target"]  # a hit by search
+    assert out["answer"] == q["target"]  # a hit in the embedding space
+    assert out["routing"]["by"] == "embedding" and len(user.received) == 1
     out = build_graph(store=store).invoke(
         {"task": q["input"], "task_type": "broken"}, context=ctx()
     )

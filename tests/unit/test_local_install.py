@@ -74,6 +74,7 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRegistry:
     reg = FakeRegistry(tmp_path)
     monkeypatch.setattr(inst, "MODELS", MODELS)
     monkeypatch.setattr(inst, "pip_download", reg)
+    monkeypatch.setattr(inst, "install_embedder", lambda *args, **kwargs: False)  # its own test
     return reg
 
 

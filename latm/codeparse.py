@@ -41,22 +41,46 @@ AUTO_IMPORTS = frozenset(
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-PARSE_LOCK = threading.Lock()
-"""Held while parsing or compiling generated code: CPython 3.11's AST constructor
-keeps a recursion counter that threads parsing at once can corrupt ("SystemError:
-AST constructor recursion depth mismatch", seen with parallel candidates)."""
+AST_LOCK = threading.RLock()
+"""Held while CPython converts between source, C and Python syntax trees.
+
+On Python 3.11 the converter's recursion counter is shared by every thread:
+two threads parsing at once (best-of-N candidates are checked in parallel)
+can corrupt it, and ``ast.parse`` or ``compile`` then raises ``SystemError:
+AST constructor recursion depth mismatch``. Every parse in LATM goes through
+the functions below, which take this lock.
+"""
+PARSE_LOCK = AST_LOCK
+"""The same lock, under the name other modules use."""
 
 
-def parse_code(source: str) -> ast.Module:
-    """``ast.parse`` under :data:`PARSE_LOCK` (parallel candidates parse at once)."""
-    with PARSE_LOCK:
-        return ast.parse(source)
+def parse_python(source: str, mode: str = "exec") -> ast.AST:
+    """``ast.parse`` under :data:`AST_LOCK` (see there why)."""
+    with AST_LOCK:
+        return ast.parse(source, mode=mode)
+
+
+def parse_module(source: str) -> ast.Module:
+    """A module's syntax tree, parsed under :data:`AST_LOCK`."""
+    tree = parse_python(source)
+    assert isinstance(tree, ast.Module)
+    return tree
+
+
+parse_code = parse_module
 
 
 def parse_expression(source: str) -> ast.Expression:
-    """``ast.parse(source, mode="eval")`` under :data:`PARSE_LOCK`."""
-    with PARSE_LOCK:
-        return ast.parse(source, mode="eval")
+    """``ast.parse(source, mode="eval")`` under :data:`AST_LOCK`."""
+    tree = parse_python(source, "eval")
+    assert isinstance(tree, ast.Expression)
+    return tree
+
+
+def compile_tree(tree: ast.Module) -> None:
+    """Compile a syntax tree (runs nothing) under :data:`AST_LOCK`, for its syntax errors."""
+    with AST_LOCK:
+        compile(tree, "<tool>", "exec", dont_inherit=True)
 
 
 class ReplyError(ValueError):
@@ -93,11 +117,10 @@ def _parse(source: str) -> ast.Module:
     if len(source) > MAX_CODE_CHARS:
         raise ReplyError(f"the code is longer than {MAX_CODE_CHARS} characters")
     try:
-        with PARSE_LOCK:
-            module = ast.parse(source)
-            # The compiler's later passes find what parsing does not (``import *`` in a
-            # function, ``return`` outside one, ...). Compiling runs nothing.
-            compile(module, "<tool>", "exec", dont_inherit=True)
+        module = parse_module(source)
+        # The compiler's later passes find what parsing does not (``import *`` in a
+        # function, ``return`` outside one, ...). Compiling runs nothing.
+        compile_tree(module)
         return module
     except SyntaxError as exc:
         raise ReplyError(f"the code has a syntax error: {exc.msg} (line {exc.lineno})") from exc
@@ -364,7 +387,7 @@ def parse_call(reply: str, entry: str) -> str:
             if not candidate or len(candidate) > MAX_CODE_CHARS:
                 continue
             try:
-                module = ast.parse(candidate)
+                module = parse_module(candidate)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
             if len(module.body) != 1:

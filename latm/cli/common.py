@@ -105,18 +105,23 @@ def load_examples(path: str) -> list[Example]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from exc
     try:
         data: Any = json.loads(text)
+    except RecursionError as exc:
+        raise UserError(f"{path} is nested too deeply to be a list of examples") from exc
     except ValueError:
         try:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except RecursionError as exc:
+            raise UserError(f"{path} is nested too deeply to be a list of examples") from exc
         except ValueError as exc:
             raise UserError(f"{path} is neither JSON nor JSON lines: {exc}") from exc
     if isinstance(data, dict):
         data = data.get("examples")
     if not isinstance(data, list) or not data:
         raise UserError(f"{path} holds no list of examples")
-    examples: list[Example] = []
     for number, item in enumerate(data, 1):
         if not isinstance(item, dict):
             raise UserError(
@@ -129,10 +134,18 @@ def load_examples(path: str) -> list[Example]:
                 f"{path}: example {number} (of {len(data)}) has no "
                 f"{' and no '.join(repr(k) for k in missing)}"
             )
-        example: Example = {"input": str(item["input"]), "target": str(item["target"])}
-        if "rationale" in item:  # checked and normalized by the graph's dispatcher
-            example["rationale"] = item["rationale"]
-        examples.append(example)
+
+    # the graph's own check: the same rules (text fields, sizes) as the Python API
+    from latm.graph.context import Context
+    from latm.nodes.dispatcher import check_examples
+
+    try:
+        limits = Context()
+    except ValueError as exc:  # a malformed LATM_* number
+        raise UserError(f"bad setting: {exc}") from exc
+    problem, examples = check_examples(data, limits)
+    if problem:
+        raise UserError(f"{path}: {problem}")
     return examples
 
 

@@ -3,9 +3,12 @@
 Export writes JSON (never pickle): ``{"format": "latm-tools", "tools": [...],
 "sha256": ...}``, where ``sha256`` is taken over the canonical JSON of the tool
 list (sorted keys, no spaces, UTF-8). Import checks that hash and every record
-(its fields, task type, and that its code parses and defines its function)
-before it stores anything; a tool whose task type exists becomes a new version
-unless its code is unchanged. Imported code is never run by the import.
+(its fields, task type, schema version, and that its code parses and defines
+its function), then re-verifies every tool in the sandbox against its own
+stored verification cases (its usage demos' calls, and its ``solve`` entry on
+its direct checks) before it stores anything: an edited tool whose hash was
+recomputed still has to pass. A tool whose task type exists becomes a new
+version unless its code is unchanged. Imported code runs only in the sandbox.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import hashlib
 import json
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.markup import escape
 
+from latm.answers import is_correct
 from latm.cli.common import (
     UserError,
     console,
@@ -26,9 +30,13 @@ from latm.cli.common import (
     repository_from_args,
     safe_text,
 )
-
-if TYPE_CHECKING:  # imported where used: `latm tools --help` must not load LangGraph
-    from latm.repository import ToolRecord, ToolRepository, ToolStats
+from latm.codeparse import ReplyError, function_info
+from latm.graph.context import Context
+from latm.nodes.common import get_limits, get_tool_executor
+from latm.nodes.dispatcher import check_task_type
+from latm.nodes.verify import run_checks
+from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
+from latm.sandbox import ExecResult, SandboxUnavailableError
 
 FORMAT = "latm-tools"
 FORMAT_VERSION = 1
@@ -52,6 +60,16 @@ def register(subparsers: Any) -> None:
     imp = actions.add_parser("import", help="import tools from an export (checks its sha256)")
     imp.add_argument("file", help="a JSON file written by 'latm tools export'")
     imp.set_defaults(func=import_tools)
+    doctor = actions.add_parser(
+        "doctor", help="check every stored record; list (and repair) what is unreadable"
+    )
+    doctor.add_argument(
+        "--repair", action="store_true", help="rewrite stale or missing latest records"
+    )
+    doctor.add_argument(
+        "--purge", action="store_true", help="delete the quarantined records (after reading them)"
+    )
+    doctor.set_defaults(func=doctor_tools)
 
 
 def list_tools(args: argparse.Namespace) -> int:
@@ -96,8 +114,30 @@ def list_tools(args: argparse.Namespace) -> int:
     return 0
 
 
+def doctor_tools(args: argparse.Namespace) -> int:
+    """Read every record one by one, quarantine the unreadable, report and repair the rest."""
+    repo = repository_from_args(args)
+    problems = _guarded(lambda: repo.check(repair=args.repair))
+    quarantined = _guarded(repo.quarantined)
+    for line in problems:
+        console.print(escape(line))
+    if quarantined:
+        console.print(f"{len(quarantined)} quarantined record(s):")
+        for q in quarantined:
+            where = "/".join(q.get("namespace") or [])
+            console.print(
+                f"  {escape(where)} {escape(str(q.get('key')))}: {escape(str(q.get('reason')))}"
+            )
+    if args.purge:
+        console.print(f"purged {_guarded(repo.purge_quarantine)} quarantined record(s)")
+        quarantined = []
+    unrepaired = [p for p in problems if not p.startswith("quarantined") and ";" not in p]
+    if not problems and not quarantined:
+        console.print("the repository is sound")
+    return 1 if unrepaired else 0
+
+
 def _guarded(read: Any) -> Any:
-    from latm.repository import RepositoryError
 
     try:
         return read()
@@ -220,11 +260,11 @@ def check_record(raw: Any, index: int) -> ToolRecord:
     """
     from pydantic import ValidationError
 
-    from latm.codeparse import ReplyError, function_info
-    from latm.nodes.dispatcher import TASK_TYPE
     from latm.repository import ToolRecord
 
     where = f"tool {index}"
+    if isinstance(raw, dict) and (problem := check_task_type(raw.get("task_type"))):
+        raise UserError(f"{where}: " + problem.replace("'task_type'", "the task type"))
     try:
         record = ToolRecord.model_validate(raw)
     except ValidationError as exc:
@@ -232,8 +272,6 @@ def check_record(raw: Any, index: int) -> ToolRecord:
         field = ".".join(str(p) for p in first["loc"]) or "record"
         raise UserError(f"{where} is not a valid tool record: {field}: {first['msg']}") from exc
     where = f"tool {index} ({record.task_type!r})"
-    if not TASK_TYPE.match(record.task_type):
-        raise UserError(f"{where}: the task type must be 1-64 letters, digits, '_' or '-'")
     for entry in filter(None, (record.name, record.direct_entry)):
         try:
             function_info(record.code, entry)
@@ -252,10 +290,17 @@ def parse_document(text: str, source: str) -> list[ToolRecord]:
         data = json.loads(text)
     except ValueError as exc:
         raise UserError(f"{source} is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise UserError(f"{source} is nested too deeply to be a LATM tools export") from exc
     if not isinstance(data, dict) or not isinstance(data.get("tools"), list):
         raise UserError(f"{source} is not a LATM tools export (no 'tools' list)")
     if data.get("format", FORMAT) != FORMAT:
         raise UserError(f"{source} is a {data.get('format')!r} document, not {FORMAT!r}")
+    if data.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise UserError(
+            f"{source} has format_version {data.get('format_version')!r}; this LATM reads "
+            f"{FORMAT_VERSION}: nothing was imported"
+        )
     expected = data.get("sha256")
     if not isinstance(expected, str):
         raise UserError(
@@ -276,6 +321,43 @@ def parse_document(text: str, source: str) -> list[ToolRecord]:
     return records
 
 
+def reverify(record: ToolRecord, ctx: Context) -> str | None:
+    """Re-run a tool's stored verification cases in the sandbox; why it fails, or ``None``.
+
+    The cases are its usage demos (a call and its verified answer) and, when it
+    has a ``solve`` entry, its direct checks (the raw question and the expected
+    answer). A tool with no such case cannot be re-verified and is refused.
+    """
+    cases = [(d.call, d.question, d.answer) for d in record.demos]
+    if record.direct_entry:
+        cases += [
+            (f"{record.direct_entry}({c['input']!r})", c["input"], c["expected"])
+            for c in record.verification
+            if c.get("check") == "direct" and c["passed"]
+        ]
+    if not cases:
+        return "it has no verification cases to re-run"
+    try:
+        executor = get_tool_executor(ctx)
+    except SandboxUnavailableError as exc:
+        raise UserError(f"cannot re-verify imported tools: {exc}") from exc
+
+    def passes(i: int, result: ExecResult) -> bool:
+        _, question, answer = cases[i]
+        return result.ok and is_correct(result.value, answer, question)
+
+    checks = [("case", call) for call, _, _ in cases]
+    results = run_checks(
+        executor, record.code, checks, get_limits(ctx), passes, frozenset({"case"})
+    )
+    for i, result in enumerate(results):
+        if result is not None and not passes(i, result):
+            call, _, answer = cases[i]
+            got = f"{result.status}: {result.error}" if not result.ok else repr(result.value)
+            return f"re-verification failed: {call[:80]} should give {answer!r}, got {got[:120]}"
+    return None
+
+
 def import_records(repo: ToolRepository, records: list[ToolRecord]) -> list[str]:
     """Store checked records; one line per tool saying what happened."""
     lines = []
@@ -285,7 +367,7 @@ def import_records(repo: ToolRepository, records: list[ToolRecord]) -> list[str]
             lines.append(f"{record.task_type}: unchanged (same code as v{current.version})")
             continue
         version = repo.next_version(record.task_type)
-        repo.put(record.model_copy(update={"version": version}))
+        repo.put(record.model_copy(update={"version": version, "make_id": None}))
         lines.append(f"{record.task_type}: imported as v{version}")
     return lines
 
@@ -300,6 +382,10 @@ def import_tools(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:
         raise UserError(f"{args.file} is not UTF-8 text: {exc}") from exc
     records = parse_document(text, args.file)
+    ctx = context_from_args(args)
+    for i, record in enumerate(records):
+        if problem := reverify(record, ctx):
+            raise UserError(f"tool {i} ({record.task_type!r}): {problem}; nothing was imported")
     repo = repository_from_args(args)
     for line in _guarded(lambda: import_records(repo, records)):
         console.print(line)

@@ -124,6 +124,19 @@ class Context:
         agreement_probes: Unlabelled inputs (the request, perturbed example
             questions) that candidates which passed are run on to compare their
             answers; 0 turns the comparison off (env ``LATM_AGREEMENT_PROBES``).
+        run_deadline_s: Wall-clock bound on one run from the request's arrival:
+            past it no maker call or verification round starts and a pending
+            model call is abandoned, with a clear error; 0 for none (env
+            ``LATM_RUN_DEADLINE``; a run setting, capped by the deployment's).
+        max_request_chars: Longest ``task`` text accepted (env
+            ``LATM_MAX_REQUEST_CHARS``; a deployment bound).
+        max_example_chars: Longest example field (input, target, rationale)
+            accepted (env ``LATM_MAX_EXAMPLE_CHARS``; a deployment bound).
+        max_examples: Most examples one request may carry (env
+            ``LATM_MAX_EXAMPLES``; a deployment bound).
+        max_reply_chars: Longest model reply accepted; a longer one is a model
+            failure and is not kept in the state (env ``LATM_MAX_REPLY_CHARS``;
+            a deployment bound).
     """
 
     maker_model: str = _env_str("LATM_MAKER_MODEL", "gpt-4o")
@@ -173,6 +186,13 @@ class Context:
     lucky_pass_max: float = _env_float("LATM_LUCKY_PASS_MAX", 0.01)  # deployment bound
     weak_tools: str = _env_str("LATM_WEAK_TOOLS", "reject")  # deployment bound
     agreement_probes: int = _env_int("LATM_AGREEMENT_PROBES", 6)  # deployment bound (cost)
+    # Reliability bounds. run_deadline_s is a run setting (a run may ask for a
+    # shorter one); the size limits are deployment bounds (a run must not raise them).
+    run_deadline_s: float = _env_float("LATM_RUN_DEADLINE", 900.0)
+    max_request_chars: int = _env_int("LATM_MAX_REQUEST_CHARS", 20_000)
+    max_example_chars: int = _env_int("LATM_MAX_EXAMPLE_CHARS", 20_000)
+    max_examples: int = _env_int("LATM_MAX_EXAMPLES", 2_000)
+    max_reply_chars: int = _env_int("LATM_MAX_REPLY_CHARS", 200_000)
 
     def __post_init__(self) -> None:
         """Check the numeric settings."""
@@ -183,6 +203,10 @@ class Context:
             "n_candidates",
             "max_direct_checks",
             "dispatch_candidates",
+            "max_request_chars",
+            "max_example_chars",
+            "max_examples",
+            "max_reply_chars",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Context.{name} must be at least 1")
@@ -193,6 +217,8 @@ class Context:
             or self.lease_wait_s < 0
         ):
             raise ValueError("Context tool lifecycle settings must not be negative")
+        if self.run_deadline_s < 0:
+            raise ValueError("Context.run_deadline_s must not be negative (0: no deadline)")
         if self.dispatch not in ("embedding", "llm"):
             raise ValueError("Context.dispatch must be 'embedding' or 'llm'")
         if self.exec_timeout_s <= 0 or self.exec_memory_mb < 32:

@@ -215,7 +215,10 @@ def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_conte
 
     assert out["cache_hit"] is False and out["answer"] == question["target"]
     assert len(maker.received) == 1
-    assert repo(store).get("sort_words") is not None  # named after its function
+    made = [r for r in repo(store).records() if r.name == "sort_words"]
+    # named after its function and the examples it was made from (never the name alone)
+    assert len(made) == 2 and len({r.task_type for r in made}) == 2  # no overwrite
+    assert any(r.task_type.startswith("sort_words-") for r in made)
 
 
 def test_miss_without_examples_names_the_closest_tools(store, make_context):

@@ -49,6 +49,10 @@ from latm.graph.state import CaseReport
 
 log = logging.getLogger(__name__)
 
+NO_CONTENT_HASH = "no content hash"
+"""Why a record stored by an older LATM (before content hashes) is quarantined on first read;
+``latm tools doctor --reverify`` re-verifies such records in the sandbox and restores them."""
+
 SCHEMA_VERSION = 1
 TASK_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """A task type (the tool's key): use ``fullmatch`` (``$`` would let a final newline in)."""
@@ -422,7 +426,7 @@ class ToolRepository:
         try:
             record = ToolRecord.model_validate(value)
             if record.content_sha256 is None:
-                problem = "no content hash"
+                problem = NO_CONTENT_HASH
             elif content_sha256(value) != record.content_sha256:
                 problem = "content hash mismatch: the record was changed after it was stored"
             else:
@@ -605,6 +609,56 @@ class ToolRepository:
                     line += "; version record written"
                 problems.append(line)
         return problems
+
+    def legacy_records(self) -> list[tuple[str, tuple[str, ...], str, ToolRecord]]:
+        """Quarantined tool records that only lack a content hash (stored by an older LATM).
+
+        Returns:
+            ``(quarantine key, original namespace, original key, record)`` of each
+            one that is otherwise a valid tool record.
+        """
+        with self.guard("listing quarantined records"):
+            rows = self._items(self.quarantine_namespace)
+        found: list[tuple[str, tuple[str, ...], str, ToolRecord]] = []
+        for row in rows:
+            entry = row.value
+            if not isinstance(entry, dict) or entry.get("reason") != NO_CONTENT_HASH:
+                continue
+            try:
+                record = ToolRecord.model_validate(entry.get("value"))
+            except ValidationError:
+                continue
+            namespace = tuple(str(part) for part in entry.get("namespace") or ())
+            if namespace in (self.namespace, self.versions_namespace):
+                found.append((row.key, namespace, str(entry.get("key")), record))
+        return found
+
+    def restore_legacy(
+        self, qkey: str, namespace: tuple[str, ...], key: str, record: ToolRecord
+    ) -> ToolRecord:
+        """Put a re-verified legacy record back where it was, now with its content hash.
+
+        One write: the record returns to its place and leaves the quarantine together.
+        The caller must have re-verified it (see ``latm tools doctor --reverify``).
+        """
+        value = record.model_dump(mode="json", exclude={"content_sha256"})
+        value["content_sha256"] = content_sha256(value)
+        stored = ToolRecord.model_validate(value)
+        if namespace == self.namespace:  # the latest record, searchable as put() writes it
+            searchable = {**value, "search_text": record.search_text}
+            put = PutOp(namespace, key, searchable, index=["search_text"])
+        else:
+            put = PutOp(namespace, key, value, index=False)
+        with self.guard(f"restoring tool {record.task_type!r}"):
+            self.store.batch(
+                [
+                    put,
+                    PutOp(self.quarantine_namespace, qkey, None),
+                    PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False),
+                ]
+            )
+        self._bump_generation()
+        return stored
 
     def purge_quarantine(self) -> int:
         """Delete every quarantined record; returns how many there were."""

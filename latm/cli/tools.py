@@ -35,7 +35,13 @@ from latm.graph.context import Context
 from latm.nodes.common import get_limits, get_tool_executor
 from latm.nodes.dispatcher import check_task_type
 from latm.nodes.verify import run_checks
-from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats
+from latm.repository import (
+    NO_CONTENT_HASH,
+    RepositoryError,
+    ToolRecord,
+    ToolRepository,
+    ToolStats,
+)
 from latm.sandbox import ExecResult, SandboxUnavailableError
 
 FORMAT = "latm-tools"
@@ -65,6 +71,12 @@ def register(subparsers: Any) -> None:
     )
     doctor.add_argument(
         "--repair", action="store_true", help="rewrite stale or missing latest records"
+    )
+    doctor.add_argument(
+        "--reverify",
+        action="store_true",
+        help="re-verify tools stored by an older LATM (no content hash) in the sandbox and "
+        "restore those that pass",
     )
     doctor.add_argument(
         "--purge", action="store_true", help="delete the quarantined records (after reading them)"
@@ -118,6 +130,15 @@ def doctor_tools(args: argparse.Namespace) -> int:
     """Read every record one by one, quarantine the unreadable, report and repair the rest."""
     repo = repository_from_args(args)
     problems = _guarded(lambda: repo.check(repair=args.repair))
+    if args.reverify:
+        ctx = context_from_args(args)
+        for qkey, namespace, key, record in _guarded(repo.legacy_records):
+            where = f"{'/'.join(namespace)} {key}"
+            if problem := reverify(record, ctx):
+                console.print(f"{escape(where)}: stays quarantined: {escape(problem)}")
+                continue
+            _guarded(lambda q=qkey, n=namespace, k=key, r=record: repo.restore_legacy(q, n, k, r))
+            console.print(f"{escape(where)}: re-verified in the sandbox and restored")
     quarantined = _guarded(repo.quarantined)
     for line in problems:
         console.print(escape(line))
@@ -127,6 +148,12 @@ def doctor_tools(args: argparse.Namespace) -> int:
             where = "/".join(q.get("namespace") or [])
             console.print(
                 f"  {escape(where)} {escape(str(q.get('key')))}: {escape(str(q.get('reason')))}"
+            )
+        legacy = sum(q.get("reason") == NO_CONTENT_HASH for q in quarantined)
+        if legacy and not args.reverify:
+            console.print(
+                f"{legacy} of them were stored by an older LATM (no content hash): "
+                "re-verify and restore them with 'latm tools doctor --reverify'"
             )
     if args.purge:
         console.print(f"purged {_guarded(repo.purge_quarantine)} quarantined record(s)")

@@ -234,6 +234,28 @@ def test_one_malformed_record_is_quarantined_and_harms_no_other(capsys) -> None:
     assert main(["tools", "rm", "good_tool"]) == 0
 
 
+def test_tools_stored_by_an_older_latm_are_reverified_and_restored(capsys) -> None:
+    """Records written before content hashes are quarantined on read; the doctor brings back
+    those whose stored cases still pass in the sandbox, and keeps an edited one out."""
+    repo = sqlite_repo()
+    for task_type, code in (("word_sorting", SORT_CODE), ("edited_tool", BUGGY_SORT_CODE)):
+        old = a_record(task_type, code).model_dump(mode="json", exclude={"content_sha256"})
+        repo.store.put(repo.versions_namespace, f"{task_type}:v1", old, index=False)
+        repo.store.put(repo.namespace, task_type, old)
+    assert repo.records() == []  # quarantined on first read, never served unchecked
+    assert main(["tools", "doctor"]) == 0
+    assert "tools doctor --reverify" in " ".join(capsys.readouterr().out.split())
+    assert main(["tools", "doctor", "--reverify"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "word_sorting: re-verified in the sandbox and restored" in out
+    assert "edited_tool: stays quarantined: re-verification failed" in out
+    restored = repo.get("word_sorting")
+    assert restored is not None and restored.content_sha256 is not None
+    assert [r.version for r in repo.versions("word_sorting")] == [1]
+    assert [r.task_type for r, _ in repo.search("sort words")] == ["word_sorting"]
+    assert repo.get("edited_tool") is None
+
+
 # ------------------------------------------------------- 5. who is at fault
 
 

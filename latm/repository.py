@@ -533,6 +533,14 @@ class ToolRepository:
                 )
             ]
 
+    def is_empty(self) -> bool:
+        """Whether the namespace holds no tool record at all (one cheap read)."""
+        with self.guard("reading the tools"):
+            try:
+                return not self.store.search(self.namespace, limit=1)
+            except ValueError:  # a stored value is not JSON: there is a record
+                return False
+
     def records(self) -> list[ToolRecord]:
         """All readable tools (their latest versions), sorted by task type."""
         with self.guard("listing tools"):

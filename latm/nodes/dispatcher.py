@@ -236,7 +236,9 @@ def _no_tool(
     """No cached tool fits: make one from the examples, or stop naming the closest tools."""
     if examples:
         return _miss(update, state, runtime, repo, examples, "no cached tool fits")
-    closest = ", ".join(update["candidates"]) or "none (the repository is empty)"
+    closest = ", ".join(update["candidates"]) or (
+        "none (the repository is empty)" if repo.is_empty() else "none matched the request"
+    )
     return {
         **update,
         "route": "stop",

@@ -527,3 +527,17 @@ def test_stored_record_validates(store, make_context):
     )
     raw = store.get(("latm", "default", "tools"), "word_sorting").value
     assert ToolRecord.model_validate(raw).maker_model == "ScriptedChatModel"
+
+
+def test_a_miss_with_no_candidates_says_whether_the_repository_is_empty(store, make_context):
+    from latm.nodes.dispatcher import _no_tool
+    from latm.repository import ToolRepository
+
+    repo = ToolRepository(store)
+    empty = _no_tool({"candidates": []}, {}, None, repo, [])  # type: ignore[arg-type]
+    assert "closest tools: none (the repository is empty)" in empty["error"]
+    make_sorting_tool(store, make_context)
+    assert not repo.is_empty()
+    found = _no_tool({"candidates": []}, {}, None, repo, [])  # type: ignore[arg-type]
+    assert "closest tools: none matched the request" in found["error"]
+    assert found["route"] == "stop"

@@ -3,8 +3,9 @@
 # non-interactively and idempotently, on a fresh Debian/Ubuntu machine:
 #   1. the build tools (cmake, a C++ compiler, make), with apt-get when run as root;
 #   2. `latm local install`: builds the server from the pinned source and assembles the
-#      pinned, sha256-checked model files into the cache dir ($LATM_LOCAL_DIR overrides).
-#      When everything is already in place it does nothing and says so.
+#      pinned, sha256-checked model files into the cache dir ($LATM_LOCAL_DIR overrides),
+#      then smoke-tests the server: each model must load and complete a few tokens, or the
+#      install fails with the diagnosis. When everything is in place only the smoke test runs.
 # Assumes LATM is pip-installed in the active Python (`latm` on PATH, or $PYTHON).
 set -euo pipefail
 

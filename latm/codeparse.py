@@ -16,6 +16,10 @@ from dataclasses import dataclass
 MAX_CODE_CHARS = 100_000
 DIRECT_ENTRY = "solve"
 """Name of the optional entry that takes the raw request text."""
+PLACEHOLDER_NAMES = frozenset({"name_of_your_function", "your_function", "function_name"})
+"""Names the maker's prompt uses as placeholders; a function copied with one is renamed."""
+RENAMED_ENTRY = "solve_task"
+"""Name given to a tool function called ``solve`` or a placeholder name."""
 AUTO_IMPORTS = frozenset(
     {
         "bisect",
@@ -37,22 +41,46 @@ AUTO_IMPORTS = frozenset(
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-PARSE_LOCK = threading.Lock()
-"""Held while parsing or compiling generated code: CPython 3.11's AST constructor
-keeps a recursion counter that threads parsing at once can corrupt ("SystemError:
-AST constructor recursion depth mismatch", seen with parallel candidates)."""
+AST_LOCK = threading.RLock()
+"""Held while CPython converts between source, C and Python syntax trees.
+
+On Python 3.11 the converter's recursion counter is shared by every thread:
+two threads parsing at once (best-of-N candidates are checked in parallel)
+can corrupt it, and ``ast.parse`` or ``compile`` then raises ``SystemError:
+AST constructor recursion depth mismatch``. Every parse in LATM goes through
+the functions below, which take this lock.
+"""
+PARSE_LOCK = AST_LOCK
+"""The same lock, under the name other modules use."""
 
 
-def parse_code(source: str) -> ast.Module:
-    """``ast.parse`` under :data:`PARSE_LOCK` (parallel candidates parse at once)."""
-    with PARSE_LOCK:
-        return ast.parse(source)
+def parse_python(source: str, mode: str = "exec") -> ast.AST:
+    """``ast.parse`` under :data:`AST_LOCK` (see there why)."""
+    with AST_LOCK:
+        return ast.parse(source, mode=mode)
+
+
+def parse_module(source: str) -> ast.Module:
+    """A module's syntax tree, parsed under :data:`AST_LOCK`."""
+    tree = parse_python(source)
+    assert isinstance(tree, ast.Module)
+    return tree
+
+
+parse_code = parse_module
 
 
 def parse_expression(source: str) -> ast.Expression:
-    """``ast.parse(source, mode="eval")`` under :data:`PARSE_LOCK`."""
-    with PARSE_LOCK:
-        return ast.parse(source, mode="eval")
+    """``ast.parse(source, mode="eval")`` under :data:`AST_LOCK`."""
+    tree = parse_python(source, "eval")
+    assert isinstance(tree, ast.Expression)
+    return tree
+
+
+def compile_tree(tree: ast.Module) -> None:
+    """Compile a syntax tree (runs nothing) under :data:`AST_LOCK`, for its syntax errors."""
+    with AST_LOCK:
+        compile(tree, "<tool>", "exec", dont_inherit=True)
 
 
 class ReplyError(ValueError):
@@ -89,11 +117,10 @@ def _parse(source: str) -> ast.Module:
     if len(source) > MAX_CODE_CHARS:
         raise ReplyError(f"the code is longer than {MAX_CODE_CHARS} characters")
     try:
-        with PARSE_LOCK:
-            module = ast.parse(source)
-            # The compiler's later passes find what parsing does not (``import *`` in a
-            # function, ``return`` outside one, ...). Compiling runs nothing.
-            compile(module, "<tool>", "exec", dont_inherit=True)
+        module = parse_module(source)
+        # The compiler's later passes find what parsing does not (``import *`` in a
+        # function, ``return`` outside one, ...). Compiling runs nothing.
+        compile_tree(module)
         return module
     except SyntaxError as exc:
         raise ReplyError(f"the code has a syntax error: {exc.msg} (line {exc.lineno})") from exc
@@ -181,12 +208,69 @@ def parse_proposal(reply: str) -> Proposal:
     called = Counter(name for call in calls if (name := _called_name(parse_expression(call).body)))
     fallback = [n for n in functions if n != DIRECT_ENTRY] or functions
     entry = next((n for n, _ in called.most_common() if n in functions), fallback[-1])
-    code = "\n\n".join(ast.get_source_segment(source, s) or ast.unparse(s) for s in kept)
+    clashes = set(PLACEHOLDER_NAMES & set(functions))
+    if entry == DIRECT_ENTRY and not _calls_take_the_question(calls, direct):
+        clashes.add(DIRECT_ENTRY)
+    if clashes:
+        # A data function named like the raw-question entry would be dropped with a
+        # failing solve(); the prompt's placeholder is no name for a tool.
+        kept, calls, entry = _renamed(kept, calls, entry, clashes, set(functions))
+        direct = _defines_direct_entry(kept)
+        source = ""
+    code = "\n\n".join(
+        (ast.get_source_segment(source, s) if source else None) or ast.unparse(s) for s in kept
+    )
     _with_decorators = [s for s in kept if getattr(s, "decorator_list", None)]
     if _with_decorators:  # get_source_segment drops decorators; unparse keeps them
         code = "\n\n".join(ast.unparse(s) for s in kept)
     code = _with_missing_imports(code, ast.Module(body=kept, type_ignores=[]))
     return Proposal(code=code.strip() + "\n", entry=entry, calls=calls, direct=direct)
+
+
+def _calls_take_the_question(calls: list[str], direct: bool) -> bool:
+    """Whether ``solve`` is used as the raw-question entry: one text argument per call."""
+    if not direct or not calls:
+        return direct
+    for call in calls:
+        node = parse_expression(call).body
+        if not (
+            isinstance(node, ast.Call)
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            return False
+    return True
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.name = self.names.get(node.name, node.name)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        node.id = self.names.get(node.id, node.id)
+        return node
+
+
+def _renamed(
+    kept: list[ast.stmt], calls: list[str], entry: str, clashes: set[str], taken: set[str]
+) -> tuple[list[ast.stmt], list[str], str]:
+    """Rename the functions in ``clashes`` (the tool's first) to free names, everywhere."""
+    names: dict[str, str] = {}
+    for old in sorted(clashes, key=lambda n: n != entry):
+        new, n = RENAMED_ENTRY, 2
+        while new in taken or new in names.values():
+            new, n = f"{RENAMED_ENTRY}_{n}", n + 1
+        names[old] = new
+    renamer = _Rename(names)
+    kept = [renamer.visit(s) for s in kept]
+    calls = [ast.unparse(renamer.visit(parse_expression(c)).body) for c in calls]
+    return kept, calls, names.get(entry, entry)
 
 
 def _with_missing_imports(code: str, module: ast.Module) -> str:
@@ -303,7 +387,7 @@ def parse_call(reply: str, entry: str) -> str:
             if not candidate or len(candidate) > MAX_CODE_CHARS:
                 continue
             try:
-                module = ast.parse(candidate)
+                module = parse_module(candidate)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 continue
             if len(module.body) != 1:

@@ -117,8 +117,19 @@ def invoke(
         raise ModelError(_describe(role, ctx, exc)) from exc
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=str(reply.content))
+    _check_size(ctx, role, reply)
     usage: dict[str, TokenUsage] = {role: usage_of(reply)}
     return reply, usage
+
+
+def _check_size(ctx: Context, role: Role, reply: BaseMessage) -> None:
+    """Refuse a reply longer than ``ctx.max_reply_chars`` (it is not kept anywhere)."""
+    size = len(reply.content) if isinstance(reply.content, str) else len(str(reply.content))
+    if size > ctx.max_reply_chars:
+        raise ModelError(
+            f"the {role} model's reply is {size} characters long; the limit is "
+            f"{ctx.max_reply_chars} (LATM_MAX_REPLY_CHARS)"
+        )
 
 
 _JSON = re.compile(r"\{.*\}", re.DOTALL)
@@ -148,6 +159,7 @@ def invoke_structured(
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
     raw = out["raw"] if isinstance(out, dict) else out
+    _check_size(ctx, role, raw)
     usage: dict[str, TokenUsage] = {role: usage_of(raw)}
     parsed = out.get("parsed") if isinstance(out, dict) else None
     if isinstance(parsed, schema):

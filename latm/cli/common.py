@@ -6,14 +6,15 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
 
-from latm.graph.context import Context
-from latm.graph.state import Example
-from latm.repository import ToolRepository
+if TYPE_CHECKING:  # imported where used: `latm --help` must not load LangGraph
+    from latm.graph.context import Context
+    from latm.graph.state import Example
+    from latm.repository import ToolRepository
 
 
 class UserError(Exception):
@@ -58,12 +59,14 @@ class SafeConsole(Console):
         return super().render_str(safe_text(text), *args, **kwargs)
 
 
-console = SafeConsole(highlight=False)
-err_console = SafeConsole(stderr=True, highlight=False)
+console = SafeConsole(highlight=False, soft_wrap=True)
+err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
     """The run's context: environment defaults, then the global CLI options."""
+    from latm.graph.context import Context
+
     if getattr(args, "store", None):
         overrides.setdefault("store_path", args.store)
     if getattr(args, "namespace", None):
@@ -77,6 +80,7 @@ def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
 def repository_from_args(args: argparse.Namespace) -> ToolRepository:
     """The repository the CLI works on (``LATM_DATABASE_URL``, else the local SQLite file)."""
     from latm.backends import BackendError, backend_for
+    from latm.repository import ToolRepository
 
     ctx = context_from_args(args)
     try:
@@ -101,25 +105,47 @@ def load_examples(path: str) -> list[Example]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from exc
     try:
         data: Any = json.loads(text)
+    except RecursionError as exc:
+        raise UserError(f"{path} is nested too deeply to be a list of examples") from exc
     except ValueError:
         try:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except RecursionError as exc:
+            raise UserError(f"{path} is nested too deeply to be a list of examples") from exc
         except ValueError as exc:
             raise UserError(f"{path} is neither JSON nor JSON lines: {exc}") from exc
     if isinstance(data, dict):
         data = data.get("examples")
     if not isinstance(data, list) or not data:
         raise UserError(f"{path} holds no list of examples")
-    examples: list[Example] = []
-    for i, item in enumerate(data):
-        if not isinstance(item, dict) or "input" not in item or "target" not in item:
-            raise UserError(f"{path}: example {i} needs 'input' and 'target'")
-        example = Example(input=str(item["input"]), target=str(item["target"]))
-        if "rationale" in item:  # checked and normalized by the graph's dispatcher
-            example["rationale"] = item["rationale"]
-        examples.append(example)
+    for number, item in enumerate(data, 1):
+        if not isinstance(item, dict):
+            raise UserError(
+                f"{path}: example {number} (of {len(data)}) is not an object with "
+                "'input' and 'target'"
+            )
+        missing = [key for key in ("input", "target") if key not in item]
+        if missing:
+            raise UserError(
+                f"{path}: example {number} (of {len(data)}) has no "
+                f"{' and no '.join(repr(k) for k in missing)}"
+            )
+
+    # the graph's own check: the same rules (text fields, sizes) as the Python API
+    from latm.graph.context import Context
+    from latm.nodes.dispatcher import check_examples
+
+    try:
+        limits = Context()
+    except ValueError as exc:  # a malformed LATM_* number
+        raise UserError(f"bad setting: {exc}") from exc
+    problem, examples = check_examples(data, limits)
+    if problem:
+        raise UserError(f"{path}: {problem}")
     return examples
 
 

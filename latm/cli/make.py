@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from latm.cli import run as cli_run
 from latm.cli.common import (
     UserError,
     context_from_args,
@@ -13,7 +12,6 @@ from latm.cli.common import (
     repository_from_args,
     task_type_from_path,
 )
-from latm.cli.run import print_result, run_graph
 
 
 def register(subparsers: Any) -> None:
@@ -38,15 +36,24 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Make the tool and report what happened."""
+    from latm.cli import run as cli_run
+    from latm.nodes.dispatcher import check_task_type
+    from latm.repository import RepositoryError
+
     examples = load_examples(args.examples)
     task_type = args.task_type or task_type_from_path(args.examples)
-    existing = repository_from_args(args).get(task_type)
+    if problem := check_task_type(task_type):
+        raise UserError(f"task type {task_type!r}: " + problem.replace("'task_type' ", ""))
+    try:
+        existing = repository_from_args(args).get(task_type)
+    except RepositoryError as exc:
+        raise UserError(str(exc)) from exc
     if existing and not args.force:
         raise UserError(
             f"a tool for {task_type!r} exists (v{existing.version}); "
             "pass --force to make a new version"
         )
-    overrides = {"max_attempts": args.max_attempts} if args.max_attempts else {}
+    overrides = {"max_attempts": args.max_attempts} if args.max_attempts is not None else {}
     ctx = cli_run.configure_models(context_from_args(args, **overrides))
-    output = run_graph({"examples": examples, "task_type": task_type, "make": True}, ctx)
-    return print_result(output, as_json=args.json)
+    output = cli_run.run_graph({"examples": examples, "task_type": task_type, "make": True}, ctx)
+    return cli_run.print_result(output, as_json=args.json)

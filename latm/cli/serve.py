@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from latm.cli import run as cli_run
 from latm.cli.common import UserError, context_from_args, err_console
-from latm.repository import default_store_path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -44,6 +42,9 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
+    from latm.cli import run as cli_run
+    from latm.repository import default_store_path
+
     if not args.langserve:
         raise UserError(
             "say which server: 'latm serve --langserve' for the stateless REST API; "

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latm.cli import run as cli_run
 from latm.cli.common import context_from_args, load_examples, task_type_from_path
-from latm.cli.run import print_result, run_graph
-from latm.graph.state import InputState
+
+if TYPE_CHECKING:
+    from latm.graph.state import InputState
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Answer the question and print the answer."""
+    from latm.cli import run as cli_run
+
     inputs: InputState = {"task": args.question}
     if args.task_type:
         inputs["task_type"] = args.task_type
@@ -41,4 +43,4 @@ def handle(args: argparse.Namespace) -> int:
         inputs["examples"] = load_examples(args.examples)
         inputs.setdefault("task_type", task_type_from_path(args.examples))
     ctx = cli_run.configure_models(context_from_args(args))
-    return print_result(run_graph(inputs, ctx), as_json=args.json)
+    return cli_run.print_result(cli_run.run_graph(inputs, ctx), as_json=args.json)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from latm.graph.state import Example
+if TYPE_CHECKING:  # a TypedDict: the CLI lists the tasks without loading LangGraph
+    from latm.graph.state import Example
 
 BBH_DIR = Path(__file__).with_name("bbh")
 GENERATED_FILES = {"schedule_meeting": Path(__file__).with_name("schedule_meeting.json")}
@@ -63,7 +65,7 @@ def load_task(name: str, *, rationales: bool = False) -> tuple[Example, ...]:
     notes = task_rationales(name) if rationales else {}
     examples = []
     for i, e in enumerate(data["examples"]):
-        example = Example(input=e["input"], target=str(e["target"]))
+        example: Example = {"input": e["input"], "target": str(e["target"])}
         if i in notes:
             example["rationale"] = notes[i]
         examples.append(example)

@@ -28,6 +28,7 @@ the deployment's (:meth:`Context.for_run`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ def run_setting(
     only_on: bool = False,
     choices: tuple[str, ...] | None = None,
     at_most_deployment: bool = False,
+    zero_is_none: bool = False,
 ) -> Any:
     """A setting a run (and so a server's client) may choose.
 
@@ -108,6 +110,7 @@ def run_setting(
         choices: The values allowed, strictest first.
         at_most_deployment: A run may lower it (or pick an earlier choice), never go
             beyond the deployment's own value: the deployment's value is its bound.
+        zero_is_none: 0 means no limit at all (the loosest value).
     """
     return _setting(
         RUN,
@@ -120,6 +123,7 @@ def run_setting(
         only_on=only_on,
         choices=choices,
         at_most_deployment=at_most_deployment,
+        zero_is_none=zero_is_none,
     )
 
 
@@ -283,6 +287,16 @@ class RunSettings:
         "then the user model confirms on every request).",
         choices=("embedding", "llm"),
     )
+    run_deadline_s: float = run_setting(
+        900.0,
+        "LATM_RUN_DEADLINE",
+        "Wall-clock bound on one run from the request's arrival, seconds: past it no maker "
+        "call or verification round starts and a pending model call is abandoned; 0 for none "
+        "(a run may only shorten the deployment's).",
+        lower=0.0,
+        at_most_deployment=True,
+        zero_is_none=True,
+    )
     agreement_probes: int = run_setting(
         6,
         "LATM_AGREEMENT_PROBES",
@@ -352,11 +366,12 @@ class RunSettings:
                 raise SettingsError(f"setting {f.name!r} must be one of {allowed}, not {value!r}")
             if deployment is not None and f.metadata.get("at_most_deployment"):
                 mine = deployment(f)
-                looser = (
-                    choices.index(value) > choices.index(mine)
-                    if choices is not None and mine in choices
-                    else value > mine
-                )
+                if choices is not None and mine in choices:
+                    looser = choices.index(value) > choices.index(mine)
+                elif f.metadata.get("zero_is_none"):
+                    looser = (value or math.inf) > (mine or math.inf)
+                else:
+                    looser = value > mine
                 if looser:
                     raise SettingsError(
                         f"setting {f.name!r}={value!r} is looser than this deployment's "
@@ -536,6 +551,22 @@ class Context(RunSettings):
         "The dispatcher's embedding model: auto, local, local:contextual, hash[:DIMS], "
         "openai:MODEL or PROVIDER:MODEL.",
     )
+    max_request_chars: int = deployment_setting(
+        20_000, "LATM_MAX_REQUEST_CHARS", "Longest task text accepted, characters."
+    )
+    max_example_chars: int = deployment_setting(
+        20_000,
+        "LATM_MAX_EXAMPLE_CHARS",
+        "Longest example field (input, target, rationale) accepted, characters.",
+    )
+    max_examples: int = deployment_setting(
+        2_000, "LATM_MAX_EXAMPLES", "Most examples one request may carry."
+    )
+    max_reply_chars: int = deployment_setting(
+        200_000,
+        "LATM_MAX_REPLY_CHARS",
+        "Longest model reply accepted; a longer one is a model failure, not kept.",
+    )
     max_tool_failures: int = deployment_setting(
         5, "LATM_MAX_TOOL_FAILURES", "Use-time failures that retire a tool version; 0 never."
     )
@@ -590,6 +621,9 @@ class Context(RunSettings):
         super().__post_init__()
         if self.max_tool_failures < 0 or self.lease_ttl_s <= 0 or self.review_ttl_s <= 0:
             raise ValueError("Context tool lifecycle settings must not be negative")
+        for name in ("max_request_chars", "max_example_chars", "max_examples", "max_reply_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Context.{name} must be at least 1")
 
     def bounds(self) -> dict[str, float]:
         """The upper bounds of the run settings: this context's ``limits``."""

@@ -325,6 +325,11 @@ class State(InputState, OutputState, total=False):
         lease: The tool-making lease this run holds (``key``, ``owner``), taken by
             the dispatcher on a miss and released when the tool is stored or the
             making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
+        make_id: Identifies this run's tool making (set on a miss); the stored tool
+            carries it, so a run resumed after a crash finds its tool and never
+            stores a second version.
+        deadline_at: When the run must end (epoch seconds; ``Context.run_deadline_s``
+            after the request arrived); ``None`` for no deadline.
     """
 
     route: Literal["hit", "miss", "stop"]
@@ -344,3 +349,5 @@ class State(InputState, OutputState, total=False):
     verified: bool
     revealed: list[str]
     lease: dict[str, Any] | None
+    make_id: str | None
+    deadline_at: float | None

@@ -59,7 +59,12 @@ def ensure_local_endpoints(
             "No maker/user endpoint configured: starting the local models "
             f"({MAKER_MODEL.name} as maker, {USER_MODEL.name} as user) on 127.0.0.1 ..."
         )
-    port, started = start(paths)
+    say = (
+        None
+        if console is None
+        else (lambda text: console.print(text, soft_wrap=True, markup=False))
+    )
+    port, started = start(paths, notify=say)
     if console is not None:
         how = "started" if started else "already running"
         console.print(f"Local model server {how} at http://127.0.0.1:{port}/v1")

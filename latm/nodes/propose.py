@@ -19,12 +19,14 @@ that parses the question avoids: the portfolio covers both.)
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from latm.codeparse import Proposal, ReplyError, attach_direct_entry, parse_proposal
+from latm.deadline import DeadlineExceeded, call_within
 from latm.graph.context import Context
 from latm.graph.state import (
     Candidate,
@@ -38,6 +40,7 @@ from latm.graph.state import (
 from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
+from latm.nodes.verify import not_run
 from latm.prompts import (
     DESCRIBE_USER,
     DIRECT_INSTRUCTIONS,
@@ -110,7 +113,7 @@ def lessons(state: State, demos: list[Example]) -> list[Example]:
     seen = {ex["input"] for ex in demos}
     cases: list[Example] = []
     for case in state.get("report") or []:
-        if case["passed"] or case["input"] in seen:
+        if case["passed"] or case["input"] in seen or not_run(case):
             continue
         seen.add(case["input"])
         cases.append(Example(input=case["input"], target=case["expected"]))
@@ -142,7 +145,7 @@ def feedback(state: State) -> str:
     failed = [
         _describe_failure(i, case)
         for i, case in enumerate(state.get("report") or [], 1)
-        if not case["passed"]
+        if not case["passed"] and not not_run(case)
     ]
     shown = failed[:MAX_FAILURES_SHOWN]
     if len(failed) > len(shown):
@@ -235,15 +238,16 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     text = ""
     for step, ask in enumerate(steps):
         messages.append(HumanMessage(ask))
+        seed = attempt * 1000 + index * 10 + step if index else None
         try:
-            reply, used = invoke(
-                ctx,
-                "maker",
-                messages,
-                temperature=temperature,
-                seed=attempt * 1000 + index * 10 + step if index else None,
+            reply, used = call_within(
+                state.get("deadline_at"),
+                "a maker call",
+                functools.partial(
+                    invoke, ctx, "maker", messages, temperature=temperature, seed=seed
+                ),
             )
-        except ModelError as exc:
+        except (ModelError, DeadlineExceeded) as exc:
             failed = _candidate(index, prompt, error=str(exc))
             return {"proposals": [failed], "usage": usage}
         usage = merge_usage(usage, used)

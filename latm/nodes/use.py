@@ -74,7 +74,7 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"usage": usage, "error": f"the user model could not use tool {name}: {exc}"}
     emit(runtime, "use", "call", tool=record.task_type, call=call)
     result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
-    record_use(runtime, ctx, record, result)
+    record_use(runtime, ctx, record, result, call=call)
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)
         return {

@@ -20,6 +20,7 @@ tried, must be within ``Context.lucky_pass_max``; otherwise nothing is stored
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from latm import evidence as ev_
 from latm.answers import is_correct, normalize_answer
 from latm.checks import hardcoded
 from latm.codeparse import DIRECT_ENTRY, parse_code, without_function
+from latm.deadline import DeadlineExceeded, check
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
 from latm.lifecycle import holds_lease
@@ -141,24 +143,68 @@ def _case(example: Example, result: ExecResult | None, check: str) -> CaseReport
 
 
 CHUNK = 8
-"""Calls run per executor round trip; a tool that hangs stops its checks after one chunk."""
+"""Checks run per executor round trip after a candidate's first check of each kind."""
+
+SKIPPED = "not run: an earlier check of this candidate failed"
+
+
+def not_run(case: CaseReport) -> bool:
+    """Whether a failed case was skipped by the early stop (never run, never shown)."""
+    return (case["error"] or "").endswith(SKIPPED)
+
+
+def run_checks(
+    executor: Executor,
+    code: str,
+    checks: list[tuple[str, str]],
+    limits: ExecLimits,
+    passes: Callable[[int, ExecResult], bool],
+    stop_after_failure: frozenset[str] = frozenset({"direct"}),
+) -> list[ExecResult | None]:
+    """Run a candidate's checks, stopping early once it fails.
+
+    ``checks`` are ``(kind, call)`` pairs and ``passes(index, result)`` judges
+    one; ``None`` in the result stands for a check that was not run. The first
+    check of each kind runs alone, then chunks of :data:`CHUNK`. After a
+    timeout or a crash nothing more runs (a looping tool costs one deadline,
+    not one per example); after a failed check of a kind in
+    ``stop_after_failure`` (the direct checks, up to ``max_direct_checks`` of
+    them) no more of that kind run: the candidate cannot pass it any more. The
+    few calls all run, so that the maker's repair sees every failing case.
+    """
+    results: list[ExecResult | None] = [None] * len(checks)
+    pending = list(range(len(checks)))
+    started: set[str] = set()
+    while pending:
+        kind = checks[pending[0]][0]
+        same = [i for i in pending if checks[i][0] == kind]
+        chunk = same[: CHUNK if kind in started else 1]
+        started.add(kind)
+        ran = executor.run(code, [checks[i][1] for i in chunk], limits)
+        for i, result in zip(chunk, ran, strict=False):
+            results[i] = result
+        pending = [i for i in pending if i not in chunk]
+        if any(r.status in ("timeout", "killed") for r in ran):
+            break
+        if kind in stop_after_failure and not all(
+            passes(i, r) for i, r in zip(chunk, ran, strict=False)
+        ):
+            pending = [i for i in pending if checks[i][0] != kind]
+    return results
 
 
 def run_until_stuck(
     executor: Executor, code: str, calls: list[str], limits: ExecLimits
 ) -> list[ExecResult]:
-    """Run ``calls`` in chunks; after a timeout or crash, skip the rest.
+    """Run unjudged ``calls`` (probes) as :func:`run_checks` does.
 
-    A looping tool would otherwise cost one deadline per example.
+    After a timeout or a crash the rest is skipped: a looping tool would
+    otherwise cost one deadline per call.
     """
-    results: list[ExecResult] = []
-    while len(results) < len(calls):
-        chunk = executor.run(code, calls[len(results) : len(results) + CHUNK], limits)
-        results.extend(chunk)
-        if any(r.status in ("timeout", "killed") for r in chunk):
-            skipped = ExecResult("error", error="not run: an earlier check timed out or crashed")
-            results.extend([skipped] * (len(calls) - len(results)))
-    return results
+    checks = [("probe", c) for c in calls]
+    results = run_checks(executor, code, checks, limits, lambda i, r: True, frozenset())
+    skipped = ExecResult("error", error="not run: an earlier call timed out or crashed")
+    return [r or skipped for r in results]
 
 
 def evaluate(
@@ -171,7 +217,7 @@ def evaluate(
     executor: Executor,
     limits: ExecLimits,
 ) -> Evaluation:
-    """Run every check of one candidate in the sandbox."""
+    """Run the checks of one candidate in the sandbox, stopping once it fails."""
     if candidate["error"] or candidate["problem"] or not candidate["code"]:
         return Evaluation(candidate, [], candidate["error"] or candidate["problem"] or "no code")
     code = candidate["code"]
@@ -180,13 +226,71 @@ def evaluate(
     calls = list(candidate["calls"][: len(validation)])
     if not (ctx.direct_entry and candidate["direct"]):
         direct_examples = []
-    direct_calls = [f"{DIRECT_ENTRY}({ex['input']!r})" for ex in direct_examples]
-    results = run_until_stuck(executor, code, calls + direct_calls, limits)
+    checks = [("call", c) for c in calls]
+    checks += [("direct", f"{DIRECT_ENTRY}({ex['input']!r})") for ex in direct_examples]
+    expected = validation[: len(calls)] + direct_examples
+
+    def passes(i: int, result: ExecResult) -> bool:
+        ex = expected[i]
+        return result.ok and is_correct(result.value, ex["target"], ex["input"])
+
+    results = run_checks(executor, code, checks, limits, passes)
+    skipped = ExecResult("error", error=SKIPPED)
     report = [
-        _case(ex, results[i] if i < len(calls) else None, "call") for i, ex in enumerate(validation)
+        _case(ex, (results[i] or skipped) if i < len(calls) else None, "call")
+        for i, ex in enumerate(validation)
     ]
-    report += [_case(ex, results[len(calls) + i], "direct") for i, ex in enumerate(direct_examples)]
+    report += [
+        _case(ex, results[len(calls) + i] or skipped, "direct")
+        for i, ex in enumerate(direct_examples)
+    ]
     return Evaluation(candidate, report, None)
+
+
+def _accept_function(function: VerifiedFunction) -> dict[str, Any]:
+    """State updates that accept a verified function without a ``solve`` entry."""
+    return {
+        "code": function["code"],
+        "entry": function["entry"],
+        "calls": function["calls"],
+        "report": function["report"],
+        "direct": False,
+        "problem": None,
+        "verified": True,
+    }
+
+
+def _kept_through_outage(
+    state: State,
+    ctx: Context,
+    function: VerifiedFunction,
+    demos: list[Example],
+    examples: list[Example],
+    attempt: int,
+) -> dict[str, Any]:
+    """Accept the verified function when the maker is gone, if its evidence suffices."""
+    update = _accept_function(function)
+    strength, shortfall = weigh(
+        function["report"],
+        direct=False,
+        examples=examples,
+        seen=[*(e["input"] for e in demos), *(state.get("revealed") or [])],
+        tried=function.get("tried", (attempt - 1) * ctx.n_candidates),
+        agreement=None,
+        compared=0,
+        probes=0,
+        ctx=ctx,
+    )
+    update["verification"] = strength
+    update["revealed"] = revealed(state, function["report"], shortfall is None)
+    if shortfall is not None:
+        update["verified"] = False
+        update["error"] = (
+            f"the maker failed after a function was verified, but it is not verified "
+            f"strongly enough: {shortfall}, or set LATM_WEAK_TOOLS=store to store it marked "
+            "weakly verified. Nothing was stored."
+        )
+    return update
 
 
 @holds_lease
@@ -203,14 +307,25 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     attempt = state.get("attempts", 0) + 1
     proposals = sorted(state.get("proposals") or [], key=lambda c: c["index"])
     update: dict[str, Any] = {"attempts": attempt, "proposals": Overwrite([])}
+    function = state.get("function")
+    outage = bool(proposals) and all(c["error"] for c in proposals)
+    if function is not None and outage:
+        # The maker is gone (or the deadline passed) after a function was verified:
+        # store that function (the paper's bar) rather than throw it away.
+        emit(runtime, "verify", "no_direct", attempt=attempt, problem=proposals[0]["error"])
+        return {**update, **_kept_through_outage(state, ctx, function, demos, examples, attempt)}
     if not proposals:
         return {**update, "error": "the maker made no proposal"}
-    if all(c["error"] for c in proposals):
+    if outage:
         return {**update, "error": proposals[0]["error"]}
+    try:
+        check(state.get("deadline_at"), "verification")
+    except DeadlineExceeded as exc:
+        return {**update, "error": f"{exc}; nothing was stored"}
     try:
         executor = get_tool_executor(ctx)
         limits = get_limits(ctx)
-        with ThreadPoolExecutor(max_workers=min(4, len(proposals))) as pool:
+        with ThreadPoolExecutor(max_workers=min(8, len(proposals))) as pool:  # all at once
             evaluations = list(
                 pool.map(
                     lambda c: evaluate(
@@ -266,7 +381,6 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     best = min(evaluations, key=lambda e: preference(e, agreement))
     chosen = best.candidate
     tried = (attempt - 1) * ctx.n_candidates + len(proposals)
-    function = state.get("function")
     calls_only = [c for c in best.report if c.get("check", "call") == "call"]
     accepted = best.direct or (best.passed and not ctx.direct_entry)
     last = attempt >= ctx.max_attempts
@@ -282,7 +396,9 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if not accepted and function is None and best.calls_passed and chosen["code"]:
         # The function is right; its solve(request) entry is missing or wrong.
         function = VerifiedFunction(
-            code=without_function(chosen["code"], DIRECT_ENTRY),
+            code=chosen["code"]
+            if chosen["entry"] == DIRECT_ENTRY  # never drop the tool itself
+            else without_function(chosen["code"], DIRECT_ENTRY),
             entry=chosen["entry"] or "",
             calls=chosen["calls"],
             report=calls_only,
@@ -296,14 +412,7 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         # No entry verified in time: keep the verified function, for the user
         # model to call (the paper's bar).
         accepted = True
-        update.update(
-            code=function["code"],
-            entry=function["entry"],
-            calls=function["calls"],
-            report=function["report"],
-            direct=False,
-            problem=None,
-        )
+        update.update(_accept_function(function))
         emit(runtime, "verify", "no_direct", attempt=attempt, problem=best.first_failure)
     strength: dict[str, Any] | None = None
     if accepted:
@@ -482,11 +591,15 @@ def revealed(state: State, report: list[CaseReport], accepted: bool) -> list[str
 
     A failed case of the round's best candidate is shown to the next round's
     maker (as repair feedback and as a worked example): from then on, passing
-    it proves less.
+    it proves less. Cases the early stop skipped are never shown.
     """
     shown = list(state.get("revealed") or [])
     if not accepted:
-        shown += [c["input"] for c in report if not c["passed"] and c["input"] not in shown]
+        shown += [
+            c["input"]
+            for c in report
+            if not c["passed"] and not not_run(c) and c["input"] not in shown
+        ]
     return shown
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +12,7 @@ from langgraph.runtime import Runtime
 
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
-from latm.graph.state import State
+from latm.graph.state import Example, State
 from latm.lifecycle import holds_lease, renew, store_errors
 from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
@@ -20,6 +23,32 @@ def describe(docstring: str, task_type: str) -> str:
     """A tool's description: its docstring's first paragraph, or a default."""
     first = docstring.strip().split("\n\n")[0]
     return " ".join(first.split()) or f"Solves {task_type.replace('_', ' ')} problems."
+
+
+def tool_identity(task_type: str | None, entry: str, examples: list[Example]) -> str:
+    """The key a new tool is stored under: the task type, or its name and examples.
+
+    Without a task type the function's name alone would collide (two tasks whose
+    makers both wrote ``solve_task`` would share one tool), so a hash of the
+    examples it was made from is added: ``sort_words-3f2a9c1b0d4e``.
+    """
+    if task_type:
+        return task_type
+    canonical = json.dumps(
+        [[e["input"], e["target"]] for e in examples], ensure_ascii=False, separators=(",", ":")
+    )
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", entry).strip("_")[:40] or "tool"
+    return f"{name}-{digest}"
+
+
+def _stored(record: ToolRecord) -> dict[str, Any]:
+    strength = record.strength
+    return {
+        "tool_record": record.model_dump(mode="json"),
+        "tool": {"name": record.name, "task_type": record.task_type, "version": record.version},
+        "verification": strength.model_dump(mode="json") if strength else None,
+    }
 
 
 @holds_lease
@@ -35,7 +64,12 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
     code, entry = state.get("code") or "", state.get("entry") or ""
-    task_type = state.get("task_type") or entry
+    task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
+    make_id = state.get("make_id")
+    if make_id and (done := repo.made_by(task_type, make_id)) is not None:
+        # a run resumed after a crash that came after the write: its tool is stored
+        emit(runtime, "wrap", "stored", tool=task_type, version=done.version, resumed=True)
+        return _stored(done)
     report = state.get("report") or []
     direct = bool(state.get("direct"))
     maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
@@ -88,10 +122,11 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         version=version,
         direct_entry=DIRECT_ENTRY if direct and ctx.direct_entry else None,
+        make_id=make_id,
         strength=strength,
     )
     try:
-        repo.put(record)
+        record = repo.put(record)  # one atomic write
     except Exception as exc:  # the store is gone or refuses the write
         return {"error": f"cannot store the tool {task_type!r}: {type(exc).__name__}: {exc}"}
     emit(
@@ -100,13 +135,9 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "stored",
         tool=task_type,
         version=record.version,
-        level=strength.level if strength else None,
+        level=record.strength.level if record.strength else None,
     )
-    return {
-        "tool_record": record.model_dump(mode="json"),
-        "tool": {"name": record.name, "task_type": task_type, "version": record.version},
-        "verification": strength.model_dump(mode="json") if strength else None,
-    }
+    return _stored(record)
 
 
 def verification_strength(state: State) -> VerificationStrength | None:

@@ -452,3 +452,24 @@ def test_a_verified_solve_outweighs_a_miscopied_call_which_is_no_usage_demo(stor
     calls = [c for c in record.verification if c.get("check") == "call"]
     assert [c["passed"] for c in calls] == [True, False, True]
     assert [d.question for d in record.demos] == [VALIDATION_QS[0], VALIDATION_QS[2]]
+
+
+def test_a_tool_function_named_solve_is_kept_when_its_entry_stage_fails(store):
+    # The maker names its data function `solve` (the lost tool): it is read as
+    # `solve_task`, its calls verify, and when no raw-question entry verifies in time the
+    # verified function is stored, callable by the user model.
+    named_solve = SORT_CODE.replace("def sort_words", "def solve")
+    maker = scripted(
+        [
+            maker_reply(named_solve, VALIDATION_QS, entry="solve"),
+            "```python\ndef solve(request: str) -> str:\n    return 'wrong'\n```",
+        ]
+    )
+    out = build_graph(store=store).invoke(
+        {"examples": EXAMPLES[:12], "task_type": "word_sorting"},
+        context=direct_ctx(maker, scripted([]), max_attempts=2),
+    )
+    assert out["error"] is None, out["error"]
+    record = tools(store).get("word_sorting")
+    assert record.name == "solve_task" and record.direct_entry is None
+    assert "def solve_task(" in record.code and "def solve(" not in record.code

@@ -87,7 +87,9 @@ def test_failed_make_exits_1_with_the_error(models, examples_file, capsys):
     [
         ("not json at all", "neither JSON nor JSON lines"),
         ("[]", "holds no list of examples"),
-        ('[{"input": "q"}]', "example 0 needs 'input' and 'target'"),
+        ('[{"input": "q"}]', "example 1 (of 1) has no 'target'"),
+        ('[{"target": "a"}, {}]', "example 1 (of 2) has no 'input'"),
+        ('[{"input": "q", "target": "a"}, 3]', "example 2 (of 2) is not an object"),
     ],
 )
 def test_bad_examples_files_are_user_errors(models, tmp_path, capsys, content, message):
@@ -142,3 +144,77 @@ def test_an_unsandboxed_run_says_so(models, monkeypatch, capsys):
     monkeypatch.setenv("LATM_EXECUTOR", "subprocess")
     main(["solve", "What is 2 + 2?"])
     assert "NO isolation" in capsys.readouterr().err
+
+
+def test_make_shows_the_makers_tokens_while_it_writes(models, examples_file, monkeypatch, capsys):
+    monkeypatch.setattr(cli_run, "PROGRESS_INTERVAL_S", 0.0)
+    models["maker"] = scripted([maker_reply(SORT_CODE, [e["input"] for e in EXAMPLES[3:6]])])
+    assert main(["make", "--examples", examples_file]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "maker writing: #0" in line]
+    assert lines, "a token count while the maker writes"
+    counts = [int(line.split("#0 ", 1)[1].split(" tokens", 1)[0]) for line in lines]
+    assert counts == sorted(counts) and counts[-1] > 10
+    assert lines[-1].rstrip().endswith(" s)")
+
+
+def test_progress_counts_tokens_per_reply() -> None:
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    progress = cli_run.MakerProgress(Console(file=buf, width=200), interval=0.0)
+    for _ in range(3):
+        progress.token("propose:a", "tok")
+    progress.token("propose:b", "tok")
+    assert "maker writing: #0 3 tokens, #1 1 tokens" in buf.getvalue().splitlines()[-1]
+    progress.stop()
+    progress.token("propose:c", "tok")
+    assert "maker writing: #0 1 tokens (" in buf.getvalue().splitlines()[-1]
+
+
+def test_help_loads_no_graph_models_or_sandbox() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from latm.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('langgraph', 'langchain_core', 'latm.graph', 'latm.sandbox') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert "HEAVY []" in out
+    for command in ("make", "solve", "tools", "demo", "local", "doctor", "bench", "serve"):
+        assert command in out
+
+
+@pytest.mark.parametrize("columns", ["20", "80", "400"])
+def test_errors_are_never_wrapped_whatever_the_width(
+    models, tmp_path, monkeypatch, capsys, columns
+):
+    monkeypatch.setenv("COLUMNS", columns)
+    from latm.cli import common
+
+    monkeypatch.setattr(common.err_console, "_width", None, raising=False)
+    bad = tmp_path / ("a-rather-long-directory-name-" * 3) / "bad.json"
+    bad.parent.mkdir()
+    bad.write_text('[{"input": "q"}]')
+    assert main(["make", "--examples", str(bad)]) == 2
+    assert f"{bad}: example 1 (of 1) has no 'target'" in capsys.readouterr().err
+
+
+def test_graph_fields_are_named_as_cli_options() -> None:
+    message = cli_run.cli_terms("no cached tool fits; Pass 'examples' (pairs) or 'task_type'")
+    assert "Pass examples (--examples FILE)" in message
+    assert "or a task type (--task-type NAME)" in message
+
+
+def test_shorten_cuts_at_a_word() -> None:
+    assert cli_run.shorten("alpha beta gamma delta", 14) == "alpha beta…"
+    assert cli_run.shorten("short", 14) == "short"

@@ -114,3 +114,53 @@ def test_parse_call_keeps_wrapping_expressions_and_rejects_answers():
         parse_call("The answer is 'a b'", "sort_words")
     with pytest.raises(ReplyError):
         parse_call("other(['a'])", "sort_words")
+
+
+def test_a_tool_function_named_solve_is_renamed_not_lost() -> None:
+    from latm.codeparse import DIRECT_ENTRY, RENAMED_ENTRY, without_function
+
+    reply = (
+        "```python\ndef solve(words: list[str]) -> str:\n"
+        "    return ' '.join(sorted(words))\n\n"
+        "CALLS = [solve(['b', 'a']), solve(['d', 'c'])]\n```"
+    )
+    proposal = parse_proposal(reply)
+    assert proposal.entry == RENAMED_ENTRY and not proposal.direct
+    assert proposal.calls == [f"{RENAMED_ENTRY}(['b', 'a'])", f"{RENAMED_ENTRY}(['d', 'c'])"]
+    # dropping a failing solve() entry can no longer drop the tool itself
+    assert f"def {RENAMED_ENTRY}(" in without_function(proposal.code, DIRECT_ENTRY)
+
+
+def test_the_prompts_placeholder_name_is_never_kept() -> None:
+    from latm.codeparse import RENAMED_ENTRY
+
+    reply = (
+        "```python\ndef name_of_your_function(words):\n    return ' '.join(sorted(words))\n\n"
+        "def solve(request: str) -> str:\n"
+        "    return name_of_your_function(request.split(':')[-1].split())\n\n"
+        "CALLS = [name_of_your_function(['b', 'a'])]\n```"
+    )
+    proposal = parse_proposal(reply)
+    assert proposal.entry == RENAMED_ENTRY and proposal.direct
+    assert "name_of_your_function" not in proposal.code + "".join(proposal.calls)
+    assert f"return {RENAMED_ENTRY}(request" in proposal.code
+
+
+def test_a_renamed_tool_does_not_clash_with_an_existing_function() -> None:
+    reply = (
+        "```python\ndef solve_task(x):\n    return x\n\n"
+        "def solve(words):\n    return solve_task(' '.join(sorted(words)))\n\n"
+        "CALLS = [solve(['b', 'a'])]\n```"
+    )
+    proposal = parse_proposal(reply)
+    assert proposal.entry == "solve_task_2"
+    assert "def solve_task(x)" in proposal.code and "def solve_task_2(words)" in proposal.code
+
+
+def test_a_solve_entry_called_with_the_question_text_keeps_its_name() -> None:
+    reply = (
+        "```python\ndef solve(request: str) -> str:\n    return 'Yes'\n\n"
+        "CALLS = [solve('Is it? Options: Yes, No'), solve('And this?')]\n```"
+    )
+    proposal = parse_proposal(reply)
+    assert proposal.entry == "solve" and proposal.direct

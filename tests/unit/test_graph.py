@@ -215,7 +215,10 @@ def test_user_model_saying_none_with_examples_makes_a_new_tool(store, make_conte
 
     assert out["cache_hit"] is False and out["answer"] == question["target"]
     assert len(maker.received) == 1
-    assert repo(store).get("sort_words") is not None  # named after its function
+    made = [r for r in repo(store).records() if r.name == "sort_words"]
+    # named after its function and the examples it was made from (never the name alone)
+    assert len(made) == 2 and len({r.task_type for r in made}) == 2  # no overwrite
+    assert any(r.task_type.startswith("sort_words-") for r in made)
 
 
 def test_miss_without_examples_names_the_closest_tools(store, make_context):
@@ -524,3 +527,17 @@ def test_stored_record_validates(store, make_context):
     )
     raw = store.get(("latm", "default", "tools"), "word_sorting").value
     assert ToolRecord.model_validate(raw).maker_model == "ScriptedChatModel"
+
+
+def test_a_miss_with_no_candidates_says_whether_the_repository_is_empty(store, make_context):
+    from latm.nodes.dispatcher import _no_tool
+    from latm.repository import ToolRepository
+
+    repo = ToolRepository(store)
+    empty = _no_tool({"candidates": []}, {}, None, repo, [])  # type: ignore[arg-type]
+    assert "closest tools: none (the repository is empty)" in empty["error"]
+    make_sorting_tool(store, make_context)
+    assert not repo.is_empty()
+    found = _no_tool({"candidates": []}, {}, None, repo, [])  # type: ignore[arg-type]
+    assert "closest tools: none matched the request" in found["error"]
+    assert found["route"] == "stop"

@@ -15,6 +15,7 @@ from langgraph.store.sqlite import SqliteStore
 from latm import lifecycle
 from latm.graph import Context, build_graph
 from latm.graph.context import PAPER
+from latm.nodes.wrap import tool_identity
 from latm.repository import ToolRepository
 from latm.sandbox import ExecResult
 
@@ -251,7 +252,7 @@ def test_eight_concurrent_requests_for_a_new_task_make_one_tool(tmp_path, backen
     assert [o["error"] for o in outs] == [None] * 8
     assert sorted(o["answer"] for o in outs) == sorted(q["target"] for q in questions)
     assert sum(not o["cache_hit"] for o in outs) == 1  # one maker, seven reused its tool
-    key = "word_sorting" if with_task_type else "sort_words"
+    key = "word_sorting" if with_task_type else tool_identity(None, "sort_words", SIX)
     tools = repo(store)
     assert [r.task_type for r in tools.records()] == [key]
     assert [r.version for r in tools.versions(key)] == [1]

@@ -52,7 +52,8 @@ def test_list_and_show_give_statistics_and_history(repo, capsys, monkeypatch):
     assert main(["tools", "list"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if "word_sorting" in line)
-    assert "│ 2 " in row and "│ 3 " in row and "2 (1 timeouts)" in row and "active" in row
+    cells = row.split("\t")  # piped: one tab-separated line per tool, never cut
+    assert cells[:6] == ["word_sorting", "2", "sort_words", "3", "2 (1 timeouts)", "active"]
 
     assert main(["tools", "show", "word_sorting"]) == 0
     out = capsys.readouterr().out

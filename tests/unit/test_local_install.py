@@ -92,6 +92,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[LocalPaths]:
         return 0.1
 
     monkeypatch.setattr(inst, "build_server", fake_build)
+    monkeypatch.setattr(inst, "smoke_test", lambda paths, console: {})
     return done
 
 
@@ -334,3 +335,11 @@ def test_space_needed_counts_chunks_joined_files_and_files_in_place(paths: Local
     paths.models_dir.mkdir(parents=True)
     paths.model_path(big).write_bytes(b"x" * big.size)
     assert inst.space_needed(paths, False, [big]) == big.size + margin
+
+
+def test_the_estimate_counts_the_build_and_the_models() -> None:
+    big = inst.estimate_seconds(True, list(inst.MODELS), jobs=2)
+    models_only = inst.estimate_seconds(False, list(inst.MODELS), jobs=2)
+    assert big - models_only == pytest.approx(inst.BUILD_CORE_SECONDS / 2)
+    assert inst.estimate_seconds(True, [], jobs=4) == pytest.approx(inst.BUILD_CORE_SECONDS / 4)
+    assert inst.estimate_seconds(False, [], jobs=2) == 0

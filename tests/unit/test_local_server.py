@@ -22,7 +22,9 @@ import pytest
 from rich.console import Console
 
 import latm.local as local
+from latm.local import installer as inst
 from latm.local import server as srv
+from latm.local import smoke
 from latm.local.paths import DEFAULT_PORT, LocalError, LocalPaths, port_from_env
 from latm.local.spec import MAKER_MODEL, MODELS, USER_MODEL
 
@@ -33,14 +35,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 args = sys.argv[1:]
 port = int(args[args.index("--port") + 1])
 host = args[args.index("--host") + 1]
-preset = open(args[args.index("--models-preset") + 1]).read()
-names = re.findall(r"^\[([^*\]]+)\]$", preset, re.M)
+alone = "--model" in args  # one model served alone (the smoke test / diagnosis)
+if alone:
+    names = [args[args.index("--alias") + 1]]
+else:
+    preset = open(args[args.index("--models-preset") + 1]).read()
+    names = re.findall(r"^\[([^*\]]+)\]$", preset, re.M)
 mode = os.environ.get("FAKE_MODE", "ok")
+# "segv": the last model crashes unless --no-repack is given; "segv-always": it always does
+crashes = mode == "segv-always" or (mode == "segv" and "--no-repack" not in args)
 started = time.monotonic()
 print("fake llama-server", " ".join(args), flush=True)
 if mode == "exit":
     print("error: cannot load model", flush=True)
     sys.exit(3)
+if alone and crashes and names[0] == os.environ.get("FAKE_CRASHING", names[0]):
+    print("load_tensors: using the AMX buffer type", flush=True)
+    os.kill(os.getpid(), signal.SIGSEGV)
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -55,7 +66,7 @@ class H(BaseHTTPRequestHandler):
             data = []
             for n in names:
                 st = {"value": "loaded" if loaded else "loading"}
-                if mode == "fail" and n == names[-1]:
+                if (mode == "fail" or crashes) and n == names[-1]:
                     st = {"value": "unloaded", "failed": True, "exit_code": 1}
                 if mode == "slow":
                     st = {"value": "loading"}
@@ -63,6 +74,23 @@ class H(BaseHTTPRequestHandler):
             body = {"data": data}
         else:
             self.send_response(404); self.end_headers(); return
+        raw = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        req = json.loads(self.rfile.read(n))
+        k = int(req.get("max_tokens") or 1)
+        body = {
+            "choices": [{"message": {"role": "assistant", "content": "x" * k}}],
+            "usage": {"completion_tokens": k, "prompt_tokens": 10},
+            "timings": {"predicted_per_second": 12.5 if "--no-repack" in args else 31.0,
+                        "prompt_per_second": 100.0},
+        }
         raw = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -318,3 +346,105 @@ def test_status_json_safe_fields(paths: LocalPaths, port: int) -> None:
     srv.start(paths, timeout=20)
     record = json.loads(paths.pid_file.read_text())
     assert record["port"] == port and record["binary"] == str(paths.server_bin)
+
+
+def test_server_args_env_is_the_escape_hatch(
+    paths: LocalPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(smoke.ENV_SERVER_ARGS, "--no-repack --override-kv 'a b'")
+    assert smoke.server_options(paths) == ["--no-repack", "--override-kv", "a b"]
+    cmd = srv.server_command(paths, 9999, smoke.server_options(paths))
+    assert cmd[-3:] == ["--no-repack", "--override-kv", "a b"]
+    monkeypatch.setenv(smoke.ENV_SERVER_ARGS, "--x 'unclosed")
+    with pytest.raises(LocalError, match=smoke.ENV_SERVER_ARGS):
+        smoke.server_options(paths)
+
+
+def test_describe_exit_names_the_signal() -> None:
+    assert smoke.describe_exit(1) == "exited with status 1"
+    assert smoke.describe_exit(-11).startswith("crashed with SIGSEGV")
+
+
+def test_start_diagnoses_a_crash_and_retries_with_safe_options(
+    paths: LocalPaths, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MODE", "segv")
+    said: list[str] = []
+    assert srv.start(paths, timeout=10, notify=said.append) == (port, True)
+    text = "\n".join(said)
+    assert "crashed with SIGSEGV" in text and "--no-repack" in text
+    assert "using the AMX buffer type" in text, "the crashed model's last log lines are shown"
+    assert smoke.recorded_options(paths) == ["--no-repack"]
+    assert srv.status(paths).ready
+    srv.stop(paths, timeout=2)
+    # the next start uses the recorded options at once: no crash, no diagnosis
+    said.clear()
+    srv.start(paths, timeout=10, notify=said.append)
+    assert said == []
+    last_start = paths.server_log.read_text().rsplit("====", 1)[1].splitlines()[0]
+    assert last_start.endswith("--no-repack")
+
+
+def test_start_reports_a_crash_the_safe_options_do_not_fix(
+    paths: LocalPaths, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MODE", "segv-always")
+    with pytest.raises(LocalError) as info:
+        srv.start(paths, timeout=10)
+    text = str(info.value)
+    assert f"{USER_MODEL.name} failed to load" in text
+    assert "crashed with SIGSEGV" in text and "also fails with --no-repack" in text
+    assert smoke.ENV_SERVER_ARGS in text
+    assert smoke.recorded_options(paths) == []
+    assert not paths.pid_file.exists() and srv.port_is_free(port)
+
+
+def _real_models(paths: LocalPaths) -> None:
+    paths.models_dir.mkdir(parents=True, exist_ok=True)
+    for model in MODELS:
+        paths.model_path(model).write_bytes(b"gguf")
+
+
+def test_install_smoke_test_reports_tokens_per_second(paths: LocalPaths) -> None:
+    _real_models(paths)
+    buf = io.StringIO()
+    probes = inst.smoke_test(paths, Console(file=buf, width=300))
+    assert set(probes) == {m.name for m in MODELS}
+    assert all(p.ok and p.tokens == smoke.SMOKE_TOKENS for p in probes.values())
+    assert "31.0 tokens/s" in buf.getvalue()
+    record = json.loads((paths.bin_dir / "smoke-test.json").read_text())
+    assert record[MAKER_MODEL.name]["tokens_per_second"] == 31.0
+
+
+def test_install_smoke_test_falls_back_to_safe_options_after_a_crash(
+    paths: LocalPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _real_models(paths)
+    monkeypatch.setenv("FAKE_MODE", "segv")
+    monkeypatch.setenv("FAKE_CRASHING", MAKER_MODEL.name)
+    buf = io.StringIO()
+    probes = inst.smoke_test(paths, Console(file=buf, width=300))
+    assert "crashed with SIGSEGV" in buf.getvalue()
+    assert probes[MAKER_MODEL.name].options == ["--no-repack"]
+    assert probes[USER_MODEL.name].options == ["--no-repack"], "later models use the record"
+    assert smoke.recorded_options(paths) == ["--no-repack"]
+
+
+def test_install_that_cannot_serve_fails_with_the_diagnosis(
+    paths: LocalPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _real_models(paths)
+    monkeypatch.setenv("FAKE_MODE", "segv-always")
+    with pytest.raises(LocalError, match="cannot serve") as info:
+        inst.smoke_test(paths, Console(file=io.StringIO(), width=300))
+    assert "crashed with SIGSEGV" in str(info.value)
+    assert "using the AMX buffer type" in str(info.value)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3), (64, 8)])
+def test_default_threads_leave_a_core_free(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.delenv("LATM_LOCAL_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
+    assert srv.default_threads() == threads

@@ -238,3 +238,15 @@ def test_an_in_process_deployment_checks_its_clients_against_itself():
     strict = Context(weak_tools="reject")
     with pytest.raises(SettingsError, match="looser than this deployment's 'reject'"):
         strict.with_client_settings({"weak_tools": "store"})
+
+
+def test_a_run_may_shorten_the_deadline_but_not_lift_it(monkeypatch):
+    assert RunSettings.from_client({"run_deadline_s": 30}).run_deadline_s == 30
+    for looser in ({"run_deadline_s": 0}, {"run_deadline_s": 901}):
+        with pytest.raises(SettingsError, match="looser than this deployment's"):
+            RunSettings.from_client(looser)
+    monkeypatch.setenv("LATM_RUN_DEADLINE", "0")  # the deployment sets none: any is stricter
+    assert RunSettings.from_client({"run_deadline_s": 5000}).run_deadline_s == 5000
+    for size in ("max_request_chars", "max_examples", "max_reply_chars"):
+        with pytest.raises(SettingsError, match="is a deployment setting"):
+            RunSettings.from_client({size: 10**9})

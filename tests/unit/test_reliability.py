@@ -488,7 +488,7 @@ def test_make_reports_bad_example_files_without_a_traceback(tmp_path, capsys, co
 def test_make_refuses_zero_attempts_and_bad_task_types(tmp_path, capsys) -> None:
     path = _write(tmp_path, "ex.json", json.dumps(SIX).encode())
     assert main(["make", "--examples", path, "--max-attempts", "0"]) == 2
-    assert "max_attempts must be at least 1" in capsys.readouterr().err
+    assert "setting 'max_attempts' must be at least 1" in capsys.readouterr().err
     assert main(["make", "--examples", path, "--task-type", "abc\n"]) == 2
     assert "must be" in capsys.readouterr().err
 

@@ -686,7 +686,9 @@ class SandboxExecutor:
                     continue
                 return [self._warm_call(slot, code, call, limits) for call in calls]
 
-    def _warm_call(self, slot: _Slot, code: str, call: str, limits: ExecLimits) -> ExecResult:
+    def _warm_call(
+        self, slot: _Slot, code: str, call: str, limits: ExecLimits, retried: bool = False
+    ) -> ExecResult:
         if slot.proc is not None and (
             not slot.proc.alive
             or slot.calls >= self.max_calls_per_worker
@@ -748,7 +750,13 @@ class SandboxExecutor:
         slot.calls += 1
         slot.last_used = time.monotonic()
         if answer.get("id") != call_id:
+            # A frame left by an earlier call that wrote to its pipe after its answer
+            # (a forger descheduled between writes slips past both pending() checks):
+            # the worker is retired, and this call, which did not write it, runs once
+            # more on a fresh worker (every warm call runs the module afresh anyway).
             _retire(slot)
+            if not retried:
+                return self._warm_call(slot, code, call, limits, retried=True)
             return ExecResult(
                 "invalid",
                 error="the sandbox answered out of step (a frame that is not this call's)",

@@ -262,6 +262,25 @@ def test_forged_frames_never_shift_later_answers(
     assert_honest(executor, "default\0honest:1:x")
 
 
+def test_a_frame_written_after_both_pending_checks_never_fails_the_next_call(
+    executor: SandboxExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forger pauses between its frames, so the extra one arrives only once the host
+    has accepted the first and sent the next call: that call still gets its own answer."""
+    slow = FORGER.replace(
+        "                for message in (forged, extra):",
+        "                for message in (forged, extra):\n"
+        "                    if message is extra:\n"
+        "                        __import__('time').sleep(0.5)",
+    )
+    assert slow != FORGER
+    key = "default\0slow-forger:1:x"
+    with warm_without_static_check(monkeypatch, executor):
+        assert run1(executor, slow, "tool(1)", key).value in ("2", "FORGED")
+        answers = [run1(executor, slow, f"tool({n})", key) for n in (2, 3)]
+    assert [a.value for a in answers] == ["4", "6"], answers
+
+
 def test_a_deeply_nested_frame_is_a_clear_failure(
     executor: SandboxExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

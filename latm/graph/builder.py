@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
@@ -25,28 +24,28 @@ def to_propose(state: State, runtime: Runtime[Context]) -> list[Send]:
 
 
 def route_dispatch(state: State, runtime: Runtime[Context]) -> str | list[Send]:
-    """A cache hit goes to ``use``, a miss to ``propose``; a bad request ends."""
+    """``hit`` → ``use``; ``miss`` → ``propose`` (N branches); ``stop`` (bad request) → end."""
     route = state.get("route")
-    return "use" if route == "hit" else to_propose(state, runtime) if route == "miss" else END
+    return "hit" if route == "hit" else to_propose(state, runtime) if route == "miss" else "stop"
 
 
 def route_verify(state: State, runtime: Runtime[Context]) -> str | list[Send]:
-    """Verified → ``wrap``; failed with attempts left → ``propose``; otherwise end."""
+    """``pass`` → ``wrap``; ``retry`` → ``propose``; ``exhausted`` or ``stop`` → end.
+
+    ``verify`` sets ``error`` when the last attempt failed (``exhausted``) and
+    on any other failure, a dead model for one (``stop``).
+    """
     if state.get("error"):
-        return END
-    return "wrap" if passed(state) else to_propose(state, runtime)
+        exhausted = (state.get("attempts") or 0) >= get_context(runtime).max_attempts
+        return "exhausted" if exhausted else "stop"
+    return "pass" if passed(state) else to_propose(state, runtime)
 
 
-def unless_error(then: str) -> Callable[[State], str]:
-    """A route to ``then`` that ends the run instead when a node set ``error``."""
-
-    def route(state: State) -> str:
-        if state.get("error") or (then == "use" and not (state.get("task") or "").strip()):
-            return END
-        return then
-
-    route.__name__ = f"to_{then}_unless_error"
-    return route
+def route_wrap(state: State) -> str:
+    """``stored`` → ``use``; ``made`` (make only: no task) or ``stop`` → end."""
+    if state.get("error"):
+        return "stop"
+    return "stored" if (state.get("task") or "").strip() else "made"
 
 
 LATMGraph = CompiledStateGraph[State, Context, InputState, OutputState]
@@ -77,18 +76,23 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder.add_node("wrap", wrap)
     builder.add_node("use", use)
 
-    #  START ─► dispatcher ──hit──────────────────────────────► use ─► END
-    #               │                                           ▲
-    #               └──miss──► propose ─► verify ──pass─► wrap ──┘
-    #                          (N of them, Send)    │
-    #                             ▲──retry───┤  (attempts left)
-    #                                        └──exhausted──► END
-    #  Any node that sets `error` ends the run (a bad request, a dead model, ...).
+    #  START ─► dispatcher ──hit─────────────────────────────────► use ─► END
+    #               │   └──stop──► END                       stored ▲
+    #               └──miss──► propose ─► verify ──pass──► wrap ─────┘
+    #                    (N of them, Send)  │  │             ├──made──► END (make only)
+    #                          ▲───retry────┘  │             └──stop──► END
+    #                                          └──exhausted / stop──► END
+    #  `stop`: a node set `error` (a bad request, a dead model, a store failure, ...).
     builder.add_edge(START, "dispatcher")
-    builder.add_conditional_edges("dispatcher", route_dispatch, ["use", "propose", END])
+    # path maps name each edge (Studio draws the labels); a Send list bypasses them
+    builder.add_conditional_edges(
+        "dispatcher", route_dispatch, {"hit": "use", "miss": "propose", "stop": END}
+    )
     builder.add_edge("propose", "verify")
-    builder.add_conditional_edges("verify", route_verify, ["wrap", "propose", END])
-    builder.add_conditional_edges("wrap", unless_error("use"), ["use", END])
+    builder.add_conditional_edges(
+        "verify", route_verify, {"pass": "wrap", "retry": "propose", "exhausted": END, "stop": END}
+    )
+    builder.add_conditional_edges("wrap", route_wrap, {"stored": "use", "made": END, "stop": END})
     builder.add_edge("use", END)
     compile_kwargs.setdefault("name", "LATM")
     # the lease guard releases a tool-making lease when the run ends, however it ends

@@ -497,6 +497,19 @@ def test_compiled_graph_has_the_five_nodes_and_the_papers_edges():
     assert graph.checkpointer is None and graph.store is None
 
 
+def test_conditional_edges_carry_labels_that_studio_draws():
+    labels = {(e.source, e.target): e.data for e in graph.get_graph().edges if e.conditional}
+    assert labels[("dispatcher", "use")] == "hit"
+    assert labels[("dispatcher", "propose")] == "miss"
+    assert labels[("dispatcher", "__end__")] == "stop"
+    assert labels[("verify", "wrap")] == "pass"
+    assert labels[("verify", "propose")] == "retry"
+    assert labels[("verify", "__end__")] in ("exhausted", "stop")
+    assert labels[("wrap", "use")] == "stored"
+    assert labels[("wrap", "__end__")] in ("made", "stop")
+    assert "hit" in graph.get_graph().draw_mermaid()
+
+
 def test_progress_events_are_streamed(store, make_context):
     ctx = make_context(
         scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([user_reply(HELD_OUT["input"])])

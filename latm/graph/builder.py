@@ -11,9 +11,10 @@ from langgraph.types import Send
 
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
-from latm.lifecycle import GUARD, waiting_node
+from latm.lifecycle import GUARD, holds_lease, store_errors, waiting_node
 from latm.nodes import dispatcher, propose, use, verify, wrap
 from latm.nodes.common import get_context
+from latm.nodes.dispatcher import fresh_run
 from latm.nodes.verify import passed
 
 
@@ -69,11 +70,16 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder = StateGraph(
         State, context_schema=client_schema, input_schema=InputState, output_schema=OutputState
     )
-    # waits for another run's tool off the server's node threads (see waiting_node)
-    builder.add_node("dispatcher", waiting_node(dispatcher))
-    builder.add_node("propose", propose)
-    builder.add_node("verify", verify)
-    builder.add_node("wrap", wrap)
+    # Every wrapper is applied here, and only here:
+    # - waiting_node: waits for another run's tool off the server's node threads;
+    # - store_errors: a failing store ends the run with a clear `error` (`stop`);
+    # - holds_lease: renews the run's tool-making lease, or releases it when the
+    #   node ends the making (stores a tool or fails). GUARD (below) releases it
+    #   when the run ends any other way.
+    builder.add_node("dispatcher", waiting_node(store_errors(reset=fresh_run)(dispatcher)))
+    builder.add_node("propose", holds_lease(propose))
+    builder.add_node("verify", holds_lease(verify))
+    builder.add_node("wrap", holds_lease(store_errors()(wrap)))
     builder.add_node("use", use)
 
     #  START ─► dispatcher ──hit─────────────────────────────────► use ─► END

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
 from latm.graph.state import Example, RouteInfo, State
-from latm.lifecycle import claim, retired, store_errors, usable
+from latm.lifecycle import claim, retired, usable
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
@@ -29,7 +29,7 @@ class DispatchChoice(BaseModel):
     tool: str = Field(description="the name of the fitting tool, or 'none'")
 
 
-def _fresh_run() -> dict[str, Any]:
+def fresh_run() -> dict[str, Any]:
     """State updates that clear what an earlier run on the same thread left."""
     return {
         "answer": None,
@@ -173,7 +173,6 @@ def _miss(
     return {**update, "route": "miss", "lease": got.lease, "make_id": uuid.uuid4().hex}
 
 
-@store_errors(reset=_fresh_run)
 def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Route the request: a fitting cached tool answers it, or a new tool is made.
 
@@ -189,7 +188,7 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     miss without examples ends the run with an error that names the closest
     tools.
     """
-    update = _fresh_run()
+    update = fresh_run()
     ctx = get_context(runtime)
     update["deadline_at"] = stamp(ctx.run_deadline_s)
     problem, examples = check_request(state, ctx)

@@ -37,7 +37,6 @@ from latm.graph.state import (
     VerifiedFunction,
     merge_usage,
 )
-from latm.lifecycle import holds_lease
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
 from latm.nodes.verify import not_run
@@ -207,7 +206,6 @@ def _candidate(
     )
 
 
-@holds_lease
 def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Ask the maker for one candidate tool, or for a fix of the round's best one.
 

@@ -35,7 +35,6 @@ from latm.codeparse import DIRECT_ENTRY, parse_code, without_function
 from latm.deadline import DeadlineExceeded, check
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
-from latm.lifecycle import holds_lease
 from latm.nodes.common import (
     emit,
     get_context,
@@ -293,7 +292,6 @@ def _kept_through_outage(
     return update
 
 
-@holds_lease
 def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Check the round's candidates and keep the best.
 

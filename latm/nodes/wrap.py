@@ -13,7 +13,7 @@ from langgraph.runtime import Runtime
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
 from latm.graph.state import Example, State
-from latm.lifecycle import holds_lease, renew, store_errors
+from latm.lifecycle import renew
 from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
 from latm.repository import ToolRecord, UsageDemo, VerificationStrength
@@ -51,8 +51,6 @@ def _stored(record: ToolRecord) -> dict[str, Any]:
     }
 
 
-@holds_lease
-@store_errors()
 def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Build the tool record (signature, docstring, usage demos, report) and store it.
 

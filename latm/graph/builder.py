@@ -13,6 +13,7 @@ from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
 from latm.lifecycle import GUARD, holds_lease, store_errors, waiting_node
 from latm.nodes import dispatcher, propose, use, verify, wrap
+from latm.nodes.approval import review
 from latm.nodes.common import get_context
 from latm.nodes.dispatcher import fresh_run
 from latm.nodes.verify import passed
@@ -31,15 +32,23 @@ def route_dispatch(state: State, runtime: Runtime[Context]) -> str | list[Send]:
 
 
 def route_verify(state: State, runtime: Runtime[Context]) -> str | list[Send]:
-    """``pass`` → ``wrap``; ``retry`` → ``propose``; ``exhausted`` or ``stop`` → end.
+    """``pass`` → ``wrap``; ``approval`` → ``review``; ``retry`` → ``propose``; else end.
 
+    A verified tool goes to ``review`` first when ``require_approval`` is on.
     ``verify`` sets ``error`` when the last attempt failed (``exhausted``) and
     on any other failure, a dead model for one (``stop``).
     """
     if state.get("error"):
         exhausted = (state.get("attempts") or 0) >= get_context(runtime).max_attempts
         return "exhausted" if exhausted else "stop"
-    return "pass" if passed(state) else to_propose(state, runtime)
+    if not passed(state):
+        return to_propose(state, runtime)
+    return "approval" if get_context(runtime).require_approval else "pass"
+
+
+def route_review(state: State) -> str:
+    """``approved`` (or edited and re-verified) → ``wrap``; ``stop`` (rejected) → end."""
+    return "stop" if state.get("error") else "approved"
 
 
 def route_wrap(state: State) -> str:
@@ -79,16 +88,21 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder.add_node("dispatcher", waiting_node(store_errors(reset=fresh_run)(dispatcher)))
     builder.add_node("propose", holds_lease(propose))
     builder.add_node("verify", holds_lease(verify))
+    builder.add_node("review", holds_lease(store_errors()(review)))
     builder.add_node("wrap", holds_lease(store_errors()(wrap)))
     builder.add_node("use", use)
 
-    #  START ─► dispatcher ──hit─────────────────────────────────► use ─► END
-    #               │   └──stop──► END                       stored ▲
-    #               └──miss──► propose ─► verify ──pass──► wrap ─────┘
-    #                    (N of them, Send)  │  │             ├──made──► END (make only)
-    #                          ▲───retry────┘  │             └──stop──► END
-    #                                          └──exhausted / stop──► END
-    #  `stop`: a node set `error` (a bad request, a dead model, a store failure, ...).
+    #  START ─► dispatcher ──hit─────────────────────────────────────► use ─► END
+    #               ├──stop──► END                                stored ▲
+    #               └──miss──► propose ─► verify ──pass───────────► wrap ──┤
+    #             (N of them, Send) ▲      │ │                      ▲      ├─made─► END
+    #                               └retry─┘ ├approval► review ─approved┘  └─stop─► END
+    #                                        │ (require   └─stop─► END
+    #                                        │  approval)
+    #                                        └──exhausted / stop──► END
+    #  `stop`: a node set `error` (a bad request, a dead model, a store failure, a
+    #  rejection); `made`: a make-only request (no task to answer). review pauses
+    #  the run (interrupt) until a person answers; wrap alone writes the repository.
     builder.add_edge(START, "dispatcher")
     # path maps name each edge (Studio draws the labels); a Send list bypasses them
     builder.add_conditional_edges(
@@ -96,8 +110,11 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     )
     builder.add_edge("propose", "verify")
     builder.add_conditional_edges(
-        "verify", route_verify, {"pass": "wrap", "retry": "propose", "exhausted": END, "stop": END}
+        "verify",
+        route_verify,
+        {"pass": "wrap", "approval": "review", "retry": "propose", "exhausted": END, "stop": END},
     )
+    builder.add_conditional_edges("review", route_review, {"approved": "wrap", "stop": END})
     builder.add_conditional_edges("wrap", route_wrap, {"stored": "use", "made": END, "stop": END})
     builder.add_edge("use", END)
     compile_kwargs.setdefault("name", "LATM")

@@ -1,6 +1,7 @@
-"""Human approval of a new tool before ``wrap`` stores it (``Context.require_approval``).
+"""The ``review`` node: a person approves a new tool before ``wrap`` stores it.
 
-``wrap`` calls :func:`review`, which pauses the run with LangGraph's
+It runs between ``verify`` and ``wrap`` when ``Context.require_approval`` is on
+(its route skips it otherwise). It pauses the run with LangGraph's
 ``interrupt()``: the caller sees the tool's code, signature and verification
 report and resumes the thread with ``Command(resume=...)``:
 
@@ -13,8 +14,9 @@ report and resumes the thread with ``Command(resume=...)``:
   edit again, approve the verified original, or reject).
 
 A malformed answer asks again, saying what was wrong. ``interrupt()`` re-runs
-the node from its start on resume, so nothing here (or in ``wrap`` before it)
-has side effects: the repository is written only after the final decision.
+the node from its start on resume, so nothing here has side effects (but
+renewing the run's lease): the repository is written by ``wrap``, after the
+final decision.
 """
 
 from __future__ import annotations
@@ -31,8 +33,17 @@ from langgraph.types import interrupt
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info, parse_module
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, State
-from latm.nodes.common import emit, get_limits, get_tool_executor, split_examples
+from latm.lifecycle import renew
+from latm.nodes.common import (
+    emit,
+    get_context,
+    get_limits,
+    get_repository,
+    get_tool_executor,
+    split_examples,
+)
 from latm.nodes.verify import checked_examples, evaluate
+from latm.nodes.wrap import tool_identity
 from latm.sandbox import SandboxUnavailableError
 
 INTERRUPT_TYPE = "latm.approve_tool"
@@ -175,7 +186,41 @@ def recheck(
     return result.report, result.direct, result.problem
 
 
-def review(
+def review(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The ``review`` node: ask a person about the verified tool; nothing is stored here.
+
+    Returns:
+        Nothing to change for an approval; the edited, re-verified ``code``,
+        ``report`` and ``direct`` (and ``edited``) for an edit; an ``error``
+        for a rejection or a graph that cannot pause.
+    """
+    ctx = get_context(runtime)
+    repo = get_repository(runtime, ctx)
+    entry = state.get("entry") or ""
+    task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
+    make_id = state.get("make_id")
+    if make_id and repo.made_by(task_type, make_id) is not None:
+        return {}  # a run resumed after a crash that came after the write: wrap finds it
+    if lease := state.get("lease"):
+        # a person may take longer than a maker: hold the lease through the review
+        with repo.guard("holding the tool-making lease for the review"):
+            renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s, review=True)
+    decision = ask_reviewer(
+        state, runtime, ctx, task_type=task_type, entry=entry, version=repo.next_version(task_type)
+    )
+    if decision.error:
+        return {"error": decision.error}
+    if not decision.edited:
+        return {}
+    return {
+        "code": decision.code,
+        "report": decision.report,
+        "direct": decision.direct,
+        "edited": True,
+    }
+
+
+def ask_reviewer(
     state: State,
     runtime: Runtime[Context],
     ctx: Context,
@@ -230,7 +275,7 @@ def review(
             problem = parsed
             continue
         action, body = parsed
-        emit(runtime, "wrap", "review", action=action)
+        emit(runtime, "review", "review", action=action)
         if action == "approve":
             return Decision(code, report, direct)
         if action == "reject":
@@ -251,10 +296,10 @@ def review(
         except SandboxUnavailableError as exc:
             return Decision(code, report, direct, error=f"cannot run the edited code: {exc}")
         for i, case in enumerate(new_report):
-            emit(runtime, "wrap", "recheck", index=i, **{k: case.get(k) for k in CASE_KEYS})
+            emit(runtime, "review", "recheck", index=i, **{k: case.get(k) for k in CASE_KEYS})
         failed = sum(not c["passed"] for c in new_report)
         if not unusable and new_report and not failed:
-            emit(runtime, "wrap", "edit_verified", cases=len(new_report), direct=new_direct)
+            emit(runtime, "review", "edit_verified", cases=len(new_report), direct=new_direct)
             return Decision(new_code, new_report, new_direct, edited=True)
         problem = (
             f"the edited code cannot be used: {unusable}"

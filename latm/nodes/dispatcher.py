@@ -51,6 +51,7 @@ def fresh_run() -> dict[str, Any]:
         "maker_messages": Overwrite([]),
         "function": None,
         "verified": False,
+        "edited": False,
         "verification": None,
         "revealed": [],
         "lease": None,

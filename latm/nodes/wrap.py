@@ -13,8 +13,6 @@ from langgraph.runtime import Runtime
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
 from latm.graph.state import Example, State
-from latm.lifecycle import renew
-from latm.nodes.approval import review
 from latm.nodes.common import emit, get_context, get_repository, split_examples
 from latm.repository import ToolRecord, UsageDemo, VerificationStrength
 
@@ -55,9 +53,8 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Build the tool record (signature, docstring, usage demos, report) and store it.
 
     This is the only node that writes to the repository, and it runs only
-    after verification passed. With ``require_approval`` it first pauses for a
-    person's approval (see :mod:`latm.nodes.approval`); nothing before that
-    pause has side effects, as the node re-runs from its start on resume.
+    after verification passed (and, with ``require_approval``, after a person
+    approved it in the ``review`` node, see :mod:`latm.nodes.approval`).
     """
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
@@ -72,26 +69,9 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     direct = bool(state.get("direct"))
     maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     version = repo.next_version(task_type)
-    edited = False
-    if ctx.require_approval:
-        if lease := state.get("lease"):
-            # a person may take longer than a maker: hold the lease through the review
-            with repo.guard("holding the tool-making lease for the review"):
-                renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s, review=True)
-        decision = review(
-            state,
-            runtime,
-            ctx,
-            task_type=task_type,
-            entry=entry,
-            version=version,
-        )
-        if decision.error:
-            return {"error": decision.error}
-        code, report, direct = decision.code, decision.report, decision.direct
-        edited = decision.edited
-        if decision.edited:
-            maker = f"{maker}, edited by a reviewer"
+    edited = bool(state.get("edited"))  # by a person, in the review node
+    if edited:
+        maker = f"{maker}, edited by a reviewer"
     try:
         signature, docstring = function_info(code, entry)
     except ReplyError as exc:

@@ -63,9 +63,21 @@ def test_the_server_serves_the_graph_studio_draws(client):
     assert len(assistants) == 1
     drawn = client.assistants.get_graph(assistants[0]["assistant_id"])
     nodes = {n["id"] for n in drawn["nodes"]}
-    assert nodes == {"__start__", "dispatcher", "propose", "verify", "wrap", "use", "__end__"}
+    assert nodes == {
+        "__start__",
+        "dispatcher",
+        "propose",
+        "verify",
+        "review",
+        "wrap",
+        "use",
+        "__end__",
+    }
     edges = {(e["source"], e["target"]) for e in drawn["edges"]}
     assert {("verify", "wrap"), ("verify", "propose"), ("wrap", "use")} <= edges
+    assert {("verify", "review"), ("review", "wrap")} <= edges
+    labels = {(e["source"], e["target"]): e.get("data") for e in drawn["edges"]}
+    assert labels[("dispatcher", "use")] == "hit" and labels[("review", "wrap")] == "approved"
 
 
 def test_a_run_streams_progress_events_and_leaves_its_state_on_the_thread(client, fake, namespace):
@@ -217,7 +229,7 @@ def test_human_approval_pauses_the_run_and_approve_resumes_it(client, fake, name
     assert ask["type"] == "latm.approve_tool" and ask["task_type"] == "word_sorting"
     assert ask["code"].strip() == SORT_CODE.strip() and ask["passed"] == ask["cases"] == 3
     state = client.threads.get_state(thread_id)
-    assert state["next"] == ["wrap"] and state["interrupts"][0]["value"] == ask
+    assert state["next"] == ["review"] and state["interrupts"][0]["value"] == ask
     assert stored_tools(client, namespace) == []
     assert fake.requests("user") == []
 

@@ -77,7 +77,7 @@ def test_pauses_before_storing_and_approval_stores_and_answers(store, app, make_
     assert ask["signature"] == "def sort_words(words: list[str]) -> str"
     assert ask["passed"] == 3 and ask["cases"] == 3 and len(ask["verification"]) == 3
     assert ask["version"] == 1 and ask["problem"] is None
-    assert app.get_state(config).next == ("wrap",)
+    assert app.get_state(config).next == ("review",)
     assert user.received == []  # the user model has not run yet
 
     out = app.invoke(Command(resume={"action": "approve"}), config, context=ctx)
@@ -136,7 +136,7 @@ def test_a_passing_edit_is_reverified_and_stored(store, app, make_context):
     assert len(record.verification) == 3 and all(c["passed"] for c in record.verification)
     rechecks = [e for e in events if e["event"] == "recheck"]
     assert len(rechecks) == 3 and all(e["passed"] and e["check"] == "call" for e in rechecks)
-    assert {"node": "wrap", "event": "edit_verified", "cases": 3, "direct": False} in events
+    assert {"node": "review", "event": "edit_verified", "cases": 3, "direct": False} in events
 
 
 def test_a_failing_edit_is_not_stored_and_the_reviewer_is_asked_again(store, app, make_context):

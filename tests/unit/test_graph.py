@@ -468,13 +468,14 @@ def test_graph_embeds_as_a_node_of_a_parent_graph(store, make_context):
     assert repo(store).get("word_sorting") is not None
 
 
-def test_compiled_graph_has_the_five_nodes_and_the_papers_edges():
+def test_compiled_graph_has_the_papers_five_nodes_the_review_and_their_edges():
     drawn = graph.get_graph()
     assert set(drawn.nodes) == {
         "__start__",
         "dispatcher",
         "propose",
         "verify",
+        "review",
         "wrap",
         "use",
         "__end__",
@@ -489,6 +490,9 @@ def test_compiled_graph_has_the_five_nodes_and_the_papers_edges():
         ("verify", "wrap"),
         ("verify", "propose"),
         ("verify", "__end__"),
+        ("verify", "review"),
+        ("review", "wrap"),
+        ("review", "__end__"),
         ("wrap", "use"),
         ("wrap", "__end__"),
         ("use", "__end__"),
@@ -505,6 +509,9 @@ def test_conditional_edges_carry_labels_that_studio_draws():
     assert labels[("verify", "wrap")] == "pass"
     assert labels[("verify", "propose")] == "retry"
     assert labels[("verify", "__end__")] in ("exhausted", "stop")
+    assert labels[("verify", "review")] == "approval"
+    assert labels[("review", "wrap")] == "approved"
+    assert labels[("review", "__end__")] == "stop"
     assert labels[("wrap", "use")] == "stored"
     assert labels[("wrap", "__end__")] in ("made", "stop")
     assert "hit" in graph.get_graph().draw_mermaid()

@@ -54,8 +54,9 @@ from typing import Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import RunnableLambda
 from langgraph.errors import GraphBubbleUp
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 
 from latm.graph.context import Context
 from latm.graph.state import Example, State
@@ -771,7 +772,7 @@ def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[
 _WAITING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="latm-dispatch")
 
 
-def on_own_threads(node: Node) -> Callable[..., Awaitable[dict[str, Any]]]:
+def on_own_threads(node: Node) -> Callable[[State], Awaitable[dict[str, Any]]]:
     """The async twin of a sync node that may wait for a lease (the dispatcher).
 
     An async host (the LangGraph server) runs sync nodes on its event loop's small
@@ -782,7 +783,8 @@ def on_own_threads(node: Node) -> Callable[..., Awaitable[dict[str, Any]]]:
     """
 
     @functools.wraps(node)
-    async def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    async def run(state: State) -> dict[str, Any]:
+        runtime = get_runtime(Context)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         call = functools.partial(context.run, node, state, runtime)
@@ -791,13 +793,16 @@ def on_own_threads(node: Node) -> Callable[..., Awaitable[dict[str, Any]]]:
     return run
 
 
-def waiting_node(node: Node) -> Any:
+def waiting_node(node: Node) -> RunnableLambda[State, dict[str, Any]]:
     """``node`` for ``add_node``: sync runs call it, async runs use :func:`on_own_threads`.
 
-    LangGraph's public node API takes one callable; pairing a sync function with
-    its async twin needs its ``RunnableCallable`` (an internal module, pinned by
-    the project's ``langgraph<1.3`` range).
+    LangGraph's public node API takes one callable; LangChain's ``RunnableLambda``
+    pairs a sync function with its async twin. Both read the node's runtime with
+    LangGraph's public ``get_runtime``.
     """
-    from langgraph._internal._runnable import RunnableCallable
 
-    return RunnableCallable(node, on_own_threads(node))
+    @functools.wraps(node)
+    def run(state: State) -> dict[str, Any]:
+        return node(state, get_runtime(Context))
+
+    return RunnableLambda(run, afunc=on_own_threads(node), name=node.__name__)

@@ -35,6 +35,7 @@ from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, State
 from latm.lifecycle import renew
 from latm.nodes.common import (
+    checked_examples,
     emit,
     get_context,
     get_limits,
@@ -42,7 +43,7 @@ from latm.nodes.common import (
     get_tool_executor,
     split_examples,
 )
-from latm.nodes.verify import checked_examples, evaluate
+from latm.nodes.verify import evaluate
 from latm.nodes.wrap import tool_identity
 from latm.sandbox import SandboxUnavailableError
 

@@ -91,6 +91,15 @@ def split_examples(state: State, ctx: Context) -> tuple[list[Example], list[Exam
     return demos, validation
 
 
+def checked_examples(examples: list[Example], ctx: Context) -> list[Example]:
+    """The examples a ``solve`` entry is checked on: the demos, then the rest (capped).
+
+    The demos are labelled too: a tool that contradicts a demo's answer is wrong
+    whatever it does on the others.
+    """
+    return examples[: ctx.n_demos] + examples[ctx.n_demos :][: ctx.max_direct_checks]
+
+
 def emit(runtime: Runtime[Context], node: str, event: str, **data: Any) -> None:
     """Write a structured progress event to the custom stream."""
     runtime.stream_writer({"node": node, "event": event, **data})

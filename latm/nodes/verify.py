@@ -36,6 +36,7 @@ from latm.deadline import DeadlineExceeded, check
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
 from latm.nodes.common import (
+    checked_examples,
     emit,
     get_context,
     get_limits,
@@ -455,15 +456,6 @@ def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             f"last attempt: {why}. Nothing was stored."
         )
     return update
-
-
-def checked_examples(examples: list[Example], ctx: Context) -> list[Example]:
-    """The examples a ``solve`` entry is checked on: the demos, then the rest (capped).
-
-    The demos are labelled too: a tool that contradicts a demo's answer is wrong
-    whatever it does on the others.
-    """
-    return examples[: ctx.n_demos] + examples[ctx.n_demos :][: ctx.max_direct_checks]
 
 
 def _outputs(report: list[CaseReport], skip: set[str]) -> dict[str, str | None]:

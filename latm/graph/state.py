@@ -320,8 +320,9 @@ class State(InputState, OutputState, total=False):
             its ``solve(request)`` entry in later rounds; if no entry verifies,
             this function is stored without one.
         verified: Whether the latest round accepted a tool, for ``wrap`` to store.
-        edited: Whether a person's edit in the ``review`` node replaced the
-            maker's code (then ``code``, ``report`` and ``direct`` are the edit's).
+        reviewed: What the person decided in the ``review`` node: ``approved``,
+            or ``edited`` (then ``code``, ``report`` and ``direct`` are the
+            edit's); ``None`` before a review (or without approval).
         revealed: Inputs of examples beyond the demos whose expected answers
             earlier rounds showed the maker (its failures): no evidence any more.
         lease: The tool-making lease this run holds (``key``, ``owner``), taken by
@@ -349,7 +350,7 @@ class State(InputState, OutputState, total=False):
     maker_messages: Annotated[list[AnyMessage], add_messages]
     function: VerifiedFunction | None
     verified: bool
-    edited: bool
+    reviewed: Literal["approved", "edited"] | None
     revealed: list[str]
     lease: dict[str, Any] | None
     make_id: str | None

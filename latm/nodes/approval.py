@@ -191,9 +191,9 @@ def review(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """The ``review`` node: ask a person about the verified tool; nothing is stored here.
 
     Returns:
-        Nothing to change for an approval; the edited, re-verified ``code``,
-        ``report`` and ``direct`` (and ``edited``) for an edit; an ``error``
-        for a rejection or a graph that cannot pause.
+        ``reviewed``: ``approved``, or ``edited`` with the edited, re-verified
+        ``code``, ``report`` and ``direct``; an ``error`` for a rejection or a
+        graph that cannot pause.
     """
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
@@ -212,12 +212,12 @@ def review(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if decision.error:
         return {"error": decision.error}
     if not decision.edited:
-        return {}
+        return {"reviewed": "approved"}
     return {
         "code": decision.code,
         "report": decision.report,
         "direct": decision.direct,
-        "edited": True,
+        "reviewed": "edited",
     }
 
 

@@ -51,7 +51,7 @@ def fresh_run() -> dict[str, Any]:
         "maker_messages": Overwrite([]),
         "function": None,
         "verified": False,
-        "edited": False,
+        "reviewed": None,
         "verification": None,
         "revealed": [],
         "lease": None,

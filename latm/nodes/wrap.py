@@ -69,7 +69,13 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     direct = bool(state.get("direct"))
     maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     version = repo.next_version(task_type)
-    edited = bool(state.get("edited"))  # by a person, in the review node
+    if ctx.require_approval and not state.get("reviewed"):
+        # e.g. a thread an older LATM paused inside wrap, resumed after an upgrade
+        return {
+            "error": f"tool {task_type!r} was not reviewed (require_approval is on). "
+            "Nothing was stored: send the request again."
+        }
+    edited = state.get("reviewed") == "edited"  # by a person, in the review node
     if edited:
         maker = f"{maker}, edited by a reviewer"
     try:

@@ -264,3 +264,16 @@ def test_the_tool_making_lease_is_held_through_the_review(store, app, make_conte
     assert [t.key for t in tickets] == [lease["owner"]]
     # held for the review's TTL (a day by default), not the maker's 60 s
     assert tickets[0].value["expires_at"] > time.time() + 86_000
+
+
+def test_wrap_stores_nothing_that_skipped_the_review(store, app, make_context):
+    # e.g. a thread an older LATM paused inside wrap, or a review node skipped by hand
+    maker = scripted([maker_reply(SORT_CODE, VALIDATION_QS)])
+    ctx = make_context(maker, scripted([user_reply(HELD_OUT["input"])]), require_approval=True)
+    out, config = start(app, ctx)
+    assert app.get_state(config).next == ("review",)
+
+    app.update_state(config, {}, as_node="review")
+    out = app.invoke(None, config, context=ctx)
+
+    assert "was not reviewed" in out["error"] and stored(store) is None

@@ -117,7 +117,7 @@ def record_use(
     counted as a ``call_error``, which never retires the tool. A tool that fails
     on well-formed arguments is at fault.
     """
-    from latm.nodes.common import get_repository
+    from latm.nodes.common import get_repository, get_tenant
 
     status: UseStatus = "ok" if result.ok and result.value is not None else "error"
     if result.status == "timeout":
@@ -126,7 +126,7 @@ def record_use(
         status != "ok"
         and call is not None
         and not well_formed(call, record)
-        and tool_still_sound(ctx, record)
+        and tool_still_sound(ctx, get_tenant(runtime, ctx), record)
     ):
         status = "call_error"
     error = None if status == "ok" else f"{result.status}: {result.error}"
@@ -199,7 +199,7 @@ def well_formed(call: str, record: ToolRecord) -> bool:
     return False
 
 
-def tool_still_sound(ctx: Context, record: ToolRecord) -> bool:
+def tool_still_sound(ctx: Context, tenant: str, record: ToolRecord) -> bool:
     """Whether the tool still gives its usage demos' verified answers (in the sandbox)."""
     from latm.answers import is_correct
     from latm.nodes.common import get_limits, get_tool_executor
@@ -210,7 +210,10 @@ def tool_still_sound(ctx: Context, record: ToolRecord) -> bool:
     try:
         executor = get_tool_executor(ctx)
         results = executor.run(
-            record.code, [d.call for d in demos], get_limits(ctx), cache_key=record.cache_key
+            record.code,
+            [d.call for d in demos],
+            get_limits(ctx),
+            cache_key=record.worker_key(tenant),
         )
     except Exception as exc:  # the sandbox is gone: no verdict either way
         log.warning("could not re-check %s: %s", record.task_type, exc)

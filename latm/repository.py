@@ -224,6 +224,15 @@ class ToolRecord(BaseModel):
         digest = hashlib.sha256(self.code.encode()).hexdigest()[:16]
         return f"{self.task_type}:{self.version}:{digest}"
 
+    def worker_key(self, tenant: str) -> str:
+        """The warm-worker key of this tool version in ``tenant``'s namespace.
+
+        Every run of stored tool code goes through this key, so a warm worker serves
+        one tool version of one tenant: identical code in two namespaces never
+        shares a process.
+        """
+        return f"{tenant}\0{self.cache_key}"
+
 
 def _new_stamp() -> dict[str, str]:
     return {"stamp": uuid.uuid4().hex}

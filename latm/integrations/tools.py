@@ -470,7 +470,7 @@ class ToolRunner:
                 spec.record.code,
                 [call],
                 self.limits,
-                cache_key=f"{spec.namespace}/{spec.record.cache_key}",
+                cache_key=spec.record.worker_key(spec.namespace),
             )[0]
         except SandboxUnavailableError as exc:
             return CallOutcome(False, f"{label}: cannot run generated code: {exc}", call)

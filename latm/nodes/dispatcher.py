@@ -306,7 +306,9 @@ def _route_by_model(
     return _no_tool(update, state, runtime, repo, examples)
 
 
-def _parser_signal(ctx: Context, task: str, records: list[ToolRecord]) -> dict[str, bool]:
+def _parser_signal(
+    ctx: Context, tenant: str, task: str, records: list[ToolRecord]
+) -> dict[str, bool]:
     """Whether each tool's ``solve(request)`` entry accepts the request (runs sandboxed)."""
     if not records:
         return {}
@@ -318,8 +320,7 @@ def _parser_signal(ctx: Context, task: str, records: list[ToolRecord]) -> dict[s
     accepted: dict[str, bool] = {}
     for record in records:
         call = f"{record.direct_entry}({task!r})"
-        cache_key = f"{ctx.namespace}\0{record.cache_key}"  # the use node's warm worker
-        result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
+        result = executor.run(record.code, [call], limits, cache_key=record.worker_key(tenant))[0]
         accepted[record.task_type] = bool(result.ok and result.value not in (None, ""))
     return accepted
 
@@ -380,7 +381,7 @@ def _route_by_embedding(
         # the parser signal: the solve entries of every tool in or near its region
         near = [records[s.task_type] for s in decision.near]
         with_parser = [r for r in near if r.direct_entry]
-        signal = _parser_signal(ctx, task, with_parser)
+        signal = _parser_signal(ctx, repo.tenant, task, with_parser)
         info["parser"] = signal
         accepted = [t for t, ok in signal.items() if ok]
         every_parser = bool(near) and len(signal) == len(near)

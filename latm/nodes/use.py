@@ -13,7 +13,7 @@ from latm.graph.context import Context
 from latm.graph.state import State
 from latm.lifecycle import record_use
 from latm.llm import ModelError, invoke
-from latm.nodes.common import emit, get_context, get_limits, get_tool_executor
+from latm.nodes.common import emit, get_context, get_limits, get_tenant, get_tool_executor
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
 from latm.sandbox import SandboxUnavailableError
@@ -37,7 +37,7 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     except SandboxUnavailableError as exc:
         return {"error": f"cannot run generated code: {exc}"}
     limits = get_limits(ctx)
-    cache_key = f"{ctx.namespace}\0{record.cache_key}"  # a warm worker serves one namespace
+    cache_key = record.worker_key(get_tenant(runtime, ctx))
     if record.direct_entry and ctx.direct_entry:
         call = f"{record.direct_entry}({task!r})"
         result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]

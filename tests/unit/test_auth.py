@@ -196,6 +196,39 @@ def test_the_run_namespace_is_the_callers_tenant(make_context):
     assert run_as(graph, None, ask, library)["answer"] == EXAMPLES[20]["target"]
 
 
+def test_two_tenants_with_identical_tools_never_share_a_warm_worker(make_context, monkeypatch):
+    """Under one deployment namespace, the authenticated tenant keys the warm worker."""
+    import importlib
+
+    from latm.nodes.common import get_tool_executor
+
+    use_module = importlib.import_module("latm.nodes.use")
+    keys: list[Any] = []
+
+    class Recorder:
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.name = inner, inner.name
+
+        def run(self, code: str, calls: Any, limits: Any, *, cache_key: Any = None) -> Any:
+            keys.append(cache_key)
+            return self.inner.run(code, calls, limits, cache_key=cache_key)
+
+    monkeypatch.setattr(
+        use_module, "get_tool_executor", lambda ctx: Recorder(get_tool_executor(ctx))
+    )
+    graph = build_graph(store=InMemoryStore())
+    question = EXAMPLES[20]["input"]
+    for who in ("alice", "bob"):
+        ctx = make_context(
+            scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([user_reply(question)])
+        )
+        assert ctx.namespace == "default"
+        out = run_as(graph, who, {"task": question, "examples": EXAMPLES[:6]}, ctx)
+        assert out["answer"] == EXAMPLES[20]["target"], out["error"]
+    assert len(keys) == 2 and keys[0] != keys[1]
+    assert str(keys[0]).startswith("alice\0") and str(keys[1]).startswith("bob\0")
+
+
 def test_the_served_graph_says_when_the_server_has_no_authentication(monkeypatch, caplog):
     import importlib
 

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from latm.codeparse import parse_code
+from latm.codeparse import parse_module
 from latm.graph.state import Example
 
 _OPTION = re.compile(r"^\(?[A-Za-z]\)?$")
@@ -106,7 +106,7 @@ def copied_branch(code: str, examples: Sequence[Example]) -> str | None:
         A message for the maker, or ``None``.
     """
     try:
-        literals = branch_literals(parse_code(code))
+        literals = branch_literals(parse_module(code))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     inputs = [e["input"].casefold() for e in examples]
@@ -153,7 +153,7 @@ def hardcoded(code: str, examples: Sequence[Example]) -> str | None:
         A message for the maker, or ``None`` when nothing is hard-coded.
     """
     try:
-        literals = _literals(parse_code(code))
+        literals = _literals(parse_module(code))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     counts = Counter(e["target"].strip() for e in examples)

@@ -50,8 +50,6 @@ can corrupt it, and ``ast.parse`` or ``compile`` then raises ``SystemError:
 AST constructor recursion depth mismatch``. Every parse in LATM goes through
 the functions below, which take this lock.
 """
-PARSE_LOCK = AST_LOCK
-"""The same lock, under the name other modules use."""
 
 
 def parse_python(source: str, mode: str = "exec") -> ast.AST:
@@ -65,9 +63,6 @@ def parse_module(source: str) -> ast.Module:
     tree = parse_python(source)
     assert isinstance(tree, ast.Module)
     return tree
-
-
-parse_code = parse_module
 
 
 def parse_expression(source: str) -> ast.Expression:

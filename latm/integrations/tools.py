@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from latm.codeparse import parse_expression, parse_module
 from latm.graph.context import Context
 from latm.lifecycle import retired
 from latm.repository import RepositoryError, ToolRecord, ToolRepository
@@ -83,8 +84,8 @@ def _annotation(node: ast.expr | None, depth: int = 0) -> Any:
         return Any
     if isinstance(node, ast.Constant) and isinstance(node.value, str):  # "list[str]"
         try:
-            return _annotation(ast.parse(node.value, mode="eval").body, depth + 1)
-        except SyntaxError:
+            return _annotation(parse_expression(node.value).body, depth + 1)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             return Any
     if isinstance(node, ast.Constant) and node.value is None:
         return type(None)
@@ -280,8 +281,13 @@ def literal(value: Any, depth: int = 0) -> str:
     """
     if depth > MAX_DEPTH:
         raise ArgumentError(f"the arguments nest deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool | str):
         return repr(value)
+    if isinstance(value, int):
+        try:
+            return repr(value)
+        except ValueError as exc:  # over the interpreter's int-to-text digit limit
+            raise ArgumentError(f"an integer argument is too large: {exc}") from None
     if isinstance(value, float):
         if math.isfinite(value):
             return repr(value)
@@ -308,7 +314,7 @@ def _function(record: ToolRecord) -> ast.FunctionDef:
         sources.append(record.code)
     for source in sources:
         try:
-            module = ast.parse(source)
+            module = parse_module(source)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue
         for stmt in module.body:

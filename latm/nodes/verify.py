@@ -31,7 +31,7 @@ from langgraph.types import Overwrite
 from latm import evidence as ev_
 from latm.answers import is_correct, normalize_answer
 from latm.checks import hardcoded
-from latm.codeparse import DIRECT_ENTRY, parse_code, without_function
+from latm.codeparse import DIRECT_ENTRY, parse_module, without_function
 from latm.deadline import DeadlineExceeded, check
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
@@ -93,7 +93,7 @@ class Evaluation:
     def rank(self) -> tuple[bool, bool, bool, bool, bool, int, int, int]:
         """Sort key, best first: verified entry, all passed, calls passed, ran, passes, size."""
         try:
-            size = sum(1 for _ in ast.walk(parse_code(self.candidate["code"] or "")))
+            size = sum(1 for _ in ast.walk(parse_module(self.candidate["code"] or "")))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             size = 10**9
         return (

@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from latm.codeparse import parse_module
 from latm.sandbox.base import (
     ExecLimits,
     ExecResult,
@@ -71,6 +72,9 @@ from latm.sandbox.server import decode_frame, encode_frame, result_cap
 from latm.sandbox.subprocess_executor import SubprocessExecutor
 
 log = logging.getLogger("latm.sandbox")
+
+_UNKNOWN: Any = object()
+"""Marks a tool whose warm obstacle is not yet in the cache (``None`` means it has none)."""
 
 ZYGOTE_GRACE_S = 2.0
 """Extra time the host gives the zygote beyond a call's deadline before killing it."""
@@ -212,7 +216,7 @@ def warm_obstacle(code: str) -> str | None:
         ``None`` when the tool touches nothing process-wide, else the reason.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse_module(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return "the code does not parse"
     imported: set[str] = set()
@@ -670,11 +674,12 @@ class SandboxExecutor:
         self, cache_key: str, code: str, calls: Sequence[str], limits: ExecLimits
     ) -> list[ExecResult]:
         digest = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
-        if digest not in self._obstacles:
+        obstacle = self._obstacles.get(digest, _UNKNOWN)
+        if obstacle is _UNKNOWN:
             if len(self._obstacles) >= 4096:  # a cache, not a record of every tool ever run
                 self._obstacles.clear()
-            self._obstacles[digest] = warm_obstacle(code)
-        if self._obstacles[digest] is not None:
+            obstacle = self._obstacles[digest] = warm_obstacle(code)
+        if obstacle is not None:
             self.fresh_fallbacks += 1
             return self._verify(code, calls, limits)
         while True:

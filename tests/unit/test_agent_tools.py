@@ -367,3 +367,11 @@ def test_a_tool_the_graph_made_is_callable_by_an_agent(make_context):
     assert [t.name for t in tools] == ["word_sorting"]
     assert "Example: 'Sort the following words alphabetically" in tools[0].description
     assert tools[0].invoke({"words": ["b", "c", "a"]}) == "a b c"
+
+
+def test_an_integer_too_large_to_print_is_a_clear_call_error(repo):
+    from latm.integrations.tools import ToolRunner
+
+    spec = build_spec(repo.get("scaling"), "acme")  # type: ignore[arg-type]
+    outcome = ToolRunner(context()).call(spec, {"values": [10**5000], "factor": 2})
+    assert not outcome.ok and "integer argument is too large" in str(outcome)

@@ -33,7 +33,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -474,24 +474,40 @@ class ToolRepository:
         Returns:
             The record as stored (with its content hash).
         """
+        places = [
+            (self.versions_namespace, f"{record.task_type}:v{record.version}"),
+            (self.namespace, record.task_type),
+        ]
+        return self._write(record, f"storing tool {record.task_type!r}", places)
+
+    def _write(
+        self,
+        record: ToolRecord,
+        doing: str,
+        places: Sequence[tuple[tuple[str, ...], str]],
+        also: tuple[PutOp, ...] = (),
+    ) -> ToolRecord:
+        """Seal ``record`` with its content hash and write it to ``places`` in one batch.
+
+        The latest record (under :attr:`namespace`) is written searchable, a
+        version record plain; ``also`` and the route indexes' change stamp go in
+        the same write.
+
+        Returns:
+            The record as stored (with its content hash).
+        """
         value = record.model_dump(mode="json", exclude={"content_sha256"})
         value["content_sha256"] = content_sha256(value)
         stored = ToolRecord.model_validate(value)
-        with self.guard(f"storing tool {record.task_type!r}"):
-            version_key = f"{record.task_type}:v{record.version}"
-            self.store.batch(
-                [
-                    PutOp(self.versions_namespace, version_key, value, index=False),
-                    PutOp(
-                        self.namespace,
-                        record.task_type,
-                        {**value, "search_text": record.search_text},
-                        index=["search_text"],
-                    ),
-                    # the route indexes' change stamp, in the same write
-                    PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False),
-                ]
-            )
+        ops = [
+            PutOp(ns, key, {**value, "search_text": record.search_text}, index=["search_text"])
+            if ns == self.namespace
+            else PutOp(ns, key, value, index=False)
+            for ns, key in places
+        ]
+        ops += [*also, PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False)]
+        with self.guard(doing):
+            self.store.batch(ops)
         self._bump_generation()
         return stored
 
@@ -658,24 +674,9 @@ class ToolRepository:
         One write: the record returns to its place and leaves the quarantine together.
         The caller must have re-verified it (see ``latm tools doctor --reverify``).
         """
-        value = record.model_dump(mode="json", exclude={"content_sha256"})
-        value["content_sha256"] = content_sha256(value)
-        stored = ToolRecord.model_validate(value)
-        if namespace == self.namespace:  # the latest record, searchable as put() writes it
-            searchable = {**value, "search_text": record.search_text}
-            put = PutOp(namespace, key, searchable, index=["search_text"])
-        else:
-            put = PutOp(namespace, key, value, index=False)
-        with self.guard(f"restoring tool {record.task_type!r}"):
-            self.store.batch(
-                [
-                    put,
-                    PutOp(self.quarantine_namespace, qkey, None),
-                    PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False),
-                ]
-            )
-        self._bump_generation()
-        return stored
+        leave = PutOp(self.quarantine_namespace, qkey, None)
+        doing = f"restoring tool {record.task_type!r}"
+        return self._write(record, doing, [(namespace, key)], (leave,))
 
     def purge_quarantine(self) -> int:
         """Delete every quarantined record; returns how many there were."""

@@ -255,6 +255,8 @@ class RouteIndex:
             return
         with self._lock:
             generation = repo.local_generation()
+            if stamp == self.stamp and generation == self.generation:
+                return  # another thread synced while this one waited for the lock
             tools: dict[str, ToolRoutes] = {}
             for record in repo.records():
                 known = self.tools.get(record.task_type)

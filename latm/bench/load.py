@@ -75,8 +75,14 @@ def words_of(question: str) -> list[str]:
 class FakeChat:
     """An OpenAI-compatible ``/v1/chat/completions`` with scripted replies, on loopback."""
 
-    def __init__(self, validation: list[str]) -> None:
-        """Script the maker's tool for these validation questions."""
+    def __init__(self, validation: list[str], latency_s: float = 0.0) -> None:
+        """Script the maker's tool for these validation questions.
+
+        Args:
+            validation: The validation questions the maker's reply calls the tool on.
+            latency_s: How long each reply takes (a thread per request: replies overlap).
+        """
+        self.latency_s = max(0.0, latency_s)
         calls = "\n".join(f"    sort_words({words_of(q)!r})," for q in validation)
         self.maker_reply = f"```python\n{TOOL}\nCALLS = [\n{calls}\n]\n```"
         self.calls: dict[str, int] = {}
@@ -87,6 +93,8 @@ class FakeChat:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 text = fake.reply(body)
+                if fake.latency_s:
+                    time.sleep(fake.latency_s)
                 payload = json.dumps(
                     {
                         "id": "fake",
@@ -135,11 +143,20 @@ class FakeChat:
         self.server.shutdown()
 
 
-def start_server(work: Path, chat: FakeChat, jobs: int) -> tuple[subprocess.Popen[bytes], str]:
-    """``langgraph dev`` on a free loopback port with LATM's graph; waits until it answers."""
+def start_server(
+    work: Path, chat: FakeChat, jobs: int, root: Path = ROOT
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``langgraph dev`` on a free loopback port with LATM's graph; waits until it answers.
+
+    Args:
+        work: A scratch directory (the server's config, log and state go there).
+        chat: The scripted model server.
+        jobs: Runs the server executes at once (``--n-jobs-per-worker``).
+        root: The checkout whose LATM the server runs (this one by default).
+    """
     config = {
-        "dependencies": [str(ROOT)],
-        "graphs": {"latm": str(ROOT / "latm" / "graph" / "builder.py") + ":graph"},
+        "dependencies": [str(root)],
+        "graphs": {"latm": str(root / "latm" / "graph" / "builder.py") + ":graph"},
     }
     (work / "langgraph.json").write_text(json.dumps(config))
     port = free_port()
@@ -158,7 +175,7 @@ def start_server(work: Path, chat: FakeChat, jobs: int) -> tuple[subprocess.Pope
         LANGGRAPH_NO_VERSION_CHECK="true",
         LANGSMITH_TRACING="false",
         NO_PROXY="127.0.0.1,localhost",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     )
     for name in ("LATM_ALLOW_UNSANDBOXED",):
         if os.environ.get(name):

@@ -8,9 +8,10 @@ longer than the deadline, whatever the request timeout and retries.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -72,3 +73,33 @@ def call_within(deadline_at: float | None, doing: str, fn: Callable[[], T]) -> T
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+async def acall_within(deadline_at: float | None, doing: str, call: Awaitable[T]) -> T:
+    """Async :func:`call_within`: await ``call`` no longer than the deadline.
+
+    Past the deadline the call is cancelled (an awaited HTTP request stops at once).
+
+    Raises:
+        DeadlineExceeded: The deadline passed before or while ``call`` ran.
+        Exception: Whatever ``call`` raised.
+    """
+    try:
+        check(deadline_at, doing)
+    except DeadlineExceeded:
+        if asyncio.iscoroutine(call):
+            call.close()  # never awaited: no "coroutine was never awaited" warning
+        raise
+    left = remaining(deadline_at)
+    if left is None:
+        return await call
+    scope = asyncio.timeout(max(left, 0.0))
+    try:
+        async with scope:
+            return await call
+    except TimeoutError as exc:
+        if not scope.expired():  # the call's own timeout, not the deadline
+            raise
+        raise DeadlineExceeded(
+            f"the run deadline passed during {doing} (LATM_RUN_DEADLINE)"
+        ) from exc

@@ -115,6 +115,13 @@ def invoke(
         reply = model.invoke(list(messages))
     except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
         raise ModelError(_describe(role, ctx, exc)) from exc
+    return _read_reply(ctx, role, reply)
+
+
+def _read_reply(
+    ctx: Context, role: Role, reply: BaseMessage
+) -> tuple[AIMessage, dict[str, TokenUsage]]:
+    """A model's reply, checked for size, and its usage update (both calling paths)."""
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=str(reply.content))
     _check_size(ctx, role, reply)
@@ -150,14 +157,26 @@ def invoke_structured(
     Raises:
         ModelError: The model cannot be built, reached or answered with an error.
     """
-    model = build_model(ctx, role)
-    runnable: Any = model
-    if type(model).__name__ == "ChatOpenAI":
-        runnable = model.with_structured_output(schema, method="json_schema", include_raw=True)
+    runnable = _structured(ctx, role, schema)
     try:
         out = runnable.invoke(list(messages))
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
+    return _read_structured(ctx, role, out, schema)
+
+
+def _structured(ctx: Context, role: Role, schema: type[BaseModel]) -> Any:
+    """The ``role`` model, asking for ``schema`` when it is a ``ChatOpenAI``."""
+    model = build_model(ctx, role)
+    if type(model).__name__ == "ChatOpenAI":
+        return model.with_structured_output(schema, method="json_schema", include_raw=True)
+    return model
+
+
+def _read_structured(
+    ctx: Context, role: Role, out: Any, schema: type[M]
+) -> tuple[M | None, dict[str, TokenUsage]]:
+    """The parsed object of a structured call's output (both calling paths) and the usage."""
     raw = out["raw"] if isinstance(out, dict) else out
     _check_size(ctx, role, raw)
     usage: dict[str, TokenUsage] = {role: usage_of(raw)}
@@ -172,3 +191,43 @@ def invoke_structured(
         except ValidationError:
             pass
     return None, usage
+
+
+# --- async twins: the same calls awaited, for async nodes (the event loop is never blocked)
+
+
+async def ainvoke(
+    ctx: Context,
+    role: Role,
+    messages: Sequence[BaseMessage],
+    *,
+    temperature: float | None = None,
+    seed: int | None = None,
+) -> tuple[AIMessage, dict[str, TokenUsage]]:
+    """Async :func:`invoke`: the same call with the model's ``ainvoke``.
+
+    Raises:
+        ModelError: The model cannot be built, reached or answered with an error.
+    """
+    model = build_model(ctx, role, temperature=temperature, seed=seed)
+    try:
+        reply = await model.ainvoke(list(messages))
+    except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
+        raise ModelError(_describe(role, ctx, exc)) from exc
+    return _read_reply(ctx, role, reply)
+
+
+async def ainvoke_structured(
+    ctx: Context, role: Role, messages: Sequence[BaseMessage], schema: type[M]
+) -> tuple[M | None, dict[str, TokenUsage]]:
+    """Async :func:`invoke_structured`: the same call with the model's ``ainvoke``.
+
+    Raises:
+        ModelError: The model cannot be built, reached or answered with an error.
+    """
+    runnable = _structured(ctx, role, schema)
+    try:
+        out = await runnable.ainvoke(list(messages))
+    except Exception as exc:
+        raise ModelError(_describe(role, ctx, exc)) from exc
+    return _read_structured(ctx, role, out, schema)

@@ -45,6 +45,7 @@ from langgraph.store.sqlite import SqliteStore
 from platformdirs import user_data_dir
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from latm.aio import holding, offload
 from latm.graph.state import CaseReport
 
 log = logging.getLogger(__name__)
@@ -379,22 +380,8 @@ class ToolRepository:
 
         Never raises: a record that cannot be moved stays skipped.
         """
-        log.warning("quarantining unreadable record %s/%s: %s", "/".join(namespace), key, reason)
-        entry = {
-            "namespace": list(namespace),
-            "key": key,
-            "reason": reason[:1000],
-            "value": value,
-            "at": _now(),
-        }
-        qkey = f"{namespace[-1]}:{key}:{hashlib.sha256(repr(value).encode()).hexdigest()[:8]}"
         try:
-            self.store.batch(
-                [
-                    PutOp(self.quarantine_namespace, qkey, entry, index=False),
-                    PutOp(namespace, key, None),
-                ]
-            )
+            self.store.batch(self._quarantine_ops(namespace, key, value, reason))
         except Exception as exc:
             log.warning("could not quarantine %s: %s", key, exc)
 
@@ -431,21 +418,10 @@ class ToolRepository:
         self, value: Any, key: str, namespace: tuple[str, ...] | None = None
     ) -> ToolRecord | None:
         """A record as stored, checked; an unreadable one is quarantined and ``None`` returned."""
-        problem: str
-        try:
-            record = ToolRecord.model_validate(value)
-            if record.content_sha256 is None:
-                problem = NO_CONTENT_HASH
-            elif content_sha256(value) != record.content_sha256:
-                problem = "content hash mismatch: the record was changed after it was stored"
-            else:
-                return record
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "record"
-            problem = f"not a tool record ({exc.error_count()} errors; {where}: {first['msg']})"
-        self.quarantine(namespace or self.namespace, key, value, problem)
-        return None
+        record, problem = _check_record(value)
+        if record is None:
+            self.quarantine(namespace or self.namespace, key, value, problem)
+        return record
 
     def _get_item(self, namespace: tuple[str, ...], key: str) -> Any:
         try:
@@ -496,16 +472,7 @@ class ToolRepository:
         Returns:
             The record as stored (with its content hash).
         """
-        value = record.model_dump(mode="json", exclude={"content_sha256"})
-        value["content_sha256"] = content_sha256(value)
-        stored = ToolRecord.model_validate(value)
-        ops = [
-            PutOp(ns, key, {**value, "search_text": record.search_text}, index=["search_text"])
-            if ns == self.namespace
-            else PutOp(ns, key, value, index=False)
-            for ns, key in places
-        ]
-        ops += [*also, PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False)]
+        stored, ops = self._sealed(record, places, also)
         with self.guard(doing):
             self.store.batch(ops)
         self._bump_generation()
@@ -688,24 +655,9 @@ class ToolRepository:
 
     def stats(self, task_type: str, version: int) -> ToolStats:
         """The use statistics of one tool version (zero when it was never used)."""
-        total = ToolStats(task_type=task_type, version=version)
         with self.guard(f"reading the statistics of {task_type!r}"):
             items = self._items(self.stats_namespace, {"task_type": task_type, "version": version})
-        for item in items:
-            try:
-                shard = ToolStats.model_validate(item.value)
-            except ValidationError:
-                log.warning("skipping unreadable statistics record %r", item.key)
-                continue
-            total.calls += shard.calls
-            total.failures += shard.failures
-            total.timeouts += shard.timeouts
-            total.call_failures += shard.call_failures
-            if (shard.last_error_at or "") > (total.last_error_at or ""):
-                total.last_error, total.last_error_at = shard.last_error, shard.last_error_at
-            if (shard.last_used_at or "") > (total.last_used_at or ""):
-                total.last_used_at = shard.last_used_at
-        return total
+        return _sum_stats(task_type, version, items)
 
     def record_use(
         self, record: ToolRecord, status: UseStatus, error: str | None = None
@@ -720,26 +672,11 @@ class ToolRepository:
         Returns:
             The summed statistics after this use.
         """
-        key = f"{record.task_type}:v{record.version}:{_SHARD}"
+        key = _shard_key(record)
         with _STATS_LOCK, self.guard(f"recording a use of {record.task_type!r}"):
             item = self._get_item(self.stats_namespace, key)
-            try:
-                shard = ToolStats.model_validate(item.value if item else {})
-            except ValidationError:
-                shard = ToolStats(task_type=record.task_type, version=record.version)
-            now = _now()
-            shard.calls += 1
-            shard.last_used_at = now
-            if status == "call_error":
-                shard.call_failures += 1
-                shard.last_error = (error or status)[:500]
-                shard.last_error_at = now
-            elif status != "ok":
-                shard.failures += 1
-                shard.timeouts += status == "timeout"
-                shard.last_error = (error or status)[:500]
-                shard.last_error_at = now
-            self.store.put(self.stats_namespace, key, shard.model_dump(mode="json"), index=False)
+            shard = _counted(record, item, status, error)
+            self.store.put(self.stats_namespace, key, shard, index=False)
         return self.stats(record.task_type, record.version)
 
     # --- the dispatcher's route index (see latm.routing) ---------------------------
@@ -802,9 +739,290 @@ class ToolRepository:
         if items and all(item.score is not None for item in items):
             found = [(self._load(i.value, i.key), float(i.score or 0.0)) for i in items]
             return [(r, s) for r, s in found if r is not None]
-        records = {r.task_type: r for r in self.records()}
-        ranked = lexical_rank(query, {k: r.search_text for k, r in records.items()})
-        return [(records[key], score) for key, score in ranked[:limit]]
+        return _lexical(query, self.records(), limit)
+
+    # --- pure parts shared by the sync methods above and their async twins below --------
+
+    def _quarantine_ops(
+        self, namespace: tuple[str, ...], key: str, value: Any, reason: str
+    ) -> list[PutOp]:
+        """The one write that moves an unreadable record to the quarantine (and logs it)."""
+        log.warning("quarantining unreadable record %s/%s: %s", "/".join(namespace), key, reason)
+        entry = {
+            "namespace": list(namespace),
+            "key": key,
+            "reason": reason[:1000],
+            "value": value,
+            "at": _now(),
+        }
+        qkey = f"{namespace[-1]}:{key}:{hashlib.sha256(repr(value).encode()).hexdigest()[:8]}"
+        return [
+            PutOp(self.quarantine_namespace, qkey, entry, index=False),
+            PutOp(namespace, key, None),
+        ]
+
+    def _sealed(
+        self,
+        record: ToolRecord,
+        places: Sequence[tuple[tuple[str, ...], str]],
+        also: tuple[PutOp, ...] = (),
+    ) -> tuple[ToolRecord, list[PutOp]]:
+        """``record`` sealed with its content hash, and the one batch that writes it."""
+        value = record.model_dump(mode="json", exclude={"content_sha256"})
+        value["content_sha256"] = content_sha256(value)
+        stored = ToolRecord.model_validate(value)
+        ops = [
+            PutOp(ns, key, {**value, "search_text": record.search_text}, index=["search_text"])
+            if ns == self.namespace
+            else PutOp(ns, key, value, index=False)
+            for ns, key in places
+        ]
+        ops += [*also, PutOp(self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False)]
+        return stored, ops
+
+    # --- async twins (for async nodes): the store's own async operations --------------
+    #
+    # Each awaits the store's async method (``aget``, ``asearch``, ``abatch``, ...);
+    # a store without them (the local SqliteStore raises NotImplementedError) runs
+    # the sync method on LATM's I/O threads instead, as does the rare path that
+    # reads a SQLite namespace row by row. Results and errors are the sync ones'.
+
+    async def _astore(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """One store operation awaited: ``a<name>``, else ``<name>`` on an I/O thread."""
+        if type(self.store) not in _SYNC_ONLY_STORES:
+            try:
+                return await getattr(self.store, "a" + name)(*args, **kwargs)
+            except NotImplementedError:
+                _SYNC_ONLY_STORES.add(type(self.store))
+        return await offload(getattr(self.store, name), *args, **kwargs)
+
+    async def aquarantine(
+        self, namespace: tuple[str, ...], key: str, value: Any, reason: str
+    ) -> None:
+        """Async :meth:`quarantine` (never raises)."""
+        try:
+            await self._astore("batch", self._quarantine_ops(namespace, key, value, reason))
+        except Exception as exc:
+            log.warning("could not quarantine %s: %s", key, exc)
+
+    async def _aload(
+        self, value: Any, key: str, namespace: tuple[str, ...] | None = None
+    ) -> ToolRecord | None:
+        record, problem = _check_record(value)
+        if record is None:
+            await self.aquarantine(namespace or self.namespace, key, value, problem)
+        return record
+
+    async def _aget_item(self, namespace: tuple[str, ...], key: str) -> Any:
+        try:
+            return await self._astore("get", namespace, key)
+        except ValueError:  # the stored value is not JSON: read the namespace row by row
+            return await offload(self._get_item, namespace, key)
+
+    async def _aitems(
+        self, namespace: tuple[str, ...], where: dict[str, Any] | None = None
+    ) -> list[Any]:
+        items: list[Any] = []
+        offset = 0
+        while True:
+            try:
+                page = await self._astore(
+                    "search", namespace, filter=where, limit=100, offset=offset
+                )
+            except ValueError:  # a stored value is not JSON: read one by one
+                return await offload(self._items, namespace, where)
+            items.extend(item for item in page if item.namespace == namespace)
+            if len(page) < 100:
+                return items
+            offset += 100
+
+    async def aget(self, task_type: str) -> ToolRecord | None:
+        """Async :meth:`get`."""
+        with self.guard(f"reading tool {task_type!r}"):
+            item = await self._aget_item(self.namespace, task_type)
+        return await self._aload(item.value, item.key) if item else None
+
+    async def aput(self, record: ToolRecord) -> ToolRecord:
+        """Async :meth:`put`: both records in one ``abatch``."""
+        places = [
+            (self.versions_namespace, f"{record.task_type}:v{record.version}"),
+            (self.namespace, record.task_type),
+        ]
+        stored, ops = self._sealed(record, places)
+        with self.guard(f"storing tool {record.task_type!r}"):
+            await self._astore("batch", ops)
+        self._bump_generation()
+        return stored
+
+    async def aversions(self, task_type: str) -> list[ToolRecord]:
+        """Async :meth:`versions`."""
+        with self.guard(f"reading the versions of {task_type!r}"):
+            items = await self._aitems(self.versions_namespace, {"task_type": task_type})
+        found = []
+        for item in items:
+            record = await self._aload(item.value, item.key, self.versions_namespace)
+            if record is not None and record.task_type == task_type:
+                found.append(record)
+        return sorted(found, key=lambda r: r.version)
+
+    async def amade_by(self, task_type: str, make_id: str) -> ToolRecord | None:
+        """Async :meth:`made_by`."""
+        found = [r for r in await self.aversions(task_type) if r.make_id == make_id]
+        return found[-1] if found else None
+
+    async def anext_version(self, task_type: str) -> int:
+        """Async :meth:`next_version`."""
+        current = await self.aget(task_type)
+        known = [r.version for r in await self.aversions(task_type)]
+        if current is not None:
+            known.append(current.version)
+        return max(known, default=0) + 1
+
+    async def arecords(self) -> list[ToolRecord]:
+        """Async :meth:`records`."""
+        with self.guard("listing tools"):
+            items = await self._aitems(self.namespace)
+        loaded = [await self._aload(item.value, item.key) for item in items]
+        return sorted((r for r in loaded if r is not None), key=lambda r: r.task_type)
+
+    async def ais_empty(self) -> bool:
+        """Async :meth:`is_empty`."""
+        with self.guard("reading the tools"):
+            try:
+                return not await self._astore("search", self.namespace, limit=1)
+            except ValueError:  # a stored value is not JSON: there is a record
+                return False
+
+    async def astats(self, task_type: str, version: int) -> ToolStats:
+        """Async :meth:`stats`."""
+        where = {"task_type": task_type, "version": version}
+        with self.guard(f"reading the statistics of {task_type!r}"):
+            items = await self._aitems(self.stats_namespace, where)
+        return _sum_stats(task_type, version, items)
+
+    async def arecord_use(
+        self, record: ToolRecord, status: UseStatus, error: str | None = None
+    ) -> ToolStats:
+        """Async :meth:`record_use` (under the same process lock as the sync one)."""
+        key = _shard_key(record)
+        async with holding(_STATS_LOCK):
+            with self.guard(f"recording a use of {record.task_type!r}"):
+                item = await self._aget_item(self.stats_namespace, key)
+                shard = _counted(record, item, status, error)
+                await self._astore("put", self.stats_namespace, key, shard, index=False)
+        return await self.astats(record.task_type, record.version)
+
+    async def atouch_routes(self) -> None:
+        """Async :meth:`touch_routes`."""
+        self._bump_generation()
+        with self.guard("marking the tools changed"):
+            await self._astore("put", self.routes_namespace, _STAMP_KEY, _new_stamp(), index=False)
+
+    async def aroute_stamp(self) -> str | None:
+        """Async :meth:`route_stamp`."""
+        with self.guard("reading the tools' change stamp"):
+            item = await self._astore("get", self.routes_namespace, _STAMP_KEY)
+        stamp = item.value.get("stamp") if item is not None else None
+        return stamp if isinstance(stamp, str) else None
+
+    async def aroute_item(self, task_type: str) -> dict[str, Any] | None:
+        """Async :meth:`route_item`."""
+        with self.guard(f"reading the route vectors of {task_type!r}"):
+            item = await self._astore("get", self.routes_namespace, task_type)
+        return dict(item.value) if item is not None else None
+
+    async def aput_route_item(self, task_type: str, value: dict[str, Any]) -> None:
+        """Async :meth:`put_route_item`."""
+        with self.guard(f"storing the route vectors of {task_type!r}"):
+            await self._astore("put", self.routes_namespace, task_type, value, index=False)
+
+    async def asearch(self, query: str, limit: int = 3) -> list[tuple[ToolRecord, float]]:
+        """Async :meth:`search`."""
+        try:
+            with self.guard("searching tools"):
+                try:
+                    items = await self._astore("search", self.namespace, query=query, limit=limit)
+                except ValueError as exc:  # a stored value is not JSON: read one by one
+                    raise _Unreadable(str(exc)) from exc
+        except _Unreadable:
+            items = []
+        if items and all(item.score is not None for item in items):
+            found = [(await self._aload(i.value, i.key), float(i.score or 0.0)) for i in items]
+            return [(r, s) for r, s in found if r is not None]
+        return _lexical(query, await self.arecords(), limit)
+
+
+_SYNC_ONLY_STORES: set[type[BaseStore]] = set()
+"""Store classes whose async operations raised NotImplementedError (their sync ones run on
+LATM's I/O threads)."""
+
+
+def _check_record(value: Any) -> tuple[ToolRecord | None, str]:
+    """A stored value as a tool record, or ``None`` and why it is not one."""
+    try:
+        record = ToolRecord.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        return None, f"not a tool record ({exc.error_count()} errors; {where}: {first['msg']})"
+    if record.content_sha256 is None:
+        return None, NO_CONTENT_HASH
+    if content_sha256(value) != record.content_sha256:
+        return None, "content hash mismatch: the record was changed after it was stored"
+    return record, ""
+
+
+def _sum_stats(task_type: str, version: int, items: list[Any]) -> ToolStats:
+    """The statistics of one tool version: its shards (one per process) summed."""
+    total = ToolStats(task_type=task_type, version=version)
+    for item in items:
+        try:
+            shard = ToolStats.model_validate(item.value)
+        except ValidationError:
+            log.warning("skipping unreadable statistics record %r", item.key)
+            continue
+        total.calls += shard.calls
+        total.failures += shard.failures
+        total.timeouts += shard.timeouts
+        total.call_failures += shard.call_failures
+        if (shard.last_error_at or "") > (total.last_error_at or ""):
+            total.last_error, total.last_error_at = shard.last_error, shard.last_error_at
+        if (shard.last_used_at or "") > (total.last_used_at or ""):
+            total.last_used_at = shard.last_used_at
+    return total
+
+
+def _shard_key(record: ToolRecord) -> str:
+    """The key of this process's statistics record of a tool version."""
+    return f"{record.task_type}:v{record.version}:{_SHARD}"
+
+
+def _counted(record: ToolRecord, item: Any, status: UseStatus, error: str | None) -> dict[str, Any]:
+    """This process's statistics record (``item``, may be ``None``) with one more use."""
+    try:
+        shard = ToolStats.model_validate(item.value if item else {})
+    except ValidationError:
+        shard = ToolStats(task_type=record.task_type, version=record.version)
+    now = _now()
+    shard.calls += 1
+    shard.last_used_at = now
+    if status == "call_error":
+        shard.call_failures += 1
+        shard.last_error = (error or status)[:500]
+        shard.last_error_at = now
+    elif status != "ok":
+        shard.failures += 1
+        shard.timeouts += status == "timeout"
+        shard.last_error = (error or status)[:500]
+        shard.last_error_at = now
+    return shard.model_dump(mode="json")
+
+
+def _lexical(query: str, records: list[ToolRecord], limit: int) -> list[tuple[ToolRecord, float]]:
+    """The ``limit`` records that best fit ``query`` by :func:`lexical_rank`."""
+    by_type = {r.task_type: r for r in records}
+    ranked = lexical_rank(query, {k: r.search_text for k, r in by_type.items()})
+    return [(by_type[key], score) for key, score in ranked[:limit]]
 
 
 def setup_with_retries(setup: Any, attempts: int = 30) -> None:

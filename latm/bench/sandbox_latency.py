@@ -8,6 +8,9 @@ tier available here it times:
   ``cache_key=None`` (the zygote forks a fresh, confined child per call);
 * ``warm cached``: the same executor with a ``cache_key`` (a warm worker
   dedicated to the tool answers; host round trip);
+* ``warm cached, awaited``: the same call awaited from an event loop, as the
+  nodes' async twins make it (:func:`latm.aio.arun_tool`: the call runs on
+  LATM's I/O threads, so the loop is never blocked; the hop is the difference);
 
 and, as floors, the unhardened ``subprocess`` executor (a fresh interpreter per
 call, no isolation) and an ``in-process`` call of the same runner code in this
@@ -23,6 +26,7 @@ median over the rounds of every path's p50 for both and their ratio.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import statistics
@@ -32,6 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from latm.aio import arun_tool
 from latm.sandbox import ExecLimits, SubprocessExecutor
 from latm.sandbox import runner as tool_runner
 from latm.sandbox.executor import SandboxExecutor
@@ -67,6 +72,25 @@ def _time(n: int, one: Callable[[int], str | None], warmup: int = 3) -> list[flo
     return samples
 
 
+def _time_awaited(
+    n: int, executor: SandboxExecutor, cache_key: str, warmup: int = 3
+) -> list[float]:
+    """Like :func:`_time`, each call awaited with :func:`~latm.aio.arun_tool` in one loop."""
+
+    async def timed() -> list[float]:
+        samples = []
+        for i in range(-warmup, n):
+            started = time.perf_counter()
+            results = await arun_tool(executor, TOOL, [_call(abs(i))], LIMITS, cache_key=cache_key)
+            if i >= 0:
+                samples.append((time.perf_counter() - started) * 1000)
+            if results[0].value != _expected(abs(i)):
+                raise SystemExit(f"wrong answer on awaited call {i}: {results[0].value!r}")
+        return samples
+
+    return asyncio.run(timed())
+
+
 def _fresh_process(config: SandboxConfig) -> Callable[[int], str | None]:
     def one(i: int) -> str | None:
         executor = SandboxExecutor(config, max_parallel=1, prestart=False, keep_spare=False)
@@ -92,7 +116,7 @@ def _row(path: str, samples: list[float]) -> str:
         return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
     return (
-        f"{path:<34} {len(samples):>5} {pct(50):>9.3f} {pct(90):>9.3f} {pct(99):>9.3f} "
+        f"{path:<40} {len(samples):>5} {pct(50):>9.3f} {pct(90):>9.3f} {pct(99):>9.3f} "
         f"{statistics.fmean(samples):>9.3f} {max(samples):>9.3f}"
     )
 
@@ -124,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     report = probe()
     print("machine: " + "; ".join(f"{k}: {v}" for k, v in report.facts))
     header = (
-        f"{'path':<34} {'calls':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
+        f"{'path':<40} {'calls':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} "
         f"{'mean ms':>9} {'max ms':>9}"
     )
     print(header)
@@ -137,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         label = f"{tier.name} (tier {tier.level})"
         if not tier.available or tier.config is None:
-            rows[label] = f"{label:<34} unavailable: {tier.reason}"
+            rows[label] = f"{label:<40} unavailable: {tier.reason}"
             continue
         tiers.append((label, tier.config))
     # The persistent paths first: tearing down hundreds of fresh sandboxes (their
@@ -147,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             verify = _time(calls, _executor_call(executor, None))
             warm = _time(calls, _executor_call(executor, "bench:1:tool"))
+            awaited = _time_awaited(calls, executor, "bench:1:tool")
         finally:
             executor.close()
         rows[f"{label}: verification"] = _row(f"{label}: verification", verify)
         rows[f"{label}: warm cached"] = _row(f"{label}: warm cached", warm)
+        rows[f"{label}: warm cached, awaited"] = _row(f"{label}: warm cached, awaited", awaited)
         if statistics.median(verify) > VERIFY_TARGET_MS:
             missed.append(f"{label} verification p50 > {VERIFY_TARGET_MS} ms")
         if statistics.median(warm) > WARM_TARGET_MS:
@@ -165,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = SubprocessExecutor()
     subprocess_floor = _time(fresh_calls, lambda i: floor.run(TOOL, [_call(i)], LIMITS)[0].value)
     for label, _config in tiers:
-        for path in ("fresh process", "verification", "warm cached"):
+        for path in ("fresh process", "verification", "warm cached", "warm cached, awaited"):
             print(rows[f"{label}: {path}"])
     for line in (v for k, v in rows.items() if ":" not in k):
         print(line)
@@ -219,7 +245,7 @@ def compare(other: Path, calls: int, fresh_calls: int, rounds: int) -> int:
                 side.setdefault(path, []).append(p50)
         print(f"round {n + 1}/{rounds} done", file=sys.stderr)
     print(f"p50 per call, median of {rounds} alternating rounds ({calls} calls per path)")
-    header = f"{'path':<34} {'before ms':>10} {'after ms':>10} {'after/before':>13}"
+    header = f"{'path':<40} {'before ms':>10} {'after ms':>10} {'after/before':>13}"
     print(header)
     print("-" * len(header))
     for path in after:
@@ -227,7 +253,7 @@ def compare(other: Path, calls: int, fresh_calls: int, rounds: int) -> int:
             continue
         old, new = statistics.median(before[path]), statistics.median(after[path])
         ratio = new / old if old else float("nan")
-        print(f"{path:<34} {old:>10.3f} {new:>10.3f} {ratio:>12.2f}x")
+        print(f"{path:<40} {old:>10.3f} {new:>10.3f} {ratio:>12.2f}x")
     return 0
 
 

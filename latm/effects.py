@@ -1,0 +1,209 @@
+"""One node body for both calling paths: the body yields its I/O, a driver performs it.
+
+A node's logic is written once, as a generator (its *steps*) that yields an
+:class:`Io` wherever it needs the outside world (a model call, a store read, a
+run of generated code) and gets the result back at that point (or the exception,
+raised there, so its ``try``/``except`` reads as in plain code)::
+
+    def use_steps(state, runtime):
+        reply, usage = yield io(invoke, ainvoke, ctx, "user", messages)
+        ...
+        return {"answer": answer}
+
+:func:`drive` performs each step with its sync function (``graph.invoke``,
+``graph.stream``); :func:`adrive` awaits its async twin (``graph.ainvoke``, the
+LangGraph server), or, for a step with no async form, runs the sync function on
+LATM's I/O threads (:func:`latm.aio.offload`), never on the event loop. Helpers
+compose with ``yield from``. :func:`twin` makes the pair LangGraph's ``add_node``
+takes: a runnable with both paths and no span of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeAlias, TypeVar
+
+from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph.runtime import Runtime, get_runtime
+
+from latm.aio import offload
+from latm.deadline import acall_within, call_within
+from latm.graph.context import Context
+
+T = TypeVar("T")
+R = TypeVar("R")
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class Io(Generic[T]):
+    """One I/O step: a sync function and its async twin (``None``: the sync one, off the loop).
+
+    Attributes:
+        sync: Performs the step on the calling thread.
+        asynchronous: Performs it awaited; ``None`` runs ``sync`` on LATM's I/O threads.
+        args: Positional arguments of either.
+        kwargs: Keyword arguments of either.
+    """
+
+    sync: Callable[..., T]
+    asynchronous: Callable[..., Awaitable[T]] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> T:
+        """Perform the step synchronously."""
+        return self.sync(*self.args, **self.kwargs)
+
+    async def arun(self) -> T:
+        """Perform the step awaited, never blocking the event loop."""
+        if self.asynchronous is None:
+            return await offload(self.sync, *self.args, **self.kwargs)
+        return await self.asynchronous(*self.args, **self.kwargs)
+
+
+Steps: TypeAlias = Generator[Io[Any], Any, R]
+"""A node body (or a part of one): yields :class:`Io` steps, returns its result."""
+
+
+def io(
+    sync: Callable[..., T],
+    asynchronous: Callable[..., Awaitable[T]] | None,
+    /,
+    *args: Any,
+    **kw: Any,
+) -> Io[T]:
+    """The step ``sync(*args, **kw)``, awaited as ``asynchronous(*args, **kw)`` on async paths."""
+    return Io(sync, asynchronous, args, kw)
+
+
+def blocking(sync: Callable[..., T], /, *args: Any, **kw: Any) -> Io[T]:
+    """A step with no async form: async paths run it on LATM's I/O threads."""
+    return Io(sync, None, args, kw)
+
+
+def within(deadline_at: float | None, doing: str, step: Io[T]) -> Io[T]:
+    """``step`` waited for no longer than the run's deadline (see :mod:`latm.deadline`)."""
+
+    def sync() -> T:
+        return call_within(deadline_at, doing, step.run)
+
+    async def asynchronous() -> T:
+        return await acall_within(deadline_at, doing, step.arun())
+
+    return Io(sync, asynchronous)
+
+
+def drive(steps: Steps[R]) -> R:
+    """Run a body's steps synchronously; its result."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                value = step.run()
+            except BaseException as exc:  # raised in the body where it yielded the step
+                step = steps.throw(exc)
+            else:
+                step = steps.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def adrive(steps: Steps[R]) -> R:
+    """Run a body's steps awaited (async twins, or LATM's I/O threads); its result."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                value = await step.arun()
+            except BaseException as exc:  # a cancellation too: the body's finally blocks run
+                step = steps.throw(exc)
+            else:
+                step = steps.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+NodeSteps: TypeAlias = Callable[[Any, Runtime[Context]], Steps[R]]
+"""A node's body: ``(state, runtime)`` to its steps."""
+
+
+def sync_node(body: NodeSteps[R]) -> Callable[[Any, Runtime[Context]], R]:
+    """The plain sync node of a body (``node(state, runtime)``)."""
+
+    def node(state: Any, runtime: Runtime[Context]) -> R:
+        return drive(body(state, runtime))
+
+    node.__name__ = getattr(body, "__name__", "node")
+    node.__doc__ = body.__doc__
+    return node
+
+
+def async_node(body: NodeSteps[R]) -> Callable[[Any, Runtime[Context]], Awaitable[R]]:
+    """The async node of a body (``await node(state, runtime)``)."""
+
+    async def node(state: Any, runtime: Runtime[Context]) -> R:
+        return await adrive(body(state, runtime))
+
+    node.__name__ = getattr(body, "__name__", "node")
+    node.__doc__ = body.__doc__
+    return node
+
+
+class Twin(Runnable[In, Out], Generic[In, Out]):
+    """A node given as a sync function and its async twin, with no span of its own.
+
+    LangGraph's ``add_node`` takes one callable (or runnable); a ``RunnableLambda``
+    pairs a sync function with an async one but opens a span of its own inside the
+    node's. This runnable calls the function under the node's own span: its
+    config, runtime and callbacks stay the node's.
+    """
+
+    def __init__(
+        self, func: Callable[[In], Out], afunc: Callable[[In], Awaitable[Out]], *, name: str
+    ) -> None:
+        """Pair ``func`` and ``afunc`` under the node ``name``."""
+        self.func = func
+        self.afunc = afunc
+        self.name = name
+
+    def invoke(self, input: In, config: RunnableConfig | None = None, **kwargs: Any) -> Out:
+        """Call the sync function."""
+        return self.func(input)
+
+    async def ainvoke(self, input: In, config: RunnableConfig | None = None, **kwargs: Any) -> Out:
+        """Await the async function."""
+        return await self.afunc(input)
+
+
+def twin(body: NodeSteps[R], name: str | None = None) -> Twin[Any, R]:
+    """``body`` for ``add_node``: ``invoke`` drives it synchronously, ``ainvoke`` awaited.
+
+    Both read the node's runtime with LangGraph's public ``get_runtime``.
+    """
+
+    def func(state: Any) -> R:
+        return drive(body(state, get_runtime(Context)))
+
+    async def afunc(state: Any) -> R:
+        return await adrive(body(state, get_runtime(Context)))
+
+    return Twin(func, afunc, name=name or str(getattr(body, "__name__", "node")))
+
+
+def threaded(node: Callable[[Any, Runtime[Context]], R], name: str | None = None) -> Twin[Any, R]:
+    """A sync node for ``add_node`` whose async path runs it whole on LATM's I/O threads.
+
+    For a node that has no steps yet: its async runs leave the event loop and its
+    small default pool free, though its waits still hold a thread each.
+    """
+
+    def func(state: Any) -> R:
+        return node(state, get_runtime(Context))
+
+    async def afunc(state: Any) -> R:
+        return await offload(node, state, get_runtime(Context))
+
+    return Twin(func, afunc, name=name or str(getattr(node, "__name__", "node")))

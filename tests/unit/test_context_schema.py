@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypedDict
 
 import pytest
@@ -24,7 +26,7 @@ from latm.graph.context import (
 )
 from latm.llm import build_model
 
-from .scripted import SORT_CODE, bbh, maker_reply, scripted
+from .scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
 
 EXAMPLES = bbh("word_sorting")
 VALIDATION_QS = [e["input"] for e in EXAMPLES[3:6]]
@@ -310,3 +312,25 @@ def test_the_mapping_rule() -> None:
     nested_typo = r"unknown setting 'max_attempt'; a run may set: [^(]*$"  # no 'latm' hint
     with pytest.raises(SettingsError, match=nested_typo):
         context_of({"latm": {"max_attempt": 2}})
+
+
+def test_the_readmes_embedding_snippet_runs_with_the_parents_context(store, monkeypatch) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Embedding LATM in your agent: context", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = ModuleType("readme_snippet")  # not __main__: it defines, it does not run
+    monkeypatch.setitem(sys.modules, module.__name__, module)  # its annotations resolve
+    exec(compile(code, "README.md", "exec"), module.__dict__)
+    namespace = module.__dict__
+    first = EXAMPLES[20]
+    ctx = namespace["AgentContext"](user_id="u1", latm=latm_context("u1"))
+    ctx.latm.user_llm = scripted([user_reply(first["input"])])
+    out = namespace["app"].invoke(
+        {"question": first["input"], "examples": EXAMPLES[:6]}, context=ctx
+    )
+    assert out["reply"] == first["target"]
+    with pytest.raises(SettingsError, match="AgentContext"):
+        namespace["app"].invoke(
+            {"question": first["input"], "examples": EXAMPLES[:6]},
+            context=namespace["AgentContext"](latm="not LATM's"),
+        )

@@ -111,9 +111,17 @@ def _setting(
         return _env_default(env_names(made.metadata), default, like)
 
     def schema_default(schema: dict[str, Any]) -> None:
-        value = current()  # Studio's form shows the default the deployment gives now
+        # Studio's form shows the default, bounds and choices the deployment gives now.
+        value = current()
         if value is not None:
             schema["default"] = value
+        if bounds.get("lower") is not None:
+            schema["minimum"] = bounds["lower"]
+        if bounds.get("upper") is not None:
+            upper = _env_default(upper_bound_envs(made), bounds["upper"], float)
+            schema["maximum"] = int(upper) if like is int and upper == int(upper) else upper
+        if bounds.get("choices") is not None:
+            schema["enum"] = list(bounds["choices"])
 
     metadata["json_schema_extra"] = schema_default
     if env:

@@ -75,7 +75,10 @@ def test_studio_schema_shows_each_run_settings_description_and_default() -> None
         assert props[f.name]["description"] == f.metadata["description"], f.name
         assert props[f.name]["default"] == default_of(f), f.name
     assert props["max_attempts"]["default"] == 3
+    assert (props["max_attempts"]["minimum"], props["max_attempts"]["maximum"]) == (1, 10)
     assert props["dispatch"]["default"] == "embedding"
+    assert props["dispatch"]["enum"] == ["embedding", "llm"]
+    assert "maximum" not in props["run_deadline_s"]  # bounded by the deployment's value
     assert props["require_approval"]["default"] is False
 
 
@@ -85,6 +88,9 @@ def test_studio_schema_default_is_the_deployments_current_one(monkeypatch) -> No
     props = build_graph().get_context_jsonschema()["properties"]
     assert props["max_attempts"]["default"] == 5
     assert props["dispatch_candidates"]["default"] == 4
+    monkeypatch.setenv("LATM_MAX_ATTEMPTS_MAX", "6")
+    props = build_graph().get_context_jsonschema()["properties"]
+    assert props["max_attempts"]["maximum"] == 6  # the deployment's bound
 
 
 # ------------------------------------------------------------------ env names

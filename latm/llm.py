@@ -13,8 +13,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
 from latm.graph.context import Context
@@ -101,8 +102,12 @@ def invoke(
     *,
     temperature: float | None = None,
     seed: int | None = None,
+    config: RunnableConfig | None = None,
 ) -> tuple[AIMessage, dict[str, TokenUsage]]:
     """Call the ``role`` model once (``temperature``/``seed`` as in :func:`build_model`).
+
+    ``config`` is passed to the model's call (tags, metadata, callbacks of this
+    one call).
 
     Returns:
         The reply and the usage update for the state (``{role: usage}``).
@@ -112,7 +117,7 @@ def invoke(
     """
     model = build_model(ctx, role, temperature=temperature, seed=seed)
     try:
-        reply = model.invoke(list(messages))
+        reply = model.invoke(list(messages), config)
     except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
         raise ModelError(_describe(role, ctx, exc)) from exc
     return _read_reply(ctx, role, reply)
@@ -143,9 +148,16 @@ _JSON = re.compile(r"\{.*\}", re.DOTALL)
 
 
 def invoke_structured(
-    ctx: Context, role: Role, messages: Sequence[BaseMessage], schema: type[M]
+    ctx: Context,
+    role: Role,
+    messages: Sequence[BaseMessage],
+    schema: type[M],
+    *,
+    config: RunnableConfig | None = None,
 ) -> tuple[M | None, dict[str, TokenUsage]]:
     """Call the ``role`` model for a reply of the shape ``schema``.
+
+    ``config`` is passed to the model's call, as in :func:`invoke`.
 
     A ``ChatOpenAI`` model is asked for JSON-schema structured output; any
     other model is called plainly. Either way the JSON object in the reply's
@@ -159,18 +171,21 @@ def invoke_structured(
     """
     runnable = _structured(ctx, role, schema)
     try:
-        out = runnable.invoke(list(messages))
+        out = runnable.invoke(list(messages), config)
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
     return _read_structured(ctx, role, out, schema)
 
 
-def _structured(ctx: Context, role: Role, schema: type[BaseModel]) -> Any:
+def _structured(
+    ctx: Context, role: Role, schema: type[BaseModel]
+) -> Runnable[LanguageModelInput, Any]:
     """The ``role`` model, asking for ``schema`` when it is a ``ChatOpenAI``."""
     model = build_model(ctx, role)
+    runnable: Runnable[LanguageModelInput, Any] = model
     if type(model).__name__ == "ChatOpenAI":
-        return model.with_structured_output(schema, method="json_schema", include_raw=True)
-    return model
+        runnable = model.with_structured_output(schema, method="json_schema", include_raw=True)
+    return runnable
 
 
 def _read_structured(
@@ -203,6 +218,7 @@ async def ainvoke(
     *,
     temperature: float | None = None,
     seed: int | None = None,
+    config: RunnableConfig | None = None,
 ) -> tuple[AIMessage, dict[str, TokenUsage]]:
     """Async :func:`invoke`: the same call with the model's ``ainvoke``.
 
@@ -211,14 +227,19 @@ async def ainvoke(
     """
     model = build_model(ctx, role, temperature=temperature, seed=seed)
     try:
-        reply = await model.ainvoke(list(messages))
+        reply = await model.ainvoke(list(messages), config)
     except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
         raise ModelError(_describe(role, ctx, exc)) from exc
     return _read_reply(ctx, role, reply)
 
 
 async def ainvoke_structured(
-    ctx: Context, role: Role, messages: Sequence[BaseMessage], schema: type[M]
+    ctx: Context,
+    role: Role,
+    messages: Sequence[BaseMessage],
+    schema: type[M],
+    *,
+    config: RunnableConfig | None = None,
 ) -> tuple[M | None, dict[str, TokenUsage]]:
     """Async :func:`invoke_structured`: the same call with the model's ``ainvoke``.
 
@@ -227,7 +248,7 @@ async def ainvoke_structured(
     """
     runnable = _structured(ctx, role, schema)
     try:
-        out = await runnable.ainvoke(list(messages))
+        out = await runnable.ainvoke(list(messages), config)
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
     return _read_structured(ctx, role, out, schema)

@@ -66,7 +66,7 @@ def _env(work: Path, chat: FakeChat) -> dict[str, str]:
 
 def _app() -> Any:
     from latm.backends import open_backend
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
 
     backend = open_backend(store_path=os.environ["LATM_STORE_PATH"])
     return build_graph(store=backend.store, checkpointer=backend.checkpointer())
@@ -98,7 +98,7 @@ def maker_worker(task_type: str, thread: str, question: int) -> int:
 def hit_worker(work: Path) -> int:
     """Answer held-out questions with made tools until ``stop`` appears; write the tally."""
     from latm.backends import open_backend
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
 
     app = build_graph(store=open_backend(store_path=os.environ["LATM_STORE_PATH"]).store)
     ex = examples()

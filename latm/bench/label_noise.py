@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -37,7 +37,8 @@ from langchain_core.outputs import ChatResult
 from langgraph.store.memory import InMemoryStore
 from pydantic import Field
 
-from latm.graph import Context, build_graph
+from latm.graph import Context, InputState
+from latm.graph.builder import build_graph
 from latm.repository import ToolRepository
 
 DIRECTIONS = ("left", "right", "forward", "backward")
@@ -168,7 +169,8 @@ def trial(task: str, n_examples: int, seed: int, **settings: Any) -> tuple[bool,
     )
     fields = {k: v for k, v in settings.items() if k in Context.__dataclass_fields__ or k in known}
     ctx = Context(maker_llm=maker, user_llm=maker, **fields)
-    build_graph(store=store).invoke({"examples": examples, "task_type": task}, context=ctx)
+    request = cast(InputState, {"examples": examples, "task_type": task})
+    build_graph(store=store).invoke(request, context=ctx)
     record = ToolRepository(store, ctx.namespace).get(task)
     if record is None:
         return False, None

@@ -28,9 +28,9 @@ from latm.integrations.tools import (
     is_verified,
     tool_name,
 )
-from latm.lifecycle import retired
 from latm.repository import ToolRepository
 from latm.sandbox import ExecLimits, Executor
+from latm.usage import retired
 
 LOOPBACK_NAMES = ("localhost",)
 """Host names accepted as loopback besides loopback IP addresses."""

@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from latm.codeparse import parse_expression, parse_module
 from latm.graph.context import Context
-from latm.lifecycle import retired
 from latm.repository import RepositoryError, ToolRecord, ToolRepository
 from latm.sandbox import ExecLimits, Executor, SandboxUnavailableError, get_executor
+from latm.usage import retired
 
 log = logging.getLogger(__name__)
 

@@ -349,7 +349,7 @@ def test_an_async_agent_calls_the_tools_off_its_event_loop(repo):
 
 
 def test_a_tool_the_graph_made_is_callable_by_an_agent(make_context):
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
 
     from .scripted import SORT_CODE, bbh, maker_reply
 

@@ -25,12 +25,11 @@ from urllib.parse import urlsplit, urlunsplit
 from langgraph.store.base import BaseStore
 
 from latm.embeddings import load_embeddings
+from latm.graph.context import Context
 from latm.repository import default_store_path, open_local_store, setup_with_retries
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a type only: the checkpointer modules load when a backend opens
     from langgraph.checkpoint.base import BaseCheckpointSaver
-
-    from latm.graph.context import Context
 
 Kind = Literal["sqlite", "postgres"]
 POOL_SIZE = 16

@@ -37,8 +37,12 @@ from langchain_core.outputs import ChatResult
 from langgraph.store.memory import InMemoryStore
 from pydantic import Field
 
+from latm import evidence
+from latm.data import TASKS as BENCH_TASKS
+from latm.data import load_task, paper_split
 from latm.graph import Context, InputState
 from latm.graph.builder import build_graph
+from latm.graph.state import CaseReport
 from latm.repository import ToolRepository
 
 DIRECTIONS = ("left", "right", "forward", "backward")
@@ -203,11 +207,6 @@ def measure(
 
 def bench_split_table(threshold: float = 0.01) -> list[str]:
     """Markdown rows: the evidence a right tool gets from each bench task's examples."""
-    from latm import evidence
-    from latm.data import TASKS as BENCH_TASKS
-    from latm.data import load_task, paper_split
-    from latm.graph.state import CaseReport
-
     rows = [
         "| task | checked by | blind checks | top answer's chance | 3 candidates | 9 candidates |",
         "|---|---|---|---|---|---|",

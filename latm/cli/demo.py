@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the demo."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.answers import is_correct
     from latm.cli import run as cli_run
     from latm.data import load_task, paper_split

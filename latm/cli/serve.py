@@ -43,8 +43,8 @@ def register(subparsers: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
     # lazy: `latm --help` loads no graph, store or model code
+    from latm.backends import default_store_path
     from latm.cli import run as cli_run
-    from latm.repository import default_store_path
 
     if not args.langserve:
         raise UserError(

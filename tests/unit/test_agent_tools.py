@@ -270,7 +270,7 @@ def test_a_dead_sandbox_is_a_clear_tool_error(repo):
 
 def test_without_a_repository_the_configured_one_is_used(monkeypatch, tmp_path):
     """As the CLI: LATM_STORE_PATH (set by the unit tests' conftest) and LATM_NAMESPACE."""
-    from latm.repository import open_local_store
+    from latm.backends import open_local_store
 
     store_tool(
         ToolRepository(open_local_store(os.environ["LATM_STORE_PATH"]), "team"),

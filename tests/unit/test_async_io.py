@@ -12,15 +12,10 @@ from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel
 
 from latm.aio import arun_tool, holding, offload
+from latm.backends import open_local_store
 from latm.deadline import DeadlineExceeded, acall_within, stamp
 from latm.llm import ModelError, ainvoke, ainvoke_structured, invoke, invoke_structured
-from latm.repository import (
-    _SYNC_ONLY_STORES,
-    ToolRecord,
-    ToolRepository,
-    UsageDemo,
-    open_local_store,
-)
+from latm.repository import _SYNC_ONLY_STORES, ToolRecord, ToolRepository, UsageDemo
 from latm.sandbox import ExecLimits, SubprocessExecutor
 
 from .scripted import scripted

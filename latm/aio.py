@@ -21,7 +21,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
+
+from langgraph.store.base import BaseStore
 
 from latm.sandbox import ExecLimits, ExecResult, Executor
 
@@ -77,3 +79,22 @@ async def holding(lock: threading.Lock) -> AsyncIterator[None]:
         yield
     finally:
         lock.release()
+
+
+_SYNC_ONLY_STORES: set[type[BaseStore]] = set()
+"""Store classes whose async operations raised NotImplementedError (the local SqliteStore):
+their sync operations run on LATM's I/O threads."""
+
+
+async def astore(store: BaseStore, name: str, *args: Any, **kwargs: Any) -> Any:
+    """One store operation awaited: ``store.a<name>``, else ``store.<name>`` on an I/O thread.
+
+    ``name`` is ``get``, ``put``, ``delete``, ``search`` or ``batch``; results and
+    errors are the store's own.
+    """
+    if type(store) not in _SYNC_ONLY_STORES:
+        try:
+            return await getattr(store, "a" + name)(*args, **kwargs)
+        except NotImplementedError:
+            _SYNC_ONLY_STORES.add(type(store))
+    return await offload(getattr(store, name), *args, **kwargs)

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from uuid import UUID
@@ -47,6 +47,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.config import get_config
 from langgraph.store.base import BaseStore
 
+from latm.aio import astore
+from latm.effects import Steps, adrive, drive, io
 from latm.graph.context import Context
 from latm.graph.state import Example
 from latm.repository import ToolRecord, ToolRepository
@@ -178,28 +180,14 @@ class LeaseBook:
     def tickets(self, key: str) -> list[Ticket]:
         """The live tickets of a lease; lapsed, orphaned and unreadable ones are removed."""
         ns = self._leases(key)
-        now = time.time()
-        live = []
-        for item in self.store.search(ns, limit=1000):
-            ticket = Ticket.parse(item.value)
-            if ticket is None or ticket.expires_at < now or holder_gone(ticket):
-                self.store.delete(ns, item.key)
-                continue
-            live.append(ticket)
+        live, gone = _sorted_out(self.store.search(ns, limit=1000))
+        for item_key in gone:
+            self.store.delete(ns, item_key)
         return live
 
     def write(self, key: str, ticket: Ticket) -> None:
         """Write (or replace) a contender's ticket."""
-        value = {
-            "owner": ticket.owner,
-            "choosing": ticket.choosing,
-            "number": ticket.number,
-            "expires_at": ticket.expires_at,
-            "proc": ticket.proc,
-            "run": ticket.run,
-            "review": ticket.review,
-        }
-        self.store.put(self._leases(key), ticket.owner, value, index=False)
+        self.store.put(self._leases(key), ticket.owner, _ticket_value(ticket), index=False)
 
     def drop(self, key: str, owner: str) -> None:
         """Remove an owner's ticket (the lease is given back)."""
@@ -212,13 +200,69 @@ class LeaseBook:
 
     def mark_made(self, key: str, made: ToolRecord) -> None:
         """Tell the waiters on ``key`` which tool was made."""
-        marker = {
-            "id": uuid.uuid4().hex,
-            "task_type": made.task_type,
-            "version": made.version,
-            "at": time.time(),
-        }
-        self.store.put(self._made(), key, marker, index=False)
+        self.store.put(self._made(), key, _marker(made), index=False)
+
+    # --- async twins (async nodes): the store's own async operations
+
+    async def atickets(self, key: str) -> list[Ticket]:
+        """Async :meth:`tickets`."""
+        ns = self._leases(key)
+        live, gone = _sorted_out(await astore(self.store, "search", ns, limit=1000))
+        for item_key in gone:
+            await astore(self.store, "delete", ns, item_key)
+        return live
+
+    async def awrite(self, key: str, ticket: Ticket) -> None:
+        """Async :meth:`write`."""
+        value = _ticket_value(ticket)
+        await astore(self.store, "put", self._leases(key), ticket.owner, value, index=False)
+
+    async def adrop(self, key: str, owner: str) -> None:
+        """Async :meth:`drop`."""
+        await astore(self.store, "delete", self._leases(key), owner)
+
+    async def amade(self, key: str) -> dict[str, Any] | None:
+        """Async :meth:`made`."""
+        item = await astore(self.store, "get", self._made(), key)
+        return item.value if item and isinstance(item.value, dict) else None
+
+    async def amark_made(self, key: str, made: ToolRecord) -> None:
+        """Async :meth:`mark_made`."""
+        await astore(self.store, "put", self._made(), key, _marker(made), index=False)
+
+
+def _sorted_out(items: list[Any]) -> tuple[list[Ticket], list[str]]:
+    """The live tickets among a lease's records, and the keys of those to remove."""
+    now = time.time()
+    live, gone = [], []
+    for item in items:
+        ticket = Ticket.parse(item.value)
+        if ticket is None or ticket.expires_at < now or holder_gone(ticket):
+            gone.append(item.key)
+        else:
+            live.append(ticket)
+    return live, gone
+
+
+def _ticket_value(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "owner": ticket.owner,
+        "choosing": ticket.choosing,
+        "number": ticket.number,
+        "expires_at": ticket.expires_at,
+        "proc": ticket.proc,
+        "run": ticket.run,
+        "review": ticket.review,
+    }
+
+
+def _marker(made: ToolRecord) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4().hex,
+        "task_type": made.task_type,
+        "version": made.version,
+        "at": time.time(),
+    }
 
 
 @dataclass
@@ -234,17 +278,18 @@ class Claim:
 
 def _fresh_tool(
     repo: ToolRepository, key: str, task_type: str | None, seen: tuple[Any, int]
-) -> ToolRecord | None:
+) -> Steps[ToolRecord | None]:
     """A tool made by someone else since ``seen`` (the ``made`` marker and version then)."""
-    made = LeaseBook.of(repo).made(key)
+    book = LeaseBook.of(repo)
+    made = yield io(book.made, book.amade, key)
     if made is not None and made.get("id") != seen[0]:
-        record = repo.get(str(made.get("task_type") or ""))
+        record = yield io(repo.get, repo.aget, str(made.get("task_type") or ""))
         if record is not None:
-            return record
+            return record  # type: ignore[no-any-return]
     if task_type:
-        record = repo.get(task_type)
+        record = yield io(repo.get, repo.aget, task_type)
         if record is not None and record.version > seen[1]:
-            return record
+            return record  # type: ignore[no-any-return]
     return None
 
 
@@ -271,7 +316,26 @@ def claim(
         meanwhile; or ``error`` when the wait timed out.
     """
     with repo.guard("taking the tool-making lease"):
-        got = _claim(repo, ctx, task_type, examples, sleep)
+        got = drive(_claim(repo, ctx, task_type, examples, sleep, None))
+    if got.lease is not None:
+        GUARD.hold(repo, got.lease)
+    return got
+
+
+async def aclaim(
+    repo: ToolRepository,
+    ctx: Context,
+    task_type: str | None,
+    examples: list[Example],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Claim:
+    """Async :func:`claim`: the same bakery over the store's async operations.
+
+    A waiting request holds no thread while it waits (``sleep`` is awaited).
+    """
+    with repo.guard("taking the tool-making lease"):
+        got = await adrive(_claim(repo, ctx, task_type, examples, time.sleep, sleep))
     if got.lease is not None:
         GUARD.hold(repo, got.lease)
     return got
@@ -301,38 +365,42 @@ def _claim(
     task_type: str | None,
     examples: list[Example],
     sleep: Callable[[float], None],
-) -> Claim:
+    asleep: Callable[[float], Awaitable[None]] | None,
+) -> Steps[Claim]:
+    """The bakery, as steps (:mod:`latm.effects`): :func:`claim` and :func:`aclaim` drive it."""
     key = lease_key(task_type, examples)
     owner = _owner()
     run = GUARD.current_run()
     started = time.monotonic()
     book = LeaseBook.of(repo)
-    made = book.made(key)
-    current = repo.get(task_type) if task_type else None
+    made = yield io(book.made, book.amade, key)
+    current = (yield io(repo.get, repo.aget, task_type)) if task_type else None
     seen = (made.get("id") if made else None, current.version if current else 0)
 
     def ticket(choosing: bool, number: int) -> Ticket:
         return Ticket(owner, choosing, number, time.time() + ctx.lease_ttl_s, PROC, run)
 
-    book.write(key, ticket(True, 0))
-    number = 1 + max((t.number for t in book.tickets(key)), default=0)
-    book.write(key, ticket(False, number))
+    yield io(book.write, book.awrite, key, ticket(True, 0))
+    seen_tickets: list[Ticket] = yield io(book.tickets, book.atickets, key)
+    number = 1 + max((t.number for t in seen_tickets), default=0)
+    yield io(book.write, book.awrite, key, ticket(False, number))
     lease = {"key": key, "owner": owner, "number": number, "id": uuid.uuid4().hex}
     blockers: list[Ticket] = []
     while True:
-        fresh = _fresh_tool(repo, key, task_type, seen)
+        fresh = yield from _fresh_tool(repo, key, task_type, seen)
         if fresh is not None:
-            release(repo, lease)
+            yield from _release(repo, lease)
             return Claim("hit", record=fresh, waited_s=time.monotonic() - started)
+        tickets: list[Ticket] = yield io(book.tickets, book.atickets, key)
         blockers = [
             t
-            for t in book.tickets(key)
+            for t in tickets
             if t.owner != owner and (t.choosing or (t.number, t.owner) < (number, owner))
         ]
         if not blockers:
             return Claim("make", lease=lease, waited_s=time.monotonic() - started)
         if time.monotonic() - started >= ctx.lease_wait_s:
-            release(repo, lease)
+            yield from _release(repo, lease)
             return Claim(
                 "error",
                 error=(
@@ -342,7 +410,7 @@ def _claim(
                 ),
                 waited_s=time.monotonic() - started,
             )
-        sleep(POLL_S * (0.5 + random.random()))
+        yield io(sleep, asleep, POLL_S * (0.5 + random.random()))
 
 
 def _lease_id(lease: dict[str, Any]) -> str:
@@ -370,6 +438,24 @@ def renew(
         ttl_s: How long from now it lasts.
         review: Hold it through a person's review: the run's end does not release it.
     """
+    drive(_renew(repo, lease, ctx, ttl_s, review))
+
+
+async def arenew(
+    repo: ToolRepository,
+    lease: dict[str, Any],
+    ctx: Context,
+    ttl_s: float | None = None,
+    *,
+    review: bool = False,
+) -> None:
+    """Async :func:`renew`."""
+    await adrive(_renew(repo, lease, ctx, ttl_s, review))
+
+
+def _renew(
+    repo: ToolRepository, lease: dict[str, Any], ctx: Context, ttl_s: float | None, review: bool
+) -> Steps[None]:
     if GUARD.closed(lease):
         return
     GUARD.hold(repo, lease, review=review)
@@ -383,7 +469,8 @@ def renew(
         None if review else GUARD.current_run(),
         review,
     )
-    LeaseBook.of(repo).write(lease["key"], ticket)
+    book = LeaseBook.of(repo)
+    yield io(book.write, book.awrite, lease["key"], ticket)
 
 
 def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None = None) -> None:
@@ -392,11 +479,24 @@ def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None
     Raises:
         Exception: The store failed (the run's end tries once more, see :class:`LeaseGuard`).
     """
+    drive(_release(repo, lease, made))
+
+
+async def arelease(
+    repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None = None
+) -> None:
+    """Async :func:`release`."""
+    await adrive(_release(repo, lease, made))
+
+
+def _release(
+    repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None = None
+) -> Steps[None]:
     GUARD.close(lease)
     book = LeaseBook.of(repo)
     if made is not None:
-        book.mark_made(lease["key"], made)
-    book.drop(lease["key"], lease["owner"])
+        yield io(book.mark_made, book.amark_made, lease["key"], made)
+    yield io(book.drop, book.adrop, lease["key"], lease["owner"])
     GUARD.forget(lease)
 
 

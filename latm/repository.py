@@ -41,7 +41,7 @@ from langgraph.store.base import BaseStore, PutOp
 from langgraph.store.sqlite import SqliteStore
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from latm.aio import holding, offload
+from latm.aio import astore, holding, offload
 
 # compat: latm.server opens its store with these until it goes through latm.backends
 from latm.backends import default_store_path as default_store_path
@@ -788,13 +788,8 @@ class ToolRepository:
     # reads a SQLite namespace row by row. Results and errors are the sync ones'.
 
     async def _astore(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """One store operation awaited: ``a<name>``, else ``<name>`` on an I/O thread."""
-        if type(self.store) not in _SYNC_ONLY_STORES:
-            try:
-                return await getattr(self.store, "a" + name)(*args, **kwargs)
-            except NotImplementedError:
-                _SYNC_ONLY_STORES.add(type(self.store))
-        return await offload(getattr(self.store, name), *args, **kwargs)
+        """One store operation awaited (see :func:`latm.aio.astore`)."""
+        return await astore(self.store, name, *args, **kwargs)
 
     async def aquarantine(
         self, namespace: tuple[str, ...], key: str, value: Any, reason: str
@@ -950,11 +945,6 @@ class ToolRepository:
             found = [(await self._aload(i.value, i.key), float(i.score or 0.0)) for i in items]
             return [(r, s) for r, s in found if r is not None]
         return _lexical(query, await self.arecords(), limit)
-
-
-_SYNC_ONLY_STORES: set[type[BaseStore]] = set()
-"""Store classes whose async operations raised NotImplementedError (their sync ones run on
-LATM's I/O threads)."""
 
 
 def _check_record(value: Any) -> tuple[ToolRecord | None, str]:

@@ -11,11 +11,11 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 from pydantic import BaseModel
 
-from latm.aio import arun_tool, holding, offload
+from latm.aio import _SYNC_ONLY_STORES, arun_tool, holding, offload
 from latm.backends import open_local_store
 from latm.deadline import DeadlineExceeded, acall_within, stamp
 from latm.llm import ModelError, ainvoke, ainvoke_structured, invoke, invoke_structured
-from latm.repository import _SYNC_ONLY_STORES, ToolRecord, ToolRepository, UsageDemo
+from latm.repository import ToolRecord, ToolRepository, UsageDemo
 from latm.sandbox import ExecLimits, SubprocessExecutor
 
 from .scripted import scripted
@@ -264,3 +264,58 @@ def test_a_tool_run_is_awaited_off_the_loop_which_keeps_serving_meanwhile():
     results, ticks = asyncio.run(scenario())
     assert [r.value for r in results] == ["42"] and results[0].ok
     assert ticks >= 10  # the loop went on ticking while the tool slept for 0.5 s
+
+
+# --- leases: the same bakery, awaited -------------------------------------------------------
+
+
+def lease_ctx(**kwargs: Any) -> Any:
+    from latm.graph.context import Context
+
+    return Context(**{"lease_ttl_s": 30.0, "lease_wait_s": 10.0, **kwargs})
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_async_claims_make_one_tool_and_the_waiters_get_it_holding_no_thread(tmp_path, backend):
+    from latm import leases
+
+    store = InMemoryStore() if backend == "memory" else open_local_store(tmp_path / "l.sqlite")
+    repo = ToolRepository(store, "tenant")
+    tool = record("word_sorting", "Sort these words: b a")
+    threads_before = threading.active_count()
+
+    async def scenario() -> list[Any]:
+        holder = await leases.aclaim(repo, lease_ctx(), "word_sorting", [])
+        assert holder.kind == "make" and holder.lease is not None
+        waiters = [
+            asyncio.create_task(leases.aclaim(repo, lease_ctx(), "word_sorting", []))
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0.3)
+        assert not any(w.done() for w in waiters)  # all wait for the holder
+        await leases.arenew(repo, holder.lease, lease_ctx())
+        stored = await repo.aput(tool)
+        await leases.arelease(repo, holder.lease, made=stored)
+        return await asyncio.gather(*waiters)
+
+    got = asyncio.run(scenario())
+    assert [g.kind for g in got] == ["hit"] * 5
+    assert all(g.record is not None and g.record.task_type == "word_sorting" for g in got)
+    assert leases.LeaseBook.of(repo).tickets("word_sorting") == []  # every ticket given back
+    if backend == "memory":  # five waiters polled the store without a thread of their own each
+        assert threading.active_count() <= threads_before + 1
+
+
+def test_an_async_waiter_gives_up_after_the_wait_with_the_sync_paths_error():
+    from latm import leases
+
+    repo = ToolRepository(InMemoryStore(), "tenant")
+    held = leases.claim(repo, lease_ctx(), "t", [])  # a sync caller holds it
+
+    async def scenario() -> Any:
+        return await leases.aclaim(repo, lease_ctx(lease_wait_s=0.3), "t", [])
+
+    got = asyncio.run(scenario())
+    assert held.kind == "make" and got.kind == "error"
+    assert got.error is not None and "gave up waiting for it after 0.3 s" in got.error
+    assert [t.owner for t in leases.LeaseBook.of(repo).tickets("t")] == [held.lease["owner"]]

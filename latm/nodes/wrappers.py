@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
@@ -23,15 +25,16 @@ from langchain_core.runnables import RunnableLambda
 from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime, get_runtime
 
+from latm.effects import NodeSteps, Steps, io, sync_node
 from latm.graph.context import Context
 from latm.graph.state import State
-from latm.leases import release, renew
+from latm.leases import arelease, arenew, release, renew
 from latm.nodes.common import get_context, get_repository
 from latm.repository import RepositoryError, ToolRecord
 
 log = logging.getLogger(__name__)
 
-Node = TypeVar("Node", bound=Callable[..., dict[str, Any]])
+Node = TypeVar("Node", bound=Callable[..., Any])  # a plain node, or a body of steps
 
 
 def holds_lease(node: Node) -> Node:
@@ -43,13 +46,17 @@ def holds_lease(node: Node) -> Node:
     own interrupt of a review) releases the lease before the exception goes on.
     A store failure here is logged, never raised: the run's end tries again,
     and the lease lapses on its own.
+
+    ``node`` is a plain node or a node body written as steps (:mod:`latm.effects`);
+    the wrapper is of the same kind, its lease calls steps too (awaited on async paths).
     """
+    body = _steps_of(node)
 
     @functools.wraps(node)
-    def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    def run(state: State, runtime: Runtime[Context]) -> Steps[dict[str, Any]]:
         lease = state.get("lease")
         try:
-            update = node(state, runtime)
+            update: dict[str, Any] = yield from body(state, runtime)
         except GraphBubbleUp:  # an interrupt (the review) or a parent command: still held
             raise
         except BaseException:
@@ -64,49 +71,87 @@ def holds_lease(node: Node) -> Node:
             repo = get_repository(runtime, ctx)
             with repo.guard("updating the tool-making lease"):
                 if update.get("error"):
-                    release(repo, lease)
+                    yield io(release, arelease, repo, lease)
                 elif ends:
-                    release(repo, lease, made=ToolRecord.model_validate(update["tool_record"]))
+                    made = ToolRecord.model_validate(update["tool_record"])
+                    yield io(release, arelease, repo, lease, made)
                 else:
-                    renew(repo, lease, ctx)
+                    yield io(renew, arenew, repo, lease, ctx)
         except Exception as exc:
             log.warning("could not update the lease on %s: %s", lease.get("key"), exc)
         # only a node that ends the making clears the lease (parallel proposals never write it)
         return {**update, "lease": None} if ends else update
 
-    return cast(Node, run)
+    return _like(node, run)
 
 
 def _release_quietly(runtime: Runtime[Context], lease: dict[str, Any]) -> None:
+    """Release on the way out of a failed node: now, or on a thread when on an event loop."""
+
+    def give_back() -> None:
+        try:
+            repo = get_repository(runtime, get_context(runtime))
+            with repo.guard("releasing the tool-making lease"):
+                release(repo, lease)
+        except Exception as exc:  # the run's end tries again; else the TTL ends it
+            log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
+
     try:
-        repo = get_repository(runtime, get_context(runtime))
-        with repo.guard("releasing the tool-making lease"):
-            release(repo, lease)
-    except Exception as exc:  # the run's end tries again; else the TTL ends it
-        log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
+        asyncio.get_running_loop()
+    except RuntimeError:  # a sync run's thread
+        give_back()
+    else:  # never block an event loop on the store (a server's store may need the loop)
+        threading.Thread(target=give_back, name="latm-lease-release", daemon=True).start()
 
 
-def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[[Node], Node]:
+def store_errors(
+    reset: Callable[[], Mapping[str, Any]] | None = None,
+) -> Callable[[Node], Node]:
     """Wrap a node so that a failing store ends the run with a clear ``error``.
+
+    ``node`` is a plain node or a node body written as steps; the wrapper is of the
+    same kind.
 
     Args:
         reset: State updates to return with the error (e.g. a fresh run's).
     """
 
     def decorate(node: Node) -> Node:
+        body = _steps_of(node)
+
         @functools.wraps(node)
-        def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+        def run(state: State, runtime: Runtime[Context]) -> Steps[dict[str, Any]]:
             try:
-                return node(state, runtime)
+                update: dict[str, Any] = yield from body(state, runtime)
+                return update
             except RepositoryError as exc:
                 runtime.stream_writer(
                     {"node": node.__name__, "event": "store_error", "error": str(exc)}
                 )
                 return {**(reset() if reset else {}), "route": "stop", "error": str(exc)}
 
-        return cast(Node, run)
+        return _like(node, run)
 
     return decorate
+
+
+def _steps_of(node: Callable[..., Any]) -> NodeSteps[Any]:
+    """``node`` as a body of steps (a plain node is one with no I/O step of its own)."""
+    if inspect.isgeneratorfunction(node):
+        return cast(NodeSteps[Any], node)
+
+    def body(state: State, runtime: Runtime[Context]) -> Steps[Any]:
+        return node(state, runtime)
+        yield  # a generator with no step: the plain node runs whole
+
+    return body
+
+
+def _like(node: Node, body: NodeSteps[Any]) -> Node:
+    """``body`` as the kind ``node`` was: steps for steps, a plain function for a plain node."""
+    if inspect.isgeneratorfunction(node):
+        return cast(Node, body)
+    return cast(Node, functools.wraps(node)(sync_node(body)))
 
 
 _WAITING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="latm-dispatch")
@@ -143,6 +188,7 @@ def waiting_node(node: Node) -> RunnableLambda[State, dict[str, Any]]:
 
     @functools.wraps(node)
     def run(state: State) -> dict[str, Any]:
-        return node(state, get_runtime(Context))
+        update: dict[str, Any] = node(state, get_runtime(Context))
+        return update
 
     return RunnableLambda(run, afunc=on_own_threads(node), name=node.__name__)

@@ -9,6 +9,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from latm.effects import threaded
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
 from latm.leases import GUARD
@@ -17,7 +18,7 @@ from latm.nodes.approval import review
 from latm.nodes.common import get_context
 from latm.nodes.dispatcher import fresh_run
 from latm.nodes.verify import passed
-from latm.nodes.wrappers import holds_lease, store_errors, waiting_node
+from latm.nodes.wrappers import holds_lease, store_errors
 
 
 def to_propose(state: State, runtime: Runtime[Context]) -> list[Send]:
@@ -81,17 +82,19 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
         State, context_schema=client_schema, input_schema=InputState, output_schema=OutputState
     )
     # Every wrapper is applied here, and only here:
-    # - waiting_node: waits for another run's tool off the server's node threads;
     # - store_errors: a failing store ends the run with a clear `error` (`stop`);
     # - holds_lease: renews the run's tool-making lease, or releases it when the
     #   node ends the making (stores a tool or fails). GUARD (below) releases it
-    #   when the run ends any other way.
-    builder.add_node("dispatcher", waiting_node(store_errors(reset=fresh_run)(dispatcher)))
-    builder.add_node("propose", holds_lease(propose))
-    builder.add_node("verify", holds_lease(verify))
-    builder.add_node("review", holds_lease(store_errors()(review)))
-    builder.add_node("wrap", holds_lease(store_errors()(wrap)))
-    builder.add_node("use", use)
+    #   when the run ends any other way;
+    # - threaded: sync runs (invoke, stream) call the node; async runs (ainvoke, a
+    #   LangGraph server) run it on LATM's I/O threads, never on the event loop or
+    #   its small default pool (latm.effects).
+    builder.add_node("dispatcher", threaded(store_errors(reset=fresh_run)(dispatcher)))
+    builder.add_node("propose", threaded(holds_lease(propose)))
+    builder.add_node("verify", threaded(holds_lease(verify)))
+    builder.add_node("review", threaded(holds_lease(store_errors()(review))))
+    builder.add_node("wrap", threaded(holds_lease(store_errors()(wrap))))
+    builder.add_node("use", threaded(use))
 
     #  START ─► dispatcher ──hit─────────────────────────────────────► use ─► END
     #               ├──stop──► END                                stored ▲

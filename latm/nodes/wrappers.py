@@ -1,29 +1,27 @@
 """Node wrappers: what the builder puts around a node (and only the builder).
 
-* :func:`waiting_node`: a node that may wait for another run's tool (the
-  dispatcher) runs, in async hosts, on its own pool of waiting threads
-  (:func:`on_own_threads`) instead of the server's small default pool;
 * :func:`store_errors`: a failing store ends the run with a clear ``error``;
 * :func:`holds_lease`: renews the run's tool-making lease, or releases it when the
   node ends the making. The lease guard (:data:`latm.leases.GUARD`) releases it
   when the run ends any other way.
+
+Each takes a plain node or a node body written as steps (:mod:`latm.effects`) and
+gives the same kind. How a node runs on async paths is the builder's
+(:func:`latm.effects.twin`, :func:`latm.effects.threaded`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from langchain_core.runnables import RunnableLambda
 from langgraph.errors import GraphBubbleUp
-from langgraph.runtime import Runtime, get_runtime
+from langgraph.runtime import Runtime
 
 from latm.effects import NodeSteps, Steps, io, sync_node
 from latm.graph.context import Context
@@ -152,43 +150,3 @@ def _like(node: Node, body: NodeSteps[Any]) -> Node:
     if inspect.isgeneratorfunction(node):
         return cast(Node, body)
     return cast(Node, functools.wraps(node)(sync_node(body)))
-
-
-_WAITING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="latm-dispatch")
-
-
-def on_own_threads(node: Node) -> Callable[[State], Awaitable[dict[str, Any]]]:
-    """The async twin of a sync node that may wait for a lease (the dispatcher).
-
-    An async host (the LangGraph server) runs sync nodes on its event loop's small
-    default thread pool. Requests that wait for another run's tool would fill it,
-    and the maker's own nodes could not run until the waiters timed out. This twin
-    runs the node on a separate pool of cheap waiting threads instead, with the
-    run's context variables (config, runtime) carried over.
-    """
-
-    @functools.wraps(node)
-    async def run(state: State) -> dict[str, Any]:
-        runtime = get_runtime(Context)
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, node, state, runtime)
-        return await loop.run_in_executor(_WAITING_THREADS, call)
-
-    return run
-
-
-def waiting_node(node: Node) -> RunnableLambda[State, dict[str, Any]]:
-    """``node`` for ``add_node``: sync runs call it, async runs use :func:`on_own_threads`.
-
-    LangGraph's public node API takes one callable; LangChain's ``RunnableLambda``
-    pairs a sync function with its async twin. Both read the node's runtime with
-    LangGraph's public ``get_runtime``.
-    """
-
-    @functools.wraps(node)
-    def run(state: State) -> dict[str, Any]:
-        update: dict[str, Any] = node(state, get_runtime(Context))
-        return update
-
-    return RunnableLambda(run, afunc=on_own_threads(node), name=node.__name__)

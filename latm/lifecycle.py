@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.1
 """How often a waiting request looks at the store again (with some jitter)."""
 
-Node = TypeVar("Node", bound=Callable[..., dict[str, Any]])
+Node = TypeVar("Node", bound=Callable[..., Any])  # nodes return their own TypedDict updates
 
 
 # ---------------------------------------------------------------- retirement
@@ -708,7 +708,7 @@ def holds_lease(node: Node) -> Node:
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         lease = state.get("lease")
         try:
-            update = node(state, runtime)
+            update: dict[str, Any] = node(state, runtime)
         except GraphBubbleUp:  # an interrupt (the review) or a parent command: still held
             raise
         except BaseException:
@@ -749,7 +749,7 @@ def _release_quietly(runtime: Runtime[Context], lease: dict[str, Any]) -> None:
         log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
 
 
-def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[[Node], Node]:
+def store_errors(reset: Callable[[], Mapping[str, Any]] | None = None) -> Callable[[Node], Node]:
     """Wrap a node so that a failing store ends the run with a clear ``error``.
 
     Args:
@@ -760,7 +760,8 @@ def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[
         @functools.wraps(node)
         def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             try:
-                return node(state, runtime)
+                update: dict[str, Any] = node(state, runtime)
+                return update
             except RepositoryError as exc:
                 runtime.stream_writer(
                     {"node": node.__name__, "event": "store_error", "error": str(exc)}
@@ -806,6 +807,7 @@ def waiting_node(node: Node) -> RunnableLambda[State, dict[str, Any]]:
 
     @functools.wraps(node)
     def run(state: State) -> dict[str, Any]:
-        return node(state, get_runtime(Context))
+        update: dict[str, Any] = node(state, get_runtime(Context))
+        return update
 
     return RunnableLambda(run, afunc=on_own_threads(node), name=node.__name__)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
 from pydantic import Field
 from typing_extensions import TypedDict
 
@@ -125,6 +123,7 @@ class Candidate(TypedDict):
         direct: Whether the code defines the ``solve(request)`` entry.
         problem: Why the reply could not be used, else ``None``.
         error: A model failure (server down, ...), else ``None``.
+        usage: The tokens the maker spent on it (``verify`` adds them to ``usage``).
     """
 
     index: int
@@ -136,6 +135,7 @@ class Candidate(TypedDict):
     direct: bool
     problem: str | None
     error: str | None
+    usage: NotRequired[dict[str, TokenUsage]]
 
 
 class VerifiedFunction(TypedDict):
@@ -158,24 +158,97 @@ class VerifiedFunction(TypedDict):
     tried: NotRequired[int]
 
 
-def add_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:
-    """Reducer for ``proposals``: parallel proposals append; ``Overwrite([])`` clears."""
+class Best(TypedDict):
+    """The round's best candidate, whole: what ``review`` shows and ``wrap`` stores.
+
+    Attributes:
+        index: Its number within its round.
+        code: Its tool code (``None`` when its reply could not be used).
+        entry: The tool function's name.
+        calls: The maker's calls for the validation questions.
+        direct: Whether its ``solve(request)`` entry was verified.
+        report: Its verification report.
+        problem: Why it could not be verified at all (no code, a syntax error, ...),
+            for the maker's next attempt; else ``None``.
+        conversation: The maker's conversation that made it, its reply last, as
+            ``(role, text)`` pairs (candidate 0 of the next round continues it);
+            empty after a model failure.
+    """
+
+    index: int
+    code: str | None
+    entry: str | None
+    calls: list[str]
+    direct: bool
+    report: list[CaseReport]
+    problem: str | None
+    conversation: list[tuple[str, str]]
+
+
+class Making(TypedDict):
+    """The maker's working data in one run that makes a tool (``State.making``).
+
+    Attributes:
+        make_id: Identifies this run's tool making; the stored tool carries it, so a
+            run resumed after a crash finds its tool and never stores a second version.
+        attempts: How many rounds of proposals the maker has made.
+        best: The latest round's best candidate (``None`` before the first round).
+        function: The verified tool function (calls passed) while the maker writes
+            its ``solve(request)`` entry in later rounds; if no entry verifies, this
+            function is stored without one.
+        verified: Whether the latest round accepted ``best`` for ``wrap`` to store.
+        reviewed: What the person decided in the ``review`` node: ``approved``, or
+            ``edited`` (then ``best`` holds the edit); ``None`` before a review.
+        revealed: Inputs of examples beyond the demos whose expected answers earlier
+            rounds showed the maker (its failures): no evidence any more.
+    """
+
+    make_id: str
+    attempts: int
+    best: Best | None
+    function: VerifiedFunction | None
+    verified: bool
+    reviewed: Literal["approved", "edited"] | None
+    revealed: list[str]
+
+
+def new_making(make_id: str) -> Making:
+    """The working data of a tool making that has not started yet."""
+    return Making(
+        make_id=make_id,
+        attempts=0,
+        best=None,
+        function=None,
+        verified=False,
+        reviewed=None,
+        revealed=[],
+    )
+
+
+def collect_candidates(
+    left: list[Candidate] | None, right: list[Candidate] | None
+) -> list[Candidate]:
+    """Reducer for ``candidates``: parallel ``propose`` branches append; ``[]`` clears.
+
+    ``verify`` writes ``[]`` once it has read a round's candidates, and the
+    dispatcher at a run's start, so the state never carries old rounds.
+    """
+    if right is not None and not right:
+        return []
     return [*(left or []), *(right or [])]
 
 
 def merge_usage(
     left: dict[str, TokenUsage] | None, right: dict[str, TokenUsage] | None
 ) -> dict[str, TokenUsage]:
-    """Reducer for ``usage``: sums token counts per role.
-
-    A new run starts over by writing ``langgraph.types.Overwrite({})``.
+    """Token counts per role, summed.
 
     Args:
-        left: The usage accumulated so far.
-        right: The usage a node adds.
+        left: Usage so far.
+        right: Usage to add.
 
     Returns:
-        The summed usage per role.
+        The summed usage per role (a new dict; neither argument is changed).
     """
     merged = {role: TokenUsage(**u) for role, u in (left or {}).items()}
     for role, usage in (right or {}).items():
@@ -265,11 +338,11 @@ class OutputState(TypedDict, total=False):
     error: Annotated[
         str | None, Field(description="A clear message when the run failed, else null.")
     ]
-    # the reducer must stay the last metadata (LangGraph reads it from there)
+    # the run's total so far: each node that spends tokens writes the new total
+    # (no reducer, so nothing has to reset it when a thread's next run starts)
     usage: Annotated[
         dict[str, TokenUsage],
         Field(description="Token usage per role (maker, user), summed over the run."),
-        merge_usage,
     ]
     path: Annotated[
         Literal["direct", "llm"] | None,
@@ -299,59 +372,96 @@ class OutputState(TypedDict, total=False):
 
 
 class State(InputState, OutputState, total=False):
-    """The working state of one run.
+    """The working state of one run: the caller's input, the output, and these keys.
+
+    A run's start resets the output and the working keys (``route``,
+    ``tool_record``, ``lease``, ``candidates``, ``making``) in one update of the
+    dispatcher (:data:`latm.nodes.dispatcher.fresh_run`).
 
     Attributes:
         route: The dispatcher's decision: ``hit``, ``miss`` or ``stop``.
-        candidates: Names of the tools the dispatcher considered, best first.
-        candidate: The index of the proposal a ``propose`` branch makes (its ``Send``).
-        proposals: The proposals of the current round, collected for ``verify``.
-        tool_record: The chosen or newly wrapped tool record (a JSON dict).
-        code: The maker's latest proposed tool code.
-        entry: The name of the tool function in ``code``.
-        direct: Whether ``code`` defines the verified ``solve(request)`` entry.
-        calls: The maker's call expressions for the validation examples.
-        report: The verification report of the latest proposal.
-        problem: Why the latest proposal could not be verified at all (no code,
-            a syntax error, ...), for the maker's next attempt.
-        attempts: How many rounds of proposals the maker has made in this run.
-        maker_messages: The conversation with the maker in this run.
-        function: The verified tool function (calls passed) while the maker writes
-            its ``solve(request)`` entry in later rounds; if no entry verifies,
-            this function is stored without one.
-        verified: Whether the latest round accepted a tool, for ``wrap`` to store.
-        reviewed: What the person decided in the ``review`` node: ``approved``,
-            or ``edited`` (then ``code``, ``report`` and ``direct`` are the
-            edit's); ``None`` before a review (or without approval).
-        revealed: Inputs of examples beyond the demos whose expected answers
-            earlier rounds showed the maker (its failures): no evidence any more.
+        deadline_at: When the run must end (epoch seconds; ``Context.run_deadline_s``
+            after the request arrived); ``None`` for no deadline.
+        tool_record: The chosen or newly stored tool record (a JSON dict), for ``use``.
         lease: The tool-making lease this run holds (``key``, ``owner``), taken by
             the dispatcher on a miss and released when the tool is stored or the
             making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
-        make_id: Identifies this run's tool making (set on a miss); the stored tool
-            carries it, so a run resumed after a crash finds its tool and never
-            stores a second version.
-        deadline_at: When the run must end (epoch seconds; ``Context.run_deadline_s``
-            after the request arrived); ``None`` for no deadline.
+        making: The maker's working data (:class:`Making`), set by the dispatcher
+            on a miss; ``None`` when the run makes no tool.
+        branch: Which candidate a ``propose`` branch makes (only in its ``Send``).
+        candidates: The current round's candidates, one per ``propose`` branch,
+            collected for ``verify`` (which clears them).
     """
 
     route: Literal["hit", "miss", "stop"]
-    candidates: list[str]
-    candidate: int
-    proposals: Annotated[list[Candidate], add_candidates]
-    tool_record: dict[str, Any] | None
-    code: str | None
-    entry: str | None
-    direct: bool
-    calls: list[str]
-    report: list[CaseReport]
-    problem: str | None
-    attempts: int
-    maker_messages: Annotated[list[AnyMessage], add_messages]
-    function: VerifiedFunction | None
-    verified: bool
-    reviewed: Literal["approved", "edited"] | None
-    revealed: list[str]
-    lease: dict[str, Any] | None
-    make_id: str | None
     deadline_at: float | None
+    tool_record: dict[str, Any] | None
+    lease: dict[str, Any] | None
+    making: Making | None
+    branch: int
+    candidates: Annotated[list[Candidate], collect_candidates]
+
+
+# ---------------------------------------------------------------- node updates
+# What each node may write (mypy checks the keys; LangGraph applies them).
+
+
+class DispatcherUpdate(TypedDict, total=False):
+    """The dispatcher's update: a fresh run's keys, the route and the chosen tool."""
+
+    answer: str | None
+    tool: ToolRef | None
+    cache_hit: bool
+    error: str | None
+    usage: dict[str, TokenUsage]
+    path: Literal["direct", "llm"] | None
+    routing: RouteInfo | None
+    verification: dict[str, Any] | None
+    examples: list[Example]
+    route: Literal["hit", "miss", "stop"]
+    deadline_at: float | None
+    tool_record: dict[str, Any] | None
+    lease: dict[str, Any] | None
+    making: Making | None
+    candidates: list[Candidate]
+
+
+class ProposeUpdate(TypedDict):
+    """A ``propose`` branch's update: its one candidate."""
+
+    candidates: list[Candidate]
+
+
+class VerifyUpdate(TypedDict, total=False):
+    """``verify``'s update: the making's new state, the run's usage, the strength."""
+
+    making: Making
+    candidates: list[Candidate]
+    usage: dict[str, TokenUsage]
+    verification: dict[str, Any] | None
+    error: str | None
+
+
+class ReviewUpdate(TypedDict, total=False):
+    """``review``'s update: the person's decision (in ``making``) or an error."""
+
+    making: Making
+    error: str | None
+
+
+class WrapUpdate(TypedDict, total=False):
+    """``wrap``'s update: the stored tool, or an error."""
+
+    tool_record: dict[str, Any] | None
+    tool: ToolRef | None
+    verification: dict[str, Any] | None
+    error: str | None
+
+
+class UseUpdate(TypedDict, total=False):
+    """``use``'s update: the answer and how it was computed, or an error."""
+
+    answer: str | None
+    path: Literal["direct", "llm"] | None
+    usage: dict[str, TokenUsage]
+    error: str | None

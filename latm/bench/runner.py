@@ -37,7 +37,7 @@ from latm.bench.scoring import score
 from latm.bench.tasks import TASKS, BenchItem, BenchTask, prepare_task, read_task_file
 from latm.graph.builder import LATMGraph, build_graph
 from latm.graph.context import Context
-from latm.graph.state import InputState, Role, TokenUsage, merge_usage
+from latm.graph.state import InputState, Role
 from latm.repository import ToolRepository, open_local_store
 
 METHODS = ("latm", "cot_user", "cot_maker")
@@ -149,43 +149,8 @@ def unexpected(exc: Exception) -> str:
 def _plain_usage(value: Any) -> dict[str, dict[str, int]]:
     if not isinstance(value, dict):
         return {}
-    return {str(role): {k: int(v) for k, v in u.items()} for role, u in value.items()}
-
-
-def _node_usage(
-    update: Any, total: dict[str, dict[str, int]]
-) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
-    """What one node spent, and the run's total after it.
-
-    A node's ``usage`` is the run's total so far; a ``propose`` branch's
-    spending is in its candidate (``verify`` adds it to the total).
-    """
-    if not isinstance(update, dict):
-        return {}, total
-    spent: dict[str, TokenUsage] = {}
-    for candidate in update.get("candidates") or []:
-        spent = merge_usage(spent, candidate.get("usage"))
-    if spent:
-        plain = _plain_usage(spent)
-        roles = {*total, *plain}
-        zero: dict[str, int] = {}
-        added = {
-            r: {k: total.get(r, zero).get(k, 0) + plain.get(r, zero).get(k, 0) for k in KEYS}
-            for r in roles
-        }
-        return plain, added
-    new = _plain_usage(update.get("usage"))
-    if "usage" not in update:
-        return {}, total
-    zero = {}
-    delta = {
-        role: {k: u.get(k, 0) - total.get(role, zero).get(k, 0) for k in KEYS}
-        for role, u in new.items()
-    }
-    return {r: d for r, d in delta.items() if any(d.values())}, new
-
-
-KEYS = ("input_tokens", "output_tokens", "total_tokens", "calls")
+    # a run's first update names a role that spent nothing yet as None
+    return {str(role): {k: int(v) for k, v in u.items()} for role, u in value.items() if u}
 
 
 def run_timed(
@@ -203,7 +168,6 @@ def run_timed(
     started = last = time.perf_counter()
     nodes: list[dict[str, Any]] = []
     final: dict[str, Any] = {}
-    total: dict[str, dict[str, int]] = {}  # the run's usage so far, as the updates report it
     for mode, chunk in graph.stream(inputs, context=ctx, stream_mode=["updates", "values"]):
         if mode == "values" and isinstance(chunk, dict):
             final = dict(chunk)
@@ -212,8 +176,8 @@ def run_timed(
             for node, update in chunk.items():
                 if node.startswith("__"):
                     continue
-                spent, total = _node_usage(update, total)
-                nodes.append({"node": node, "seconds": round(now - last, 3), "usage": spent})
+                usage = _plain_usage(update.get("usage")) if isinstance(update, dict) else {}
+                nodes.append({"node": node, "seconds": round(now - last, 3), "usage": usage})
                 if on_node:
                     on_node(node)
             last = now

@@ -8,6 +8,7 @@ Python 3.11.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Field
@@ -123,7 +124,6 @@ class Candidate(TypedDict):
         direct: Whether the code defines the ``solve(request)`` entry.
         problem: Why the reply could not be used, else ``None``.
         error: A model failure (server down, ...), else ``None``.
-        usage: The tokens the maker spent on it (``verify`` adds them to ``usage``).
     """
 
     index: int
@@ -135,7 +135,6 @@ class Candidate(TypedDict):
     direct: bool
     problem: str | None
     error: str | None
-    usage: NotRequired[dict[str, TokenUsage]]
 
 
 class VerifiedFunction(TypedDict):
@@ -238,20 +237,32 @@ def collect_candidates(
     return [*(left or []), *(right or [])]
 
 
+ROLES: tuple[Role, ...] = ("maker", "user")
+
+
 def merge_usage(
-    left: dict[str, TokenUsage] | None, right: dict[str, TokenUsage] | None
+    left: Mapping[str, TokenUsage] | None, right: Mapping[str, TokenUsage | None] | None
 ) -> dict[str, TokenUsage]:
-    """Token counts per role, summed.
+    """Reducer for ``usage``: sums token counts per role.
+
+    A run's first update (the dispatcher's, see :func:`run_usage`) names every
+    role, ``null`` for one that spent nothing yet: that starts the run's usage
+    over. No other update holds a ``null``. This keeps each update plain JSON
+    (no ``Overwrite`` object).
 
     Args:
-        left: Usage so far.
-        right: Usage to add.
+        left: The usage accumulated so far.
+        right: The usage a node adds (or a run's start).
 
     Returns:
-        The summed usage per role (a new dict; neither argument is changed).
+        The summed usage per role.
     """
+    if right and any(u is None for u in right.values()):
+        left = None  # a run's start: what earlier runs on the thread spent is not this run's
     merged = {role: TokenUsage(**u) for role, u in (left or {}).items()}
     for role, usage in (right or {}).items():
+        if usage is None:
+            continue
         zero = TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0, calls=0)
         base = merged.get(role, zero)
         merged[role] = TokenUsage(
@@ -261,6 +272,14 @@ def merge_usage(
             calls=base["calls"] + usage["calls"],
         )
     return merged
+
+
+def run_usage(spent: Mapping[str, TokenUsage] | None = None) -> dict[str, TokenUsage | None]:
+    """A run's first ``usage`` update: what it spent so far per role, ``None`` for nothing.
+
+    :func:`merge_usage` starts the run's usage over on it.
+    """
+    return {role: (spent or {}).get(role) for role in ROLES}
 
 
 class InputState(TypedDict, total=False):
@@ -338,11 +357,11 @@ class OutputState(TypedDict, total=False):
     error: Annotated[
         str | None, Field(description="A clear message when the run failed, else null.")
     ]
-    # the run's total so far: each node that spends tokens writes the new total
-    # (no reducer, so nothing has to reset it when a thread's next run starts)
+    # the reducer must stay the last metadata (LangGraph reads it from there)
     usage: Annotated[
         dict[str, TokenUsage],
         Field(description="Token usage per role (maker, user), summed over the run."),
+        merge_usage,
     ]
     path: Annotated[
         Literal["direct", "llm"] | None,
@@ -413,7 +432,7 @@ class DispatcherUpdate(TypedDict, total=False):
     tool: ToolRef | None
     cache_hit: bool
     error: str | None
-    usage: dict[str, TokenUsage]
+    usage: dict[str, TokenUsage | None]
     path: Literal["direct", "llm"] | None
     routing: RouteInfo | None
     verification: dict[str, Any] | None
@@ -427,25 +446,31 @@ class DispatcherUpdate(TypedDict, total=False):
 
 
 class ProposeUpdate(TypedDict):
-    """A ``propose`` branch's update: its one candidate."""
+    """A ``propose`` branch's update: its one candidate and the tokens it spent."""
 
     candidates: list[Candidate]
+    usage: dict[str, TokenUsage]
 
 
 class VerifyUpdate(TypedDict, total=False):
-    """``verify``'s update: the making's new state, the run's usage, the strength."""
+    """``verify``'s update: the making's new state and the strength of an accepted tool."""
 
     making: Making
     candidates: list[Candidate]
-    usage: dict[str, TokenUsage]
     verification: dict[str, Any] | None
     error: str | None
 
 
 class ReviewUpdate(TypedDict, total=False):
-    """``review``'s update: the person's decision (in ``making``) or an error."""
+    """``review``'s update: the person's decision (in ``making``) or an error.
+
+    ``verification`` is the verified tool's strength, or ``None`` for an edit
+    (its strength is not measured): every update holds an output key, so a
+    server's ``updates`` stream (output keys only) never shows it as ``null``.
+    """
 
     making: Making
+    verification: dict[str, Any] | None
     error: str | None
 
 

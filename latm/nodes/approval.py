@@ -199,7 +199,7 @@ def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
     task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
     if repo.made_by(task_type, making["make_id"]) is not None:
         # a run resumed after a crash that came after the write: wrap finds it
-        return ReviewUpdate(making=making)
+        return ReviewUpdate(making=making, verification=state.get("verification"))
     if lease := state.get("lease"):
         # a person may take longer than a maker: hold the lease through the review
         with repo.guard("holding the tool-making lease for the review"):
@@ -215,11 +215,17 @@ def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
     if decision.error:
         return ReviewUpdate(error=decision.error)
     if not decision.edited:
-        return ReviewUpdate(making=Making(**{**making, "reviewed": "approved"}))
+        return ReviewUpdate(
+            making=Making(**{**making, "reviewed": "approved"}),
+            verification=state.get("verification"),
+        )
     edited = Best(
         **{**best, "code": decision.code, "report": decision.report, "direct": decision.direct}
     )
-    return ReviewUpdate(making=Making(**{**making, "best": edited, "reviewed": "edited"}))
+    # a reviewer's edit replaces the weighed code: its strength is not measured
+    return ReviewUpdate(
+        making=Making(**{**making, "best": edited, "reviewed": "edited"}), verification=None
+    )
 
 
 def ask_reviewer(

@@ -20,6 +20,7 @@ from latm.graph.state import (
     TokenUsage,
     ToolRef,
     new_making,
+    run_usage,
 )
 from latm.lifecycle import claim, retired, usable
 from latm.llm import ModelError, invoke_structured
@@ -47,7 +48,7 @@ def fresh_run() -> DispatcherUpdate:
         tool=None,
         cache_hit=False,
         error=None,
-        usage={},
+        usage=run_usage(),
         path=None,
         routing=None,
         verification=None,
@@ -299,7 +300,7 @@ def _route_by_model(
             picked, usage = _ask_model(ctx, task, [r for r, _ in found], update.get("deadline_at"))
         except ModelError as exc:
             return _stop(update, str(exc))
-        update["usage"] = usage  # the run's first spending: its total so far
+        update["usage"] = run_usage(usage)
         routing = RouteInfo(
             by="model",
             tool=picked.task_type if picked else None,
@@ -404,7 +405,7 @@ def _route_by_embedding(
             except ModelError as exc:
                 update["routing"] = info
                 return _stop(update, str(exc))
-            update["usage"] = usage  # the run's first spending: its total so far
+            update["usage"] = run_usage(usage)
     info["tool"] = picked.task_type if picked is not None else None
     update["routing"] = info
     emit(runtime, "dispatcher", "route", **info)

@@ -299,7 +299,7 @@ def propose(state: State, runtime: Runtime[Context]) -> ProposeUpdate:
     index = state.get("branch", 0)
     making: Making | None = state.get("making")
     if making is None:  # a thread an older LATM checkpointed: its working state is gone
-        return ProposeUpdate(candidates=[_candidate(index, [], error=STALE_THREAD)])
+        return ProposeUpdate(candidates=[_candidate(index, [], error=STALE_THREAD)], usage={})
     attempt = making["attempts"] + 1
     messages, steps = plan(state, ctx, index)
     emit(
@@ -338,6 +338,4 @@ def propose(state: State, runtime: Runtime[Context]) -> ProposeUpdate:
             lines=candidate["code"].count("\n"),
             direct=candidate["direct"],
         )
-    if usage:
-        candidate["usage"] = usage
-    return ProposeUpdate(candidates=[candidate])
+    return ProposeUpdate(candidates=[candidate], usage=usage)

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 from latm.answers import normalize_answer
 from latm.codeparse import ReplyError, literal_call, parse_call
 from latm.graph.context import Context
-from latm.graph.state import State, UseUpdate, merge_usage
+from latm.graph.state import State, UseUpdate
 from latm.lifecycle import record_use
 from latm.llm import ModelError, invoke
 from latm.nodes.common import (
@@ -75,10 +75,9 @@ def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
             )
         emit(runtime, "use", "fallback", reason=result.error)
     try:
-        reply, spent = invoke(ctx, "user", call_prompt(record, task))
+        reply, usage = invoke(ctx, "user", call_prompt(record, task))
     except ModelError as exc:
         return UseUpdate(error=str(exc))
-    usage = merge_usage(state.get("usage"), spent)  # the run's total so far
     try:
         call = literal_call(parse_call(message_text(reply), record.name), record.name)
     except ReplyError as exc:

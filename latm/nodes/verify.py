@@ -40,10 +40,8 @@ from latm.graph.state import (
     Example,
     Making,
     State,
-    TokenUsage,
     VerifiedFunction,
     VerifyUpdate,
-    merge_usage,
 )
 from latm.nodes.common import (
     STALE_THREAD,
@@ -327,6 +325,66 @@ def _ended(error: str, making: Making, ctx: Context) -> Verdict:
     return Verdict("exhausted" if last else "stop", making, error=error)
 
 
+def found_function(best: Evaluation, tried: int) -> VerifiedFunction:
+    """The verified function of a candidate whose calls passed (its ``solve`` did not)."""
+    chosen = best.candidate
+    code = chosen["code"] or ""
+    return VerifiedFunction(
+        code=code
+        if chosen["entry"] == DIRECT_ENTRY  # never drop the tool itself
+        else without_function(code, DIRECT_ENTRY),
+        entry=chosen["entry"] or "",
+        calls=chosen["calls"],
+        report=cases_of(best.report, "call"),
+        conversation=transcript(chosen),
+        tried=tried,
+    )
+
+
+def evidence(
+    best: Best,
+    making: Making,
+    sets: ExampleSets,
+    ctx: Context,
+    *,
+    tried: int,
+    agreement: float | None,
+    compared: int,
+    probes: int,
+    weak: str,
+) -> tuple[dict[str, Any], str | None]:
+    """The strength of an accepted candidate (:func:`weigh`), and the error when too weak.
+
+    Args:
+        best: The accepted candidate.
+        making: The making's working data (the inputs already revealed to the maker).
+        sets: The request's examples.
+        ctx: The run's settings.
+        tried: Candidates tried so far.
+        agreement: Its agreement with the other passing candidates, if measured.
+        compared: With how many it was compared.
+        probes: On how many unlabelled inputs.
+        weak: How the error starts when the evidence falls short.
+    """
+    strength, shortfall = weigh(
+        best["report"],
+        direct=best["direct"],
+        examples=sets.labelled,
+        seen=[*(e["input"] for e in sets.demos), *making["revealed"]],
+        tried=tried,
+        agreement=agreement,
+        compared=compared,
+        probes=probes,
+        ctx=ctx,
+    )
+    if shortfall is None:
+        return strength, None
+    return strength, (
+        f"{weak}: {shortfall}, or set LATM_WEAK_TOOLS=store to store it marked weakly "
+        "verified. Nothing was stored."
+    )
+
+
 def decide_unchecked(
     candidates: list[Candidate], making: Making, sets: ExampleSets, ctx: Context
 ) -> Verdict | None:
@@ -340,33 +398,29 @@ def decide_unchecked(
     function = making["function"]
     if function is not None and outage:
         best = _function_best(function, 0, making["best"]["conversation"] if making["best"] else [])
-        strength, shortfall = weigh(
-            function["report"],
-            direct=False,
-            examples=sets.labelled,
-            seen=[*(e["input"] for e in sets.demos), *making["revealed"]],
+        strength, error = evidence(
+            best,
+            making,
+            sets,
+            ctx,
             tried=function.get("tried", (making["attempts"] - 1) * ctx.n_candidates),
             agreement=None,
             compared=0,
             probes=0,
-            ctx=ctx,
+            weak="the maker failed after a function was verified, but it is not verified "
+            "strongly enough",
         )
         making = Making(
             **{
                 **making,
                 "best": best,
-                "verified": shortfall is None,
-                "revealed": revealed(making["revealed"], best["report"], shortfall is None),
+                "verified": error is None,
+                "revealed": revealed(making["revealed"], best["report"], error is None),
             }
         )
         events = [_event("no_direct", attempt=making["attempts"], problem=candidates[0]["error"])]
-        if shortfall is None:
+        if error is None:
             return Verdict("pass", making, strength, events=events)
-        error = (
-            f"the maker failed after a function was verified, but it is not verified "
-            f"strongly enough: {shortfall}, or set LATM_WEAK_TOOLS=store to store it marked "
-            "weakly verified. Nothing was stored."
-        )
         last = making["attempts"] >= ctx.max_attempts
         return Verdict("exhausted" if last else "stop", making, strength, error, events)
     if not candidates:
@@ -410,16 +464,7 @@ def decide(
     function = making["function"]
     if not accepted and function is None and best.calls_passed and chosen["code"]:
         # The function is right; its solve(request) entry is missing or wrong.
-        function = VerifiedFunction(
-            code=chosen["code"]
-            if chosen["entry"] == DIRECT_ENTRY  # never drop the tool itself
-            else without_function(chosen["code"], DIRECT_ENTRY),
-            entry=chosen["entry"] or "",
-            calls=chosen["calls"],
-            report=cases_of(best.report, "call"),
-            conversation=transcript(chosen),
-            tried=tried,
-        )
+        function = found_function(best, tried)
         events.append(_event("function", attempt=attempt, candidate=chosen["index"]))
     kept_function = not accepted and function is not None and last
     if kept_function and function is not None:
@@ -431,25 +476,19 @@ def decide(
     strength: dict[str, Any] | None = None
     error: str | None = None
     if accepted:
-        compared = 0 if kept_function else sum(1 for i in agreement if i != chosen["index"])
-        strength, shortfall = weigh(
-            kept["report"],
-            direct=kept["direct"],
-            examples=sets.labelled,
-            seen=[*(e["input"] for e in sets.demos), *making["revealed"]],
+        strength, error = evidence(
+            kept,
+            making,
+            sets,
+            ctx,
             tried=function.get("tried", tried) if kept_function and function else tried,
             agreement=None if kept_function else agreement.get(chosen["index"]),
-            compared=compared,
+            compared=0 if kept_function else sum(1 for i in agreement if i != chosen["index"]),
             probes=n_probes,
-            ctx=ctx,
+            weak="the tool passed every check but is not verified",
         )
         events.append(_event("evidence", attempt=attempt, **strength))
-        if shortfall is not None:
-            accepted = False
-            error = (
-                f"the tool passed every check but is not verified: {shortfall}, or set "
-                f"LATM_WEAK_TOOLS=store to store it marked weakly verified. Nothing was stored."
-            )
+        accepted = error is None
     report = kept["report"]
     events.append(
         _event(
@@ -581,11 +620,6 @@ def verify(state: State, runtime: Runtime[Context]) -> VerifyUpdate:
     candidates = sorted(state.get("candidates") or [], key=lambda c: c["index"])
     making = Making(**{**making, "attempts": making["attempts"] + 1})
     update = VerifyUpdate(candidates=[])  # read: the next round starts empty
-    spent: dict[str, TokenUsage] = {}
-    for candidate in candidates:
-        spent = merge_usage(spent, candidate.get("usage"))
-    if spent:
-        update["usage"] = merge_usage(state.get("usage"), spent)
     verdict = decide_unchecked(candidates, making, sets, ctx)
     if verdict is None:
         try:

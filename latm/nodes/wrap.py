@@ -82,14 +82,12 @@ def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
         return WrapUpdate(error=STALE_THREAD)
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
-    code, entry = best["code"] or "", best["entry"] or ""
+    entry = best["entry"] or ""
     task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
-    make_id = making["make_id"]
-    if (done := repo.made_by(task_type, make_id)) is not None:
+    if (done := repo.made_by(task_type, making["make_id"])) is not None:
         # a run resumed after a crash that came after the write: its tool is stored
         emit(runtime, "wrap", "stored", tool=task_type, version=done.version, resumed=True)
         return _stored(done)
-    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     version = repo.next_version(task_type)
     if ctx.require_approval and not making["reviewed"]:
         # e.g. a review skipped by hand (update_state as the review node)
@@ -97,32 +95,10 @@ def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
             error=f"tool {task_type!r} was not reviewed (require_approval is on). "
             "Nothing was stored: send the request again."
         )
-    edited = making["reviewed"] == "edited"  # by a person, in the review node
-    if edited:
-        maker = f"{maker}, edited by a reviewer"
     try:
-        signature, docstring = function_info(code, entry)
+        record = tool_record(state, ctx, task_type=task_type, version=version)
     except ReplyError as exc:
         return WrapUpdate(error=f"cannot wrap the verified tool: {exc}")
-    _, validation = split_examples(state, ctx)
-    # a reviewer's edit replaces the weighed code: its strength is not measured
-    strength = None if edited else verification_strength(state)
-    record = ToolRecord(
-        name=entry,
-        task_type=task_type,
-        description=describe(docstring, task_type),
-        signature=signature,
-        docstring=docstring,
-        code=code,
-        demos=usage_demos(best, validation),
-        maker_model=maker,
-        verification=best["report"],
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        version=version,
-        direct_entry=DIRECT_ENTRY if best["direct"] and ctx.direct_entry else None,
-        make_id=make_id,
-        strength=strength,
-    )
     try:
         record = repo.put(record)  # one atomic write
     except Exception as exc:  # the store is gone or refuses the write
@@ -136,6 +112,40 @@ def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
         level=record.strength.level if record.strength else None,
     )
     return _stored(record)
+
+
+def tool_record(state: State, ctx: Context, *, task_type: str, version: int) -> ToolRecord:
+    """The record of the run's accepted tool, to be stored as ``version`` (pure).
+
+    Raises:
+        ReplyError: The accepted code holds no usable tool function.
+    """
+    making = state.get("making")
+    best = making["best"] if making else None
+    if making is None or best is None:
+        raise ReplyError(STALE_THREAD)
+    code, entry = best["code"] or "", best["entry"] or ""
+    signature, docstring = function_info(code, entry)
+    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
+    edited = making["reviewed"] == "edited"  # by a person, in the review node
+    _, validation = split_examples(state, ctx)
+    return ToolRecord(
+        name=entry,
+        task_type=task_type,
+        description=describe(docstring, task_type),
+        signature=signature,
+        docstring=docstring,
+        code=code,
+        demos=usage_demos(best, validation),
+        maker_model=f"{maker}, edited by a reviewer" if edited else maker,
+        verification=best["report"],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        version=version,
+        direct_entry=DIRECT_ENTRY if best["direct"] and ctx.direct_entry else None,
+        make_id=making["make_id"],
+        # a reviewer's edit replaces the weighed code: its strength is not measured
+        strength=None if edited else verification_strength(state),
+    )
 
 
 def verification_strength(state: State) -> VerificationStrength | None:

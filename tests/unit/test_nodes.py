@@ -27,7 +27,7 @@ from latm.nodes.dispatcher import check_request, fresh_run
 from latm.nodes.propose import feedback, plan, read_reply
 from latm.nodes.use import call_prompt
 from latm.nodes.verify import Evaluation, decide, decide_unchecked
-from latm.nodes.wrap import usage_demos, wrap
+from latm.nodes.wrap import tool_record, usage_demos, wrap
 from latm.repository import ToolRecord, UsageDemo
 
 from .scripted import SORT_CODE, bbh, maker_reply, words_of
@@ -263,6 +263,23 @@ def test_usage_demos_skip_the_calls_that_failed() -> None:
     assert [d.call for d in demos] == ["sort_words(['b', 'a'])", "sort_words(['d', 'c'])"]
     assert [check_kind(c) for c in best["report"]] == ["call"] * 3 + ["direct"]
     assert len(cases_of(best["report"], "direct")) == 1
+
+
+def test_tool_record_packages_the_best_candidate_and_marks_an_edit() -> None:
+    c = ctx()
+    verdict = decide(
+        [evaluation([True, True, True])], {}, 0, making=making(), sets=example_sets(STATE, c), ctx=c
+    )
+    state = State(
+        task="", examples=EXAMPLES, making=verdict.making, verification=verdict.verification
+    )
+    record = tool_record(state, c, task_type="word_sorting", version=2)
+    assert record.signature == "def sort_words(words: list[str]) -> str" and record.version == 2
+    assert len(record.demos) == 3 and record.make_id == "m1"
+    assert record.strength is not None and record.strength.cases == 3
+    edited = State(**{**state, "making": {**verdict.making, "reviewed": "edited"}})  # type: ignore[typeddict-item]
+    record = tool_record(edited, c, task_type="word_sorting", version=2)
+    assert record.maker_model.endswith(", edited by a reviewer") and record.strength is None
 
 
 def test_call_prompt_shows_the_signature_and_the_demos() -> None:

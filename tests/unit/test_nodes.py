@@ -24,9 +24,9 @@ from latm.graph.state import (
 from latm.nodes.approval import parse_answer, review
 from latm.nodes.common import STALE_THREAD, cases_of, check_kind, example_sets, message_text
 from latm.nodes.dispatcher import check_request, fresh_run
-from latm.nodes.propose import feedback, plan, read_reply
+from latm.nodes.propose import feedback, plan, propose, read_reply
 from latm.nodes.use import call_prompt
-from latm.nodes.verify import Evaluation, decide, decide_unchecked
+from latm.nodes.verify import Evaluation, decide, decide_unchecked, verify
 from latm.nodes.wrap import tool_record, usage_demos, wrap
 from latm.repository import ToolRecord, UsageDemo
 
@@ -242,11 +242,15 @@ def test_parse_answer_reads_a_resume_value() -> None:
     assert parse_answer({"action": "edit"}) == "an 'edit' needs the new tool source in 'code'"
 
 
-def test_review_and_wrap_refuse_a_thread_without_making() -> None:
+def test_the_making_nodes_refuse_a_thread_without_making() -> None:
     runtime = Runtime(context=ctx(), store=InMemoryStore())
-    old = State(task="x", examples=EXAMPLES)  # e.g. checkpointed by an older LATM
+    # checkpointed by an older LATM: no making, its candidates the dispatcher's shortlist
+    old = State(task="x", examples=EXAMPLES, candidates=["word_sorting"])  # type: ignore[typeddict-item]
     assert review(old, runtime) == {"error": STALE_THREAD}
     assert wrap(old, runtime) == {"error": STALE_THREAD}
+    assert verify(old, runtime) == {"candidates": [], "error": STALE_THREAD}
+    (candidate,) = propose(old, runtime)["candidates"]
+    assert candidate["error"] == STALE_THREAD  # no model call
 
 
 def test_usage_demos_skip_the_calls_that_failed() -> None:

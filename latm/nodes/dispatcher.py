@@ -27,7 +27,7 @@ from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
-from latm.routing import decide, route_embedder, route_index
+from latm.routing import Decision, decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
 
 
@@ -334,6 +334,43 @@ def _parser_signal(
     return accepted
 
 
+def embedding_route(decision: Decision, shortlist: list[str], embedder: str) -> RouteInfo:
+    """What the embedding space said, as the output's ``routing`` shows it (pure)."""
+    info = RouteInfo(
+        by="embedding",
+        tool=None,
+        verdict=decision.verdict,
+        candidates=shortlist,
+        asked_model=False,
+        embedder=embedder,
+    )
+    if (best := decision.best) is not None:
+        info["distance"] = round(1.0 - best.similarity, 4)
+        info["threshold"] = round(1.0 - best.threshold, 4)
+        info["margin"] = round(decision.margin, 4)
+    return info
+
+
+def parsers_say(signal: dict[str, bool], near: list[str]) -> str | None:
+    """What the ``solve`` entries of a borderline request's tools settle (pure).
+
+    Args:
+        signal: Whether each tool's entry accepted the request (tools with one).
+        near: Every tool in or near whose region the request falls.
+
+    Returns:
+        The one tool whose entry accepts the request, ``""`` when every tool's
+        entry rejects it (no tool fits), or ``None`` when they cannot settle it
+        (several accept, or some tool has no entry): the user model decides.
+    """
+    accepted = [t for t, ok in signal.items() if ok]
+    if not near or len(signal) != len(near):
+        return None
+    if len(accepted) == 1:
+        return accepted[0]
+    return "" if not accepted else None
+
+
 def _route_by_embedding(
     update: DispatcherUpdate,
     state: State,
@@ -371,18 +408,7 @@ def _route_by_embedding(
             break
         ranked = [s for s in ranked if s.task_type != gone]
     shortlist = [s.task_type for s in ranked]
-    info = RouteInfo(
-        by="embedding",
-        tool=None,
-        verdict=decision.verdict,
-        candidates=shortlist,
-        asked_model=False,
-        embedder=name,
-    )
-    if best is not None:
-        info["distance"] = round(1.0 - best.similarity, 4)
-        info["threshold"] = round(1.0 - best.threshold, 4)
-        info["margin"] = round(decision.margin, 4)
+    info = embedding_route(decision, shortlist, name)
     picked: ToolRecord | None = None
     if decision.verdict == "hit" and best is not None:
         picked = records[best.task_type]
@@ -392,12 +418,10 @@ def _route_by_embedding(
         with_parser = [r for r in near if r.direct_entry]
         signal = _parser_signal(ctx, repo.tenant, task, with_parser)
         info["parser"] = signal
-        accepted = [t for t, ok in signal.items() if ok]
-        every_parser = bool(near) and len(signal) == len(near)
-        if every_parser and len(accepted) == 1:  # exactly one tool parses the request
-            picked, info["by"] = records[accepted[0]], "parser"
-        elif every_parser and not accepted:  # every candidate rejects the request's format
+        verdict = parsers_say(signal, [r.task_type for r in near])
+        if verdict is not None:  # the parsers settled it: one tool, or none
             info["by"] = "parser"
+            picked = records[verdict] if verdict else None
         else:  # several parse it, or some cannot tell (no parser): the user model decides
             info["by"], info["asked_model"] = "model", True
             try:

@@ -23,12 +23,13 @@ from latm.graph.state import (
 )
 from latm.nodes.approval import parse_answer, review
 from latm.nodes.common import STALE_THREAD, cases_of, check_kind, example_sets, message_text
-from latm.nodes.dispatcher import check_request, fresh_run
+from latm.nodes.dispatcher import check_request, embedding_route, fresh_run, parsers_say
 from latm.nodes.propose import feedback, plan, propose, read_reply
 from latm.nodes.use import call_prompt
 from latm.nodes.verify import Evaluation, decide, decide_unchecked, verify
 from latm.nodes.wrap import tool_record, usage_demos, wrap
 from latm.repository import ToolRecord, UsageDemo
+from latm.routing import Decision, Scored
 
 from .scripted import SORT_CODE, bbh, maker_reply, words_of
 
@@ -224,6 +225,32 @@ def test_usage_sums_and_a_runs_first_update_starts_it_over() -> None:
     assert merge_usage(earlier, run_usage()) == {}
     assert merge_usage(earlier, run_usage({"user": one})) == {"user": one}
     assert merge_usage(merge_usage(earlier, run_usage()), {"maker": one}) == {"maker": one}
+
+
+def test_parsers_settle_a_borderline_request_only_when_every_tool_has_one() -> None:
+    near = ["a", "b"]
+    assert parsers_say({"a": True, "b": False}, near) == "a"
+    assert parsers_say({"a": False, "b": False}, near) == ""  # no tool fits
+    assert parsers_say({"a": True, "b": True}, near) is None  # the user model decides
+    assert parsers_say({"a": True}, near) is None  # b has no solve entry: cannot tell
+    assert parsers_say({}, []) is None
+
+
+def test_embedding_route_reports_distance_threshold_and_margin() -> None:
+    best = Scored(task_type="a", similarity=0.9, threshold=0.8, direct=True)
+    info = embedding_route(Decision("hit", [best], 1.0), ["a"], "hash")
+    assert info == {
+        "by": "embedding",
+        "tool": None,
+        "verdict": "hit",
+        "candidates": ["a"],
+        "asked_model": False,
+        "embedder": "hash",
+        "distance": 0.1,
+        "threshold": 0.2,
+        "margin": 1.0,
+    }
+    assert "distance" not in embedding_route(Decision("none", [], 0.0), [], "hash")
 
 
 def test_check_request_names_what_is_wrong() -> None:

@@ -404,7 +404,7 @@ class State(InputState, OutputState, total=False):
         tool_record: The chosen or newly stored tool record (a JSON dict), for ``use``.
         lease: The tool-making lease this run holds (``key``, ``owner``), taken by
             the dispatcher on a miss and released when the tool is stored or the
-            making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
+            making fails (see :mod:`latm.leases`); ``None`` otherwise.
         making: The maker's working data (:class:`Making`), set by the dispatcher
             on a miss; ``None`` when the run makes no tool.
         branch: Which candidate a ``propose`` branch makes (only in its ``Send``).

@@ -32,7 +32,7 @@ from langgraph.types import interrupt
 from latm.codeparse import ReplyError, defines_direct_entry, function_info
 from latm.graph.context import Context
 from latm.graph.state import Best, Candidate, CaseReport, Making, ReviewUpdate, State
-from latm.lifecycle import renew
+from latm.leases import renew
 from latm.nodes.common import (
     STALE_THREAD,
     ExampleSets,

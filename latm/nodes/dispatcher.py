@@ -22,13 +22,14 @@ from latm.graph.state import (
     new_making,
     run_usage,
 )
-from latm.lifecycle import claim, retired, usable
+from latm.leases import claim
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 from latm.routing import Decision, decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
+from latm.usage import retired, usable
 
 
 class DispatchChoice(BaseModel):
@@ -196,7 +197,7 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> DispatcherUpdate:
     (``Context.dispatch="llm"``: the user model confirms every search result, as
     before). ``routing`` in the output says how it was decided. Retired tools
     (too many use-time failures) are skipped. A miss takes the tool-making
-    lease, so that concurrent requests make one tool (:mod:`latm.lifecycle`). A
+    lease, so that concurrent requests make one tool (:mod:`latm.leases`). A
     miss without examples ends the run with an error that names the closest
     tools.
     """

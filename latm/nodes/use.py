@@ -9,7 +9,6 @@ from latm.answers import normalize_answer
 from latm.codeparse import ReplyError, literal_call, parse_call
 from latm.graph.context import Context
 from latm.graph.state import State, UseUpdate
-from latm.lifecycle import record_use
 from latm.llm import ModelError, invoke
 from latm.nodes.common import (
     emit,
@@ -19,6 +18,7 @@ from latm.nodes.common import (
     get_tool_executor,
     message_text,
 )
+from latm.nodes.record import record_use
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
 from latm.sandbox import SandboxUnavailableError

@@ -9,7 +9,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.state import OutputState
 
 from .scripted import BUGGY_SORT_CODE, SORT_CODE, bbh, maker_reply, scripted, user_reply

@@ -228,6 +228,19 @@ def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
     )
 
 
+def edit_problem(report: list[CaseReport], unusable: str | None) -> str | None:
+    """Why a reviewer's edit is not verified (``None``: every check passed), as they see it."""
+    failed = sum(not c["passed"] for c in report)
+    if not unusable and report and not failed:
+        return None
+    why = (
+        f"the edited code cannot be used: {unusable}"
+        if unusable
+        else f"the edited code failed {failed} of {len(report)} checks"
+    )
+    return why + "; the verified original is shown: edit again, approve it or reject"
+
+
 def ask_reviewer(
     best: Best,
     sets: ExampleSets,
@@ -306,13 +319,8 @@ def ask_reviewer(
             return Decision(code, report, direct, error=f"cannot run the edited code: {exc}")
         for i, case in enumerate(new_report):
             emit(runtime, "review", "recheck", index=i, **{k: case.get(k) for k in CASE_KEYS})
-        failed = sum(not c["passed"] for c in new_report)
-        if not unusable and new_report and not failed:
+        problem = edit_problem(new_report, unusable)
+        if problem is None:
             emit(runtime, "review", "edit_verified", cases=len(new_report), direct=new_direct)
             return Decision(new_code, new_report, new_direct, edited=True)
-        problem = (
-            f"the edited code cannot be used: {unusable}"
-            if unusable
-            else f"the edited code failed {failed} of {len(new_report)} checks"
-        ) + "; the verified original is shown: edit again, approve it or reject"
         rejected_edit = {"code": new_code, "verification": new_report}

@@ -21,7 +21,7 @@ from latm.graph.state import (
     new_making,
     run_usage,
 )
-from latm.nodes.approval import parse_answer, review
+from latm.nodes.approval import edit_problem, parse_answer, review
 from latm.nodes.common import STALE_THREAD, cases_of, check_kind, example_sets, message_text
 from latm.nodes.dispatcher import check_request, embedding_route, fresh_run, parsers_say
 from latm.nodes.propose import feedback, plan, propose, read_reply
@@ -267,6 +267,17 @@ def test_parse_answer_reads_a_resume_value() -> None:
     assert parse_answer("approve") == ("approve", {"action": "approve"})
     assert "unknown action 'maybe'" in str(parse_answer({"action": "maybe"}))
     assert parse_answer({"action": "edit"}) == "an 'edit' needs the new tool source in 'code'"
+
+
+def test_edit_problem_says_why_an_edit_is_not_verified() -> None:
+    passed = [case(e, True) for e in VALIDATION]
+    assert edit_problem(passed, None) is None
+    assert edit_problem([*passed[:2], case(VALIDATION[2], False)], None) == (
+        "the edited code failed 1 of 3 checks; the verified original is shown: "
+        "edit again, approve it or reject"
+    )
+    assert str(edit_problem([], "no code")).startswith("the edited code cannot be used: no code;")
+    assert edit_problem([], None) is not None  # nothing ran: not verified
 
 
 def test_the_making_nodes_refuse_a_thread_without_making() -> None:

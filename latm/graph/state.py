@@ -69,6 +69,16 @@ class CaseReport(TypedDict):
     check: NotRequired[str]
 
 
+def check_kind(case: CaseReport) -> str:
+    """What a verification case checked: ``call`` (the maker's call) or ``direct``."""
+    return case.get("check", "call")
+
+
+def cases_of(report: list[CaseReport], kind: str) -> list[CaseReport]:
+    """The cases of ``report`` that checked ``kind`` (``call`` or ``direct``)."""
+    return [c for c in report if check_kind(c) == kind]
+
+
 class RouteInfo(TypedDict, total=False):
     """How the dispatcher routed a request.
 

@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 from latm.auth import tenant_of_user
 from latm.backends import BackendError, backend_for
 from latm.graph.context import Context, context_of
-from latm.graph.state import Candidate, CaseReport, Example, State
+from latm.graph.state import Candidate, Example, State
 from latm.repository import RepositoryError, ToolRepository
 from latm.sandbox import ExecLimits, Executor, get_executor
 
@@ -147,16 +147,6 @@ def message_text(message: BaseMessage) -> str:
 def to_pairs(messages: list[BaseMessage]) -> list[tuple[str, str]]:
     """``(role, text)`` pairs from chat messages (the inverse of :func:`to_messages`)."""
     return [(m.type, message_text(m)) for m in messages]
-
-
-def check_kind(case: CaseReport) -> str:
-    """What a verification case checked: ``call`` (the maker's call) or ``direct``."""
-    return case.get("check", "call")
-
-
-def cases_of(report: list[CaseReport], kind: str) -> list[CaseReport]:
-    """The cases of ``report`` that checked ``kind`` (``call`` or ``direct``)."""
-    return [c for c in report if check_kind(c) == kind]
 
 
 def transcript(candidate: Candidate) -> list[tuple[str, str]]:

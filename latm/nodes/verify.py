@@ -42,12 +42,12 @@ from latm.graph.state import (
     State,
     VerifiedFunction,
     VerifyUpdate,
+    cases_of,
+    check_kind,
 )
 from latm.nodes.common import (
     STALE_THREAD,
     ExampleSets,
-    cases_of,
-    check_kind,
     emit,
     example_sets,
     get_context,

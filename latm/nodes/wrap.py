@@ -11,10 +11,9 @@ from langgraph.runtime import Runtime
 
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
-from latm.graph.state import Best, Example, State, ToolRef, WrapUpdate
+from latm.graph.state import Best, Example, State, ToolRef, WrapUpdate, cases_of
 from latm.nodes.common import (
     STALE_THREAD,
-    cases_of,
     emit,
     get_context,
     get_repository,

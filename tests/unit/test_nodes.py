@@ -17,12 +17,14 @@ from latm.graph.state import (
     Making,
     State,
     TokenUsage,
+    cases_of,
+    check_kind,
     merge_usage,
     new_making,
     run_usage,
 )
 from latm.nodes.approval import edit_problem, parse_answer, review
-from latm.nodes.common import STALE_THREAD, cases_of, check_kind, example_sets, message_text
+from latm.nodes.common import STALE_THREAD, example_sets, message_text
 from latm.nodes.dispatcher import check_request, embedding_route, fresh_run, parsers_say
 from latm.nodes.propose import feedback, plan, propose, read_reply
 from latm.nodes.use import call_prompt

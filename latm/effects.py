@@ -20,7 +20,7 @@ takes: a runnable with both paths and no span of its own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -30,6 +30,7 @@ from langgraph.runtime import Runtime, get_runtime
 from latm.aio import offload
 from latm.deadline import acall_within, call_within
 from latm.graph.context import Context
+from latm.sandbox import ExecLimits, ExecResult, Executor
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -84,6 +85,17 @@ def blocking(sync: Callable[..., T], /, *args: Any, **kw: Any) -> Io[T]:
     return Io(sync, None, args, kw)
 
 
+def run_tool(
+    executor: Executor,
+    code: str,
+    calls: Sequence[str],
+    limits: ExecLimits,
+    cache_key: str | None = None,
+) -> Io[list[ExecResult]]:
+    """A run of generated code in the sandbox (no async form: off the loop on async paths)."""
+    return Io(executor.run, None, (code, list(calls), limits), {"cache_key": cache_key})
+
+
 def within(deadline_at: float | None, doing: str, step: Io[T]) -> Io[T]:
     """``step`` waited for no longer than the run's deadline (see :mod:`latm.deadline`)."""
 
@@ -127,7 +139,12 @@ async def adrive(steps: Steps[R]) -> R:
 
 
 NodeSteps: TypeAlias = Callable[[Any, Runtime[Context]], Steps[R]]
-"""A node's body: ``(state, runtime)`` to its steps."""
+"""A node's body: ``(state, runtime)`` to its steps (named ``<node>_steps`` by convention)."""
+
+
+def node_name(fn: Callable[..., Any]) -> str:
+    """The node a body or a node function is: its name without the ``_steps`` suffix."""
+    return str(getattr(fn, "__name__", "node")).removesuffix("_steps")
 
 
 def sync_node(body: NodeSteps[R]) -> Callable[[Any, Runtime[Context]], R]:
@@ -136,8 +153,9 @@ def sync_node(body: NodeSteps[R]) -> Callable[[Any, Runtime[Context]], R]:
     def node(state: Any, runtime: Runtime[Context]) -> R:
         return drive(body(state, runtime))
 
-    node.__name__ = getattr(body, "__name__", "node")
+    node.__name__ = node.__qualname__ = node_name(body)
     node.__doc__ = body.__doc__
+    node.__module__ = body.__module__
     return node
 
 
@@ -147,8 +165,9 @@ def async_node(body: NodeSteps[R]) -> Callable[[Any, Runtime[Context]], Awaitabl
     async def node(state: Any, runtime: Runtime[Context]) -> R:
         return await adrive(body(state, runtime))
 
-    node.__name__ = getattr(body, "__name__", "node")
+    node.__name__ = node.__qualname__ = node_name(body)
     node.__doc__ = body.__doc__
+    node.__module__ = body.__module__
     return node
 
 
@@ -190,7 +209,7 @@ def twin(body: NodeSteps[R], name: str | None = None) -> Twin[Any, R]:
     async def afunc(state: Any) -> R:
         return await adrive(body(state, get_runtime(Context)))
 
-    return Twin(func, afunc, name=name or str(getattr(body, "__name__", "node")))
+    return Twin(func, afunc, name=name or node_name(body))
 
 
 def threaded(node: Callable[[Any, Runtime[Context]], R], name: str | None = None) -> Twin[Any, R]:
@@ -206,4 +225,4 @@ def threaded(node: Callable[[Any, Runtime[Context]], R], name: str | None = None
     async def afunc(state: Any) -> R:
         return await offload(node, state, get_runtime(Context))
 
-    return Twin(func, afunc, name=name or str(getattr(node, "__name__", "node")))
+    return Twin(func, afunc, name=name or node_name(node))

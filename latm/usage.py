@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 from latm.answers import is_correct
 from latm.codeparse import parse_python
+from latm.effects import Steps, drive, io
 from latm.graph.context import Context
-from latm.repository import ToolRecord, ToolRepository, UseStatus
+from latm.repository import ToolRecord, ToolRepository, ToolStats, UseStatus
 from latm.sandbox import ExecLimits, ExecResult, Executor
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,14 @@ def retired(repo: ToolRepository, record: ToolRecord, ctx: Context) -> str | Non
     A version is retired once its use-time failures reach ``ctx.max_tool_failures``
     (0 never retires).
     """
+    return drive(retired_steps(repo, record, ctx))
+
+
+def retired_steps(repo: ToolRepository, record: ToolRecord, ctx: Context) -> Steps[str | None]:
+    """:func:`retired` as steps (:mod:`latm.effects`): the statistics read is awaited."""
     if ctx.max_tool_failures <= 0:
         return None
-    stats = repo.stats(record.task_type, record.version)
+    stats: ToolStats = yield io(repo.stats, repo.astats, record.task_type, record.version)
     if stats.failures < ctx.max_tool_failures:
         return None
     last = f"; last error: {stats.last_error}" if stats.last_error else ""
@@ -48,7 +54,18 @@ def usable(
     repo: ToolRepository, found: list[tuple[ToolRecord, float]], ctx: Context
 ) -> list[tuple[ToolRecord, float]]:
     """The search results without retired tools."""
-    return [(r, s) for r, s in found if retired(repo, r, ctx) is None]
+    return drive(usable_steps(repo, found, ctx))
+
+
+def usable_steps(
+    repo: ToolRepository, found: list[tuple[ToolRecord, float]], ctx: Context
+) -> Steps[list[tuple[ToolRecord, float]]]:
+    """:func:`usable` as steps."""
+    kept = []
+    for record, score in found:
+        if (yield from retired_steps(repo, record, ctx)) is None:
+            kept.append((record, score))
+    return kept
 
 
 def use_status(

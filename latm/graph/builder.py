@@ -9,14 +9,15 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from latm.effects import threaded
+from latm.effects import threaded, twin
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
 from latm.leases import GUARD
-from latm.nodes import dispatcher, propose, use, verify, wrap
+from latm.nodes import propose, verify, wrap
 from latm.nodes.approval import review
 from latm.nodes.common import get_context
-from latm.nodes.dispatcher import fresh_run
+from latm.nodes.dispatcher import dispatcher_steps, fresh_run
+from latm.nodes.use import use_steps
 from latm.nodes.verify import passed
 from latm.nodes.wrappers import holds_lease, store_errors
 
@@ -90,12 +91,12 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     # - threaded: sync runs (invoke, stream) call the node; async runs (ainvoke, a
     #   LangGraph server) run it on LATM's I/O threads, never on the event loop or
     #   its small default pool (latm.effects).
-    builder.add_node("dispatcher", threaded(store_errors(reset=fresh_run)(dispatcher)))
+    builder.add_node("dispatcher", twin(store_errors(reset=fresh_run)(dispatcher_steps)))
     builder.add_node("propose", threaded(holds_lease(propose)))
     builder.add_node("verify", threaded(holds_lease(verify)))
     builder.add_node("review", threaded(holds_lease(store_errors()(review))))
     builder.add_node("wrap", threaded(holds_lease(store_errors()(wrap))))
-    builder.add_node("use", threaded(use))
+    builder.add_node("use", twin(use_steps))
 
     #  START ─► dispatcher ──hit─────────────────────────────────────► use ─► END
     #               ├──stop──► END                                stored ▲

@@ -6,11 +6,13 @@ import dataclasses
 import uuid
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
+from latm.deadline import DeadlineExceeded, remaining, stamp
+from latm.effects import Steps, blocking, drive, io, sync_node, within
 from latm.graph.context import Context
 from latm.graph.state import (
     DispatcherUpdate,
@@ -22,14 +24,14 @@ from latm.graph.state import (
     new_making,
     run_usage,
 )
-from latm.leases import claim
-from latm.llm import ModelError, invoke_structured
+from latm.leases import Claim, aclaim, claim
+from latm.llm import ModelError, ainvoke_structured, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
-from latm.routing import Decision, decide, route_embedder, route_index
+from latm.routing import Decision, Scored, decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
-from latm.usage import retired, usable
+from latm.usage import retired_steps, usable_steps
 
 
 class DispatchChoice(BaseModel):
@@ -163,13 +165,13 @@ def _miss(
     repo: ToolRepository,
     examples: list[Example],
     reason: str,
-) -> DispatcherUpdate:
+) -> Steps[DispatcherUpdate]:
     """A miss: take the lease to make the tool, or use the one another run just made."""
     ctx = get_context(runtime)
     left = remaining(update.get("deadline_at"))
     if left is not None and left < ctx.lease_wait_s:  # wait for another maker no longer
         ctx = dataclasses.replace(ctx, lease_wait_s=max(left, 0.0))
-    got = claim(repo, ctx, state.get("task_type"), examples)
+    got: Claim = yield io(claim, aclaim, repo, ctx, state.get("task_type"), examples)
     if got.kind == "error":
         return _stop(update, got.error or "the tool-making lease could not be taken")
     if got.record is not None:
@@ -186,7 +188,7 @@ def _miss(
     return update
 
 
-def dispatcher(state: State, runtime: Runtime[Context]) -> DispatcherUpdate:
+def dispatcher_steps(state: State, runtime: Runtime[Context]) -> Steps[DispatcherUpdate]:
     """Route the request: a fitting cached tool answers it, or a new tool is made.
 
     An exact ``task_type`` match wins without any model call. Otherwise the
@@ -200,6 +202,10 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> DispatcherUpdate:
     lease, so that concurrent requests make one tool (:mod:`latm.leases`). A
     miss without examples ends the run with an error that names the closest
     tools.
+
+    Written as steps (:mod:`latm.effects`): store reads, the lease and the user
+    model's call are awaited on async paths; routing in the embedding space and the
+    parsers' sandboxed runs leave the event loop.
     """
     update = fresh_run()
     ctx = get_context(runtime)
@@ -214,17 +220,19 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> DispatcherUpdate:
     task_type = state.get("task_type")
 
     if examples and (state.get("make") or not task):
-        return _miss(update, state, runtime, repo, examples, "tool making was asked for")
+        return (
+            yield from _miss(update, state, runtime, repo, examples, "tool making was asked for")
+        )
     if task_type:
-        record = repo.get(task_type)
-        why = retired(repo, record, ctx) if record is not None else None
+        record: ToolRecord | None = yield io(repo.get, repo.aget, task_type)
+        why = (yield from retired_steps(repo, record, ctx)) if record is not None else None
         if record is not None and why is None:
             emit(runtime, "dispatcher", "hit", tool=record.task_type, by="task_type")
             update["routing"] = RouteInfo(by="task_type", tool=record.task_type, asked_model=False)
             return _hit(update, record)
         if examples:
             reason = why or f"no tool for task type {task_type!r}"
-            return _miss(update, state, runtime, repo, examples, reason)
+            return (yield from _miss(update, state, runtime, repo, examples, reason))
         return _stop(
             update,
             f"{why}; pass 'examples' to re-make it"
@@ -233,8 +241,12 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> DispatcherUpdate:
         )
 
     if ctx.dispatch == "llm":
-        return _route_by_model(update, state, runtime, ctx, repo, examples, task)
-    return _route_by_embedding(update, state, runtime, ctx, repo, examples, task)
+        return (yield from _route_by_model(update, state, runtime, ctx, repo, examples, task))
+    return (yield from _route_by_embedding(update, state, runtime, ctx, repo, examples, task))
+
+
+dispatcher = sync_node(dispatcher_steps)
+"""The dispatcher node as a plain function (``dispatcher(state, runtime)``)."""
 
 
 def _no_tool(
@@ -246,10 +258,22 @@ def _no_tool(
     shortlist: list[str] | None = None,
 ) -> DispatcherUpdate:
     """No cached tool fits: make one from the examples, or stop naming the closest tools."""
+    return drive(_no_tool_steps(update, state, runtime, repo, examples, shortlist))
+
+
+def _no_tool_steps(
+    update: DispatcherUpdate,
+    state: State,
+    runtime: Runtime[Context],
+    repo: ToolRepository,
+    examples: list[Example],
+    shortlist: list[str] | None = None,
+) -> Steps[DispatcherUpdate]:
     if examples:
-        return _miss(update, state, runtime, repo, examples, "no cached tool fits")
+        return (yield from _miss(update, state, runtime, repo, examples, "no cached tool fits"))
+    empty = not shortlist and (yield io(repo.is_empty, repo.ais_empty))
     closest = ", ".join(shortlist or []) or (
-        "none (the repository is empty)" if repo.is_empty() else "none matched the request"
+        "none (the repository is empty)" if empty else "none matched the request"
     )
     return _stop(
         update,
@@ -261,7 +285,7 @@ def _no_tool(
 
 def _ask_model(
     ctx: Context, task: str, found: list[ToolRecord], deadline_at: float | None = None
-) -> tuple[ToolRecord | None, dict[str, TokenUsage]]:
+) -> Steps[tuple[ToolRecord | None, dict[str, TokenUsage]]]:
     """The user model's pick among candidate tools (``None`` for none).
 
     Raises:
@@ -272,12 +296,9 @@ def _ask_model(
         SystemMessage(DISPATCH_SYSTEM),
         HumanMessage(DISPATCH_USER.format(task=task, tools=tools)),
     ]
+    ask = io(invoke_structured, ainvoke_structured, ctx, "user", messages, DispatchChoice)
     try:
-        choice, usage = call_within(
-            deadline_at,
-            "the dispatcher's model call",
-            lambda: invoke_structured(ctx, "user", messages, DispatchChoice),
-        )
+        choice, usage = yield within(deadline_at, "the dispatcher's model call", ask)
     except DeadlineExceeded as exc:
         raise ModelError(str(exc)) from exc
     picked = {r.task_type: r for r in found}.get(choice.tool.strip() if choice else "")
@@ -292,13 +313,15 @@ def _route_by_model(
     repo: ToolRepository,
     examples: list[Example],
     task: str,
-) -> DispatcherUpdate:
+) -> Steps[DispatcherUpdate]:
     """The LLM-confirmed dispatcher: search, then the user model confirms a candidate."""
-    found = usable(repo, repo.search(task, limit=ctx.dispatch_candidates), ctx)
+    searched = yield io(repo.search, repo.asearch, task, limit=ctx.dispatch_candidates)
+    found = yield from usable_steps(repo, searched, ctx)
     shortlist = [r.task_type for r, _ in found]
     if found:
+        deadline_at = update.get("deadline_at")
         try:
-            picked, usage = _ask_model(ctx, task, [r for r, _ in found], update.get("deadline_at"))
+            picked, usage = yield from _ask_model(ctx, task, [r for r, _ in found], deadline_at)
         except ModelError as exc:
             return _stop(update, str(exc))
         update["usage"] = run_usage(usage)
@@ -313,7 +336,7 @@ def _route_by_model(
         if picked is not None:
             emit(runtime, "dispatcher", "hit", tool=picked.task_type, by="search")
             return _hit(update, picked)
-    return _no_tool(update, state, runtime, repo, examples, shortlist)
+    return (yield from _no_tool_steps(update, state, runtime, repo, examples, shortlist))
 
 
 def _parser_signal(
@@ -380,17 +403,17 @@ def _route_by_embedding(
     repo: ToolRepository,
     examples: list[Example],
     task: str,
-) -> DispatcherUpdate:
+) -> Steps[DispatcherUpdate]:
     """Route in the embedding space; ask the user model only when the signals disagree.
 
     See :mod:`latm.routing` for the index and the calibrated acceptance regions.
     """
     try:
-        embedder, name = route_embedder(ctx.route_embeddings)
+        embedder, name = yield blocking(route_embedder, ctx.route_embeddings)
     except ValueError as exc:
         return _stop(update, f"the dispatcher cannot embed: {exc}")
-    index = route_index(repo, embedder, name)
-    ranked = index.rank(task, limit=max(3, ctx.dispatch_candidates))
+    limit = max(3, ctx.dispatch_candidates)
+    ranked: list[Scored] = yield blocking(_rank, repo, embedder, name, task, limit)
     records: dict[str, ToolRecord] = {}
     while True:  # drop retired (or vanished) tools among those that count, then decide
         decision = decide(ranked)
@@ -400,8 +423,10 @@ def _route_by_embedding(
             counted = [best]
         gone = None
         for scored in counted:
-            record = records.get(scored.task_type) or repo.get(scored.task_type)
-            if record is None or retired(repo, record, ctx) is not None:
+            record = records.get(scored.task_type) or (
+                yield io(repo.get, repo.aget, scored.task_type)
+            )
+            if record is None or (yield from retired_steps(repo, record, ctx)) is not None:
                 gone = scored.task_type
                 break
             records[scored.task_type] = record
@@ -417,7 +442,7 @@ def _route_by_embedding(
         # the parser signal: the solve entries of every tool in or near its region
         near = [records[s.task_type] for s in decision.near]
         with_parser = [r for r in near if r.direct_entry]
-        signal = _parser_signal(ctx, repo.tenant, task, with_parser)
+        signal = yield blocking(_parser_signal, ctx, repo.tenant, task, with_parser)
         info["parser"] = signal
         verdict = parsers_say(signal, [r.task_type for r in near])
         if verdict is not None:  # the parsers settled it: one tool, or none
@@ -426,7 +451,7 @@ def _route_by_embedding(
         else:  # several parse it, or some cannot tell (no parser): the user model decides
             info["by"], info["asked_model"] = "model", True
             try:
-                picked, usage = _ask_model(ctx, task, near, update.get("deadline_at"))
+                picked, usage = yield from _ask_model(ctx, task, near, update.get("deadline_at"))
             except ModelError as exc:
                 update["routing"] = info
                 return _stop(update, str(exc))
@@ -437,4 +462,11 @@ def _route_by_embedding(
     if picked is not None:
         emit(runtime, "dispatcher", "hit", tool=picked.task_type, by=info["by"])
         return _hit(update, picked)
-    return _no_tool(update, state, runtime, repo, examples, shortlist)
+    return (yield from _no_tool_steps(update, state, runtime, repo, examples, shortlist))
+
+
+def _rank(
+    repo: ToolRepository, embedder: Embeddings, name: str, task: str, limit: int
+) -> list[Scored]:
+    """The tools nearest the request in the route index (synced with the store first)."""
+    return route_index(repo, embedder, name).rank(task, limit=limit)

@@ -7,9 +7,10 @@ from langgraph.runtime import Runtime
 
 from latm.answers import normalize_answer
 from latm.codeparse import ReplyError, literal_call, parse_call
+from latm.effects import Steps, blocking, io, run_tool, sync_node
 from latm.graph.context import Context
 from latm.graph.state import State, UseUpdate
-from latm.llm import ModelError, invoke
+from latm.llm import ModelError, ainvoke, invoke
 from latm.nodes.common import (
     emit,
     get_context,
@@ -18,10 +19,10 @@ from latm.nodes.common import (
     get_tool_executor,
     message_text,
 )
-from latm.nodes.record import record_use
+from latm.nodes.record import record_use_steps
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
-from latm.sandbox import SandboxUnavailableError
+from latm.sandbox import Executor, SandboxUnavailableError
 
 
 def call_prompt(record: ToolRecord, task: str) -> list[BaseMessage]:
@@ -40,7 +41,7 @@ def call_prompt(record: ToolRecord, task: str) -> list[BaseMessage]:
     return messages
 
 
-def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
+def use_steps(state: State, runtime: Runtime[Context]) -> Steps[UseUpdate]:
     """Answer the request with the tool: directly, or through a call the user model writes.
 
     A tool with a verified ``solve(request)`` entry gets the raw request first,
@@ -48,22 +49,25 @@ def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
     model write the call from the usage demos. A reply without a call of the
     tool, or a tool that raises, times out or dies, ends the run with a clear
     error instead of an answer.
+
+    Written as steps (:mod:`latm.effects`): the user model's call and the use
+    count are awaited on async paths, the sandboxed runs leave the event loop.
     """
     ctx = get_context(runtime)
     record = ToolRecord.model_validate(state.get("tool_record"))
     task = state.get("task", "").strip()
     name = f"{record.task_type} v{record.version}"
     try:
-        executor = get_tool_executor(ctx)
+        executor: Executor = yield blocking(get_tool_executor, ctx)
     except SandboxUnavailableError as exc:
         return UseUpdate(error=f"cannot run generated code: {exc}")
     limits = get_limits(ctx)
     cache_key = record.worker_key(get_tenant(runtime, ctx))
     if record.direct_entry and ctx.direct_entry:
         call = f"{record.direct_entry}({task!r})"
-        result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
+        result = (yield run_tool(executor, record.code, [call], limits, cache_key))[0]
         if result.status != "error":  # an error falls back to the call the user model writes
-            record_use(runtime, ctx, record, result)
+            yield from record_use_steps(runtime, ctx, record, result)
         if result.ok and result.value is not None:
             answer = normalize_answer(result.value, task)
             emit(runtime, "use", "answer", answer=answer, path="direct")
@@ -75,7 +79,7 @@ def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
             )
         emit(runtime, "use", "fallback", reason=result.error)
     try:
-        reply, usage = invoke(ctx, "user", call_prompt(record, task))
+        reply, usage = yield io(invoke, ainvoke, ctx, "user", call_prompt(record, task))
     except ModelError as exc:
         return UseUpdate(error=str(exc))
     try:
@@ -84,8 +88,8 @@ def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
         emit(runtime, "use", "unusable", problem=str(exc))
         return UseUpdate(usage=usage, error=f"the user model could not use tool {name}: {exc}")
     emit(runtime, "use", "call", tool=record.task_type, call=call)
-    result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
-    record_use(runtime, ctx, record, result, call=call)
+    result = (yield run_tool(executor, record.code, [call], limits, cache_key))[0]
+    yield from record_use_steps(runtime, ctx, record, result, call=call)
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)
         return UseUpdate(
@@ -94,3 +98,7 @@ def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
     answer = normalize_answer(result.value, task)
     emit(runtime, "use", "answer", answer=answer, path="llm")
     return UseUpdate(usage=usage, answer=answer, path="llm")
+
+
+use = sync_node(use_steps)
+"""The ``use`` node as a plain function (``use(state, runtime)``)."""

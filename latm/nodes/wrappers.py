@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime
 
-from latm.effects import NodeSteps, Steps, io, sync_node
+from latm.effects import NodeSteps, Steps, io, node_name, sync_node
 from latm.graph.context import Context
 from latm.graph.state import State
 from latm.leases import arelease, arenew, release, renew
@@ -124,7 +124,7 @@ def store_errors(
                 return update
             except RepositoryError as exc:
                 runtime.stream_writer(
-                    {"node": node.__name__, "event": "store_error", "error": str(exc)}
+                    {"node": node_name(node), "event": "store_error", "error": str(exc)}
                 )
                 return {**(reset() if reset else {}), "route": "stop", "error": str(exc)}
 

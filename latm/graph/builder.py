@@ -9,16 +9,17 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from latm.effects import threaded, twin
+from latm.effects import twin
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
 from latm.leases import GUARD
-from latm.nodes import propose, verify, wrap
-from latm.nodes.approval import review
+from latm.nodes.approval import review_steps
 from latm.nodes.common import get_context
 from latm.nodes.dispatcher import dispatcher_steps, fresh_run
+from latm.nodes.propose import propose_steps
 from latm.nodes.use import use_steps
-from latm.nodes.verify import passed
+from latm.nodes.verify import passed, verify_steps
+from latm.nodes.wrap import wrap_steps
 from latm.nodes.wrappers import holds_lease, store_errors
 
 
@@ -88,14 +89,15 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     # - holds_lease: renews the run's tool-making lease, or releases it when the
     #   node ends the making (stores a tool or fails). GUARD (below) releases it
     #   when the run ends any other way;
-    # - threaded: sync runs (invoke, stream) call the node; async runs (ainvoke, a
-    #   LangGraph server) run it on LATM's I/O threads, never on the event loop or
-    #   its small default pool (latm.effects).
+    # - twin: each node is written once as steps (latm.effects); sync runs (invoke,
+    #   stream) drive them on the calling thread, async runs (ainvoke, a LangGraph
+    #   server) await their async twins (models, store, leases) on the event loop
+    #   and run the sandbox on LATM's I/O threads.
     builder.add_node("dispatcher", twin(store_errors(reset=fresh_run)(dispatcher_steps)))
-    builder.add_node("propose", threaded(holds_lease(propose)))
-    builder.add_node("verify", threaded(holds_lease(verify)))
-    builder.add_node("review", threaded(holds_lease(store_errors()(review))))
-    builder.add_node("wrap", threaded(holds_lease(store_errors()(wrap))))
+    builder.add_node("propose", twin(holds_lease(propose_steps)))
+    builder.add_node("verify", twin(holds_lease(verify_steps)))
+    builder.add_node("review", twin(holds_lease(store_errors()(review_steps))))
+    builder.add_node("wrap", twin(holds_lease(store_errors()(wrap_steps))))
     builder.add_node("use", twin(use_steps))
 
     #  START ─► dispatcher ──hit─────────────────────────────────────► use ─► END

@@ -30,9 +30,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from latm.codeparse import ReplyError, defines_direct_entry, function_info
+from latm.effects import Steps, blocking, io, sync_node
 from latm.graph.context import Context
 from latm.graph.state import Best, Candidate, CaseReport, Making, ReviewUpdate, State
-from latm.leases import renew
+from latm.leases import arenew, renew
 from latm.nodes.common import (
     STALE_THREAD,
     ExampleSets,
@@ -181,7 +182,7 @@ def recheck(
     return result.report, result.direct, result.problem
 
 
-def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
+def review_steps(state: State, runtime: Runtime[Context]) -> Steps[ReviewUpdate]:
     """The ``review`` node: ask a person about the verified tool; nothing is stored here.
 
     Returns:
@@ -197,20 +198,17 @@ def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
     repo = get_repository(runtime, ctx)
     entry = best["entry"] or ""
     task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
-    if repo.made_by(task_type, making["make_id"]) is not None:
+    if (yield io(repo.made_by, repo.amade_by, task_type, making["make_id"])) is not None:
         # a run resumed after a crash that came after the write: wrap finds it
         return ReviewUpdate(making=making, verification=state.get("verification"))
     if lease := state.get("lease"):
         # a person may take longer than a maker: hold the lease through the review
         with repo.guard("holding the tool-making lease for the review"):
-            renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s, review=True)
-    decision = ask_reviewer(
-        best,
-        example_sets(state, ctx),
-        runtime,
-        ctx,
-        task_type=task_type,
-        version=repo.next_version(task_type),
+            ttl = ctx.review_ttl_s
+            yield io(renew, arenew, repo, lease, ctx, ttl_s=ttl, review=True)
+    version: int = yield io(repo.next_version, repo.anext_version, task_type)
+    decision = yield from ask_reviewer(
+        best, example_sets(state, ctx), runtime, ctx, task_type=task_type, version=version
     )
     if decision.error:
         return ReviewUpdate(error=decision.error)
@@ -226,6 +224,10 @@ def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
     return ReviewUpdate(
         making=Making(**{**making, "best": edited, "reviewed": "edited"}), verification=None
     )
+
+
+review = sync_node(review_steps)
+"""The ``review`` node as a plain function (``review(state, runtime)``)."""
 
 
 def edit_problem(report: list[CaseReport], unusable: str | None) -> str | None:
@@ -249,8 +251,10 @@ def ask_reviewer(
     *,
     task_type: str,
     version: int,
-) -> Decision:
+) -> Steps[Decision]:
     """Ask a person to approve, reject or edit the verified tool before it is stored.
+
+    As steps (:mod:`latm.effects`): an edit's re-check leaves the event loop.
 
     Args:
         best: The verified candidate.
@@ -311,7 +315,9 @@ def ask_reviewer(
         new_code = str(body["code"]).strip() + "\n"
         try:
             function_info(new_code, entry)
-            new_report, new_direct, unusable = recheck(new_code, entry, best["calls"], sets, ctx)
+            new_report, new_direct, unusable = yield blocking(
+                recheck, new_code, entry, best["calls"], sets, ctx
+            )
         except ReplyError as exc:
             problem, rejected_edit = f"the edited code cannot be used: {exc}", None
             continue

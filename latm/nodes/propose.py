@@ -19,13 +19,12 @@ that parses the question avoids: the portfolio covers both.)
 
 from __future__ import annotations
 
-import functools
-
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from latm.codeparse import Proposal, ReplyError, attach_direct_entry, parse_proposal
-from latm.deadline import DeadlineExceeded, call_within
+from latm.deadline import DeadlineExceeded
+from latm.effects import Steps, io, sync_node, within
 from latm.graph.context import Context
 from latm.graph.state import (
     Best,
@@ -39,7 +38,7 @@ from latm.graph.state import (
     VerifiedFunction,
     merge_usage,
 )
-from latm.llm import ModelError, invoke
+from latm.llm import ModelError, ainvoke, invoke
 from latm.nodes.common import (
     STALE_THREAD,
     emit,
@@ -231,8 +230,10 @@ def ask_maker(
     index: int,
     attempt: int,
     deadline_at: float | None,
-) -> tuple[list[tuple[str, str]], str, dict[str, TokenUsage], str | None]:
+) -> Steps[tuple[list[tuple[str, str]], str, dict[str, TokenUsage], str | None]]:
     """Send the user turns ``steps`` to the maker, one reply each (the I/O of ``propose``).
+
+    As steps (:mod:`latm.effects`): each maker call is awaited on async paths.
 
     Returns:
         The prompt as ``(role, text)`` pairs (earlier messages and the turns sent),
@@ -246,14 +247,9 @@ def ask_maker(
     for step, ask in enumerate(steps):
         messages.append(HumanMessage(ask))
         seed = attempt * 1000 + index * 10 + step if index else None
+        call = io(invoke, ainvoke, ctx, "maker", list(messages), temperature=temperature, seed=seed)
         try:
-            reply, used = call_within(
-                deadline_at,
-                "a maker call",
-                functools.partial(
-                    invoke, ctx, "maker", messages, temperature=temperature, seed=seed
-                ),
-            )
+            reply, used = yield within(deadline_at, "a maker call", call)
         except (ModelError, DeadlineExceeded) as exc:
             return prompt, "", usage, str(exc)
         usage = merge_usage(usage, used)
@@ -284,7 +280,7 @@ def read_reply(
     )
 
 
-def propose(state: State, runtime: Runtime[Context]) -> ProposeUpdate:
+def propose_steps(state: State, runtime: Runtime[Context]) -> Steps[ProposeUpdate]:
     """Ask the maker for one candidate tool, or for a fix of the round's best one.
 
     The first round shows the demos and the validation questions (with the
@@ -311,7 +307,7 @@ def propose(state: State, runtime: Runtime[Context]) -> ProposeUpdate:
         candidate=index,
         n_candidates=ctx.n_candidates,
     )
-    prompt, text, usage, error = ask_maker(
+    prompt, text, usage, error = yield from ask_maker(
         ctx, messages, steps, index=index, attempt=attempt, deadline_at=state.get("deadline_at")
     )
     if error is not None:
@@ -339,3 +335,7 @@ def propose(state: State, runtime: Runtime[Context]) -> ProposeUpdate:
             direct=candidate["direct"],
         )
     return ProposeUpdate(candidates=[candidate], usage=usage)
+
+
+propose = sync_node(propose_steps)
+"""The ``propose`` node as a plain function (``propose(state, runtime)``)."""

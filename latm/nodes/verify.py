@@ -32,6 +32,7 @@ from latm.answers import is_correct, normalize_answer
 from latm.checks import hardcoded
 from latm.codeparse import DIRECT_ENTRY, parse_module, without_function
 from latm.deadline import DeadlineExceeded, check
+from latm.effects import Steps, blocking, sync_node
 from latm.graph.context import Context
 from latm.graph.state import (
     Best,
@@ -604,13 +605,14 @@ def check_round(
     return evaluations, agreement, n_probes
 
 
-def verify(state: State, runtime: Runtime[Context]) -> VerifyUpdate:
+def verify_steps(state: State, runtime: Runtime[Context]) -> Steps[VerifyUpdate]:
     """Check the round's candidates and keep the best.
 
     Prepare (the round's candidates, the example sets), run the checks in the
     sandbox (:func:`check_round`), decide (:func:`decide`, pure), then write the
     round's events. When the last allowed round fails, the run ends with an
-    error and nothing is stored.
+    error and nothing is stored. The sandbox step leaves the event loop on async
+    paths (:mod:`latm.effects`).
     """
     making = state.get("making")
     if making is None:  # a thread an older LATM checkpointed: its working state is gone
@@ -623,7 +625,8 @@ def verify(state: State, runtime: Runtime[Context]) -> VerifyUpdate:
     verdict = decide_unchecked(candidates, making, sets, ctx)
     if verdict is None:
         try:
-            evaluations, agreement, n_probes = check_round(
+            evaluations, agreement, n_probes = yield blocking(
+                check_round,
                 candidates,
                 task=state.get("task") or "",
                 sets=sets,
@@ -643,6 +646,10 @@ def verify(state: State, runtime: Runtime[Context]) -> VerifyUpdate:
     if verdict.error is not None:
         update["error"] = verdict.error
     return update
+
+
+verify = sync_node(verify_steps)
+"""The ``verify`` node as a plain function (``verify(state, runtime)``)."""
 
 
 def _outputs(report: list[CaseReport], skip: set[str]) -> dict[str, str | None]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from langgraph.runtime import Runtime
 
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
+from latm.effects import Steps, io, sync_node
 from latm.graph.context import Context
 from latm.graph.state import Best, Example, State, ToolRef, WrapUpdate, cases_of
 from latm.nodes.common import (
@@ -68,12 +69,13 @@ def usage_demos(best: Best, validation: list[Example]) -> list[UsageDemo]:
     ]
 
 
-def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
+def wrap_steps(state: State, runtime: Runtime[Context]) -> Steps[WrapUpdate]:
     """Build the tool record (signature, docstring, usage demos, report) and store it.
 
     This is the only node that writes to the repository, and it runs only
     after verification passed (and, with ``require_approval``, after a person
-    approved it in the ``review`` node, see :mod:`latm.nodes.approval`).
+    approved it in the ``review`` node, see :mod:`latm.nodes.approval`). Its
+    repository reads and its one write are awaited on async paths.
     """
     making = state.get("making")
     best = making["best"] if making else None
@@ -83,11 +85,12 @@ def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
     repo = get_repository(runtime, ctx)
     entry = best["entry"] or ""
     task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
-    if (done := repo.made_by(task_type, making["make_id"])) is not None:
+    done = yield io(repo.made_by, repo.amade_by, task_type, making["make_id"])
+    if done is not None:
         # a run resumed after a crash that came after the write: its tool is stored
         emit(runtime, "wrap", "stored", tool=task_type, version=done.version, resumed=True)
         return _stored(done)
-    version = repo.next_version(task_type)
+    version: int = yield io(repo.next_version, repo.anext_version, task_type)
     if ctx.require_approval and not making["reviewed"]:
         # e.g. a review skipped by hand (update_state as the review node)
         return WrapUpdate(
@@ -99,7 +102,7 @@ def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
     except ReplyError as exc:
         return WrapUpdate(error=f"cannot wrap the verified tool: {exc}")
     try:
-        record = repo.put(record)  # one atomic write
+        record = yield io(repo.put, repo.aput, record)  # one atomic write
     except Exception as exc:  # the store is gone or refuses the write
         return WrapUpdate(error=f"cannot store the tool {task_type!r}: {type(exc).__name__}: {exc}")
     emit(
@@ -111,6 +114,10 @@ def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
         level=record.strength.level if record.strength else None,
     )
     return _stored(record)
+
+
+wrap = sync_node(wrap_steps)
+"""The ``wrap`` node as a plain function (``wrap(state, runtime)``)."""
 
 
 def tool_record(state: State, ctx: Context, *, task_type: str, version: int) -> ToolRecord:

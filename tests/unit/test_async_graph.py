@@ -77,7 +77,8 @@ def test_a_miss_makes_the_tool_and_answers_like_the_sync_path(make_context):
         assert async_out.get(key) == sync_out.get(key), key
     stored = ToolRepository(async_store, "default").get("word_sorting")
     assert stored is not None and stored.code.strip() == SORT_CODE.strip()
-    assert len(maker.calls) == 1 and len(user.calls) == 1
+    # both models were awaited (ainvoke), on the event loop's own thread
+    assert [kind for kind, _ in maker.calls + user.calls] == ["async", "async"]
     assert tickets(async_store) == []  # the lease went back when the tool was stored
 
 
@@ -224,3 +225,49 @@ def test_a_cancelled_async_run_gives_its_lease_back(make_context):
         ),
     )
     assert out["error"] is None and out["cache_hit"] is False  # the next request made it at once
+
+
+class LoopStore(InMemoryStore):
+    """A store that refuses a blocking call from an event loop, as a LangGraph server's does."""
+
+    def batch(self, ops: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return super().batch(ops)
+        raise AssertionError("a blocking store call on the event loop")
+
+
+def test_async_runs_never_block_the_event_loop_on_the_store(make_context):
+    store = LoopStore()
+    app = build_graph(store=store, checkpointer=InMemorySaver())
+    maker = tracked([maker_reply(SORT_CODE, VALIDATION_QS)] * 2)
+    question = EXAMPLES[30]
+    user = tracked([user_reply(HELD_OUT["input"]), user_reply(question["input"])])
+
+    async def scenario() -> list[dict[str, Any]]:
+        made = await app.ainvoke(
+            MAKE, {"configurable": {"thread_id": "make"}}, context=make_context(maker, user)
+        )
+        hit = await app.ainvoke(
+            {"task": question["input"], "task_type": "word_sorting"},
+            {"configurable": {"thread_id": "hit"}},
+            context=make_context(maker, user),
+        )
+        config = {"configurable": {"thread_id": "review-on-loop"}}
+        review_ctx = make_context(maker, user, require_approval=True)
+        again = {"examples": SIX, "task_type": "word_sorting_2", "make": True}
+        paused = await app.ainvoke(again, config, context=review_ctx)
+        assert paused["__interrupt__"]
+        approved = await app.ainvoke(
+            Command(resume={"action": "approve"}), config, context=review_ctx
+        )
+        return [made, hit, approved]
+
+    made, hit, approved = asyncio.run(scenario())
+    assert made["error"] is None and made["answer"] == HELD_OUT["target"]
+    assert hit["cache_hit"] is True and hit["answer"] == question["target"]
+    assert approved["error"] is None and approved["tool"]["task_type"] == "word_sorting_2"
+    tools = ToolRepository(store, "default")
+    assert tools.stats("word_sorting", 1).calls == 2 and tools.get("word_sorting_2") is not None
+    assert all(kind == "async" for kind, _ in maker.calls + user.calls)

@@ -72,6 +72,17 @@ def words_of(question: str) -> list[str]:
     return question.rsplit("List:", 1)[1].split("\n", 1)[0].split()
 
 
+class _Server(ThreadingHTTPServer):
+    """A threading HTTP server whose listen queue holds a burst of concurrent requests.
+
+    The standard library's queue holds 5: a server whose runs call the model at
+    once (async nodes) would see refused connections, which no real model server gives.
+    """
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeChat:
     """An OpenAI-compatible ``/v1/chat/completions`` with scripted replies, on loopback."""
 
@@ -124,7 +135,7 @@ class FakeChat:
             def log_message(self, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -55,12 +55,21 @@ PHASES = ("hit/llm", "hit/direct", "mix")
 
 @dataclass
 class Result:
-    """The outcome of one phase on one server."""
+    """The outcome of one phase on one server.
+
+    Attributes:
+        phase: Its name.
+        latencies: Seconds per run that came back (with an answer or an ``error``).
+        errors: One line per run that failed: an ``error``, a wrong answer, or no reply.
+        wall_s: The phase's wall time.
+        runs: How many runs were sent.
+    """
 
     phase: str
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    runs: int = 0
 
     @property
     def rate(self) -> float:
@@ -134,7 +143,7 @@ class Bench:
 
         inputs, context = self.phase_inputs(phase, server)
         client = get_client(url=server.url, timeout=self.timeout_s + 10)
-        result = Result(phase)
+        result = Result(phase, runs=len(inputs))
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(payload: dict[str, Any]) -> None:
@@ -186,9 +195,8 @@ def header() -> str:
 
 def row(server: Server, result: Result, concurrency: int) -> str:
     """One line of the single-server table."""
-    n = len(result.latencies) + len(result.errors)
     return (
-        f"{server.label:<8}{result.phase:<12}{n:>6}{concurrency:>6}{result.wall_s:>9.2f}"
+        f"{server.label:<8}{result.phase:<12}{result.runs:>6}{concurrency:>6}{result.wall_s:>9.2f}"
         f"{result.rate:>9.2f}{result.percentile(50):>9.0f}{result.percentile(90):>9.0f}"
         f"{len(result.errors):>7}"
     )

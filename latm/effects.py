@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.runtime import Runtime, get_runtime
@@ -200,14 +200,18 @@ class Twin(Runnable[In, Out], Generic[In, Out]):
 def twin(body: NodeSteps[R], name: str | None = None) -> Twin[Any, R]:
     """``body`` for ``add_node``: ``invoke`` drives it synchronously, ``ainvoke`` awaited.
 
-    Both read the node's runtime with LangGraph's public ``get_runtime``.
+    ``body`` returns its steps (a wrapper may also return a plain update, which
+    is passed on). Both paths read the node's runtime with LangGraph's public
+    ``get_runtime``.
     """
 
     def func(state: Any) -> R:
-        return drive(body(state, get_runtime(Context)))
+        steps: Any = body(state, get_runtime(Context))
+        return drive(steps) if isinstance(steps, Generator) else cast(R, steps)
 
     async def afunc(state: Any) -> R:
-        return await adrive(body(state, get_runtime(Context)))
+        steps: Any = body(state, get_runtime(Context))
+        return await adrive(steps) if isinstance(steps, Generator) else cast(R, steps)
 
     return Twin(func, afunc, name=name or node_name(body))
 

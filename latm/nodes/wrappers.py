@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, TypeVar, cast
 
 from langgraph.errors import GraphBubbleUp
@@ -139,8 +139,10 @@ def _steps_of(node: Callable[..., Any]) -> NodeSteps[Any]:
         return cast(NodeSteps[Any], node)
 
     def body(state: State, runtime: Runtime[Context]) -> Steps[Any]:
-        return node(state, runtime)
-        yield  # a generator with no step: the plain node runs whole
+        result = node(state, runtime)
+        if isinstance(result, Generator):  # a wrapper that passes a body's steps on
+            return (yield from result)
+        return result
 
     return body
 

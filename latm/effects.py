@@ -214,19 +214,3 @@ def twin(body: NodeSteps[R], name: str | None = None) -> Twin[Any, R]:
         return await adrive(steps) if isinstance(steps, Generator) else cast(R, steps)
 
     return Twin(func, afunc, name=name or node_name(body))
-
-
-def threaded(node: Callable[[Any, Runtime[Context]], R], name: str | None = None) -> Twin[Any, R]:
-    """A sync node for ``add_node`` whose async path runs it whole on LATM's I/O threads.
-
-    For a node that has no steps yet: its async runs leave the event loop and its
-    small default pool free, though its waits still hold a thread each.
-    """
-
-    def func(state: Any) -> R:
-        return node(state, get_runtime(Context))
-
-    async def afunc(state: Any) -> R:
-        return await offload(node, state, get_runtime(Context))
-
-    return Twin(func, afunc, name=name or node_name(node))

@@ -7,7 +7,7 @@
 
 Each takes a plain node or a node body written as steps (:mod:`latm.effects`) and
 gives the same kind. How a node runs on async paths is the builder's
-(:func:`latm.effects.twin`, :func:`latm.effects.threaded`).
+(:func:`latm.effects.twin`).
 """
 
 from __future__ import annotations

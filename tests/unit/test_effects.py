@@ -22,7 +22,6 @@ from latm.effects import (
     drive,
     io,
     sync_node,
-    threaded,
     twin,
     within,
 )
@@ -139,27 +138,6 @@ def test_the_node_is_one_span_in_traces_on_both_paths():
         spans = Spans()
         run(graph_of(body_of(Calls())), spans)
         assert spans.names.count("step") == 1, spans.names
-
-
-def test_a_threaded_node_runs_whole_off_the_loop_on_the_async_path():
-    seen: list[int] = []
-
-    def node(state: S, runtime: Runtime[Context]) -> dict[str, Any]:
-        assert isinstance(runtime.context, Context)
-        seen.append(threading.get_ident())
-        return {"x": state["x"] + 1}
-
-    builder = StateGraph(S, context_schema=Context)
-    builder.add_node("step", threaded(node))
-    builder.add_edge(START, "step")
-    graph = builder.compile()
-
-    async def main() -> tuple[dict[str, Any], int]:
-        return await graph.ainvoke({"x": 1}, context=Context()), threading.get_ident()
-
-    out, loop = asyncio.run(main())
-    assert out == {"x": 2} and seen[-1] != loop
-    assert graph.invoke({"x": 5}, context=Context()) == {"x": 6}
 
 
 def test_plain_node_functions_of_a_body_for_callers_outside_a_graph():

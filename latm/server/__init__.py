@@ -39,6 +39,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import AddableDict, ConfigurableFieldSpec
 from pydantic import BaseModel
@@ -86,7 +87,7 @@ serves the routes under ``/latm/c/{config}/`` that the playground calls once its
 configuration form is edited; their configuration is checked as a body's is."""
 
 
-class ServedGraph(Runnable[ServedInput, dict[str, Any]]):
+class ServedGraph(Runnable[Any, dict[str, Any]]):
     """The compiled graph with a fixed context, as LangServe serves it.
 
     ``invoke``/``batch`` return the graph's output; ``stream`` yields the
@@ -142,42 +143,45 @@ class ServedGraph(Runnable[ServedInput, dict[str, Any]]):
         ctx = dataclasses.replace(self.ctx, namespace=tenant).with_client_settings(configurable)
         return cast(RunnableConfig, rest), ctx
 
-    def _run(self, input: Any, config: RunnableConfig) -> dict[str, Any]:
-        config, ctx = self.run_args(config)
-        out = self.graph.invoke(graph_input(input), config, context=ctx)
+    def _run(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        graph_config, ctx = self.run_args(config)
+        out = self.graph.invoke(graph_input(input), graph_config, context=ctx)
         return {k: v for k, v in out.items() if k in OUTPUT_KEYS}
 
-    async def _arun(self, input: Any, config: RunnableConfig) -> dict[str, Any]:
-        config, ctx = self.run_args(config)
-        out = await self.graph.ainvoke(graph_input(input), config, context=ctx)
+    async def _arun(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        graph_config, ctx = self.run_args(config)
+        out = await self.graph.ainvoke(graph_input(input), graph_config, context=ctx)
         return {k: v for k, v in out.items() if k in OUTPUT_KEYS}
 
     def invoke(
-        self,
-        input: ServedInput | Mapping[str, Any],
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Run the graph once and return its output."""
         return self._call_with_config(self._run, input, config)
 
     async def ainvoke(
-        self,
-        input: ServedInput | Mapping[str, Any],
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Run the graph once and return its output."""
         return await self._acall_with_config(self._arun, input, config)
 
-    def _chunks(self, inputs: Iterator[Any], config: RunnableConfig) -> Iterator[AddableDict]:
-        config, ctx = self.run_args(config)
+    def _chunks(
+        self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Iterator[dict[str, Any]]:
+        # AddableDict chunks add up (+) to the output, for LangChain's stream_log and tracers
+        graph_config, ctx = self.run_args(config)
         output: dict[str, Any] = {}
         modes: Any = ["custom", "values"]
         mode: str
         chunk: Any
         for value in inputs:
-            stream = self.graph.stream(graph_input(value), config, context=ctx, stream_mode=modes)
+            stream = self.graph.stream(
+                graph_input(value), graph_config, context=ctx, stream_mode=modes
+            )
             for mode, chunk in stream:
                 if mode == "custom":
                     yield AddableDict(event=chunk)
@@ -186,15 +190,20 @@ class ServedGraph(Runnable[ServedInput, dict[str, Any]]):
         yield AddableDict(output)
 
     async def _achunks(
-        self, inputs: AsyncIterator[Any], config: RunnableConfig
-    ) -> AsyncIterator[AddableDict]:
-        config, ctx = self.run_args(config)
+        self,
+        inputs: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[dict[str, Any]]:
+        graph_config, ctx = self.run_args(config)
         output: dict[str, Any] = {}
         modes: Any = ["custom", "values"]
         mode: str
         chunk: Any
         async for value in inputs:
-            stream = self.graph.astream(graph_input(value), config, context=ctx, stream_mode=modes)
+            stream = self.graph.astream(
+                graph_input(value), graph_config, context=ctx, stream_mode=modes
+            )
             async for mode, chunk in stream:
                 if mode == "custom":
                     yield AddableDict(event=chunk)
@@ -203,19 +212,13 @@ class ServedGraph(Runnable[ServedInput, dict[str, Any]]):
         yield AddableDict(output)
 
     def stream(
-        self,
-        input: ServedInput | Mapping[str, Any],
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
         """Yield ``{"event": ...}`` per progress event, then the output (one chunk)."""
         yield from self._transform_stream_with_config(iter([input]), self._chunks, config)
 
     async def astream(
-        self,
-        input: ServedInput | Mapping[str, Any],
-        config: RunnableConfig | None = None,
-        **kwargs: Any,
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield ``{"event": ...}`` per progress event, then the output (one chunk)."""
 
@@ -302,7 +305,9 @@ def client_configs(body: Any, config_hash: str | None = None) -> list[Mapping[st
 
         try:
             configs.append(
-                json.loads(LZString.decompressFromEncodedURIComponent(config_hash) or "null")
+                json.loads(
+                    cast(Any, LZString).decompressFromEncodedURIComponent(config_hash) or "null"
+                )
             )
         except Exception:  # hostile text: any failure of the decoder is a bad request
             raise SettingsError("the config in the URL cannot be read") from None

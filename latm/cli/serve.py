@@ -18,9 +18,9 @@ def register(subparsers: Any) -> None:
         help="serve the graph over HTTP (LangServe)",
         description="Serve LATM as a stateless REST API with LangServe: POST /latm/invoke, "
         "/latm/batch and /latm/stream (progress events, then the output), a playground at "
-        "/latm/playground/ and GET /healthz. Tools are kept in the local repository "
-        "(--store). For threads, human approval and LangGraph Studio run 'langgraph dev' "
-        "in the repository instead.",
+        "/latm/playground/ and GET /healthz. Tools are kept in LATM_DATABASE_URL's database, "
+        "else the local repository (--store). For threads, human approval and LangGraph "
+        "Studio run 'langgraph dev' in the repository instead.",
     )
     parser.add_argument(
         "--langserve",
@@ -42,8 +42,8 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
+    from latm.backends import backend_for
     from latm.cli import run as cli_run
-    from latm.repository import default_store_path
 
     if not args.langserve:
         raise UserError(
@@ -68,12 +68,13 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError(
             f"the server needs the 'server' extra: pip install 'latm[server]' ({exc})"
         ) from exc
-    except ValueError as exc:  # e.g. human approval asked of a stateless server
+    except ValueError as exc:  # human approval asked of a stateless server, a dead database
         raise UserError(str(exc)) from exc
+    backend = backend_for(ctx)  # opened (once per process) by create_app
     err_console.print(
         f"[bold]LATM[/] LangServe at http://{args.host}:{args.port}/latm "
         f"(playground: /latm/playground/, health: /healthz); "
-        f"tools in {ctx.store_path or default_store_path()}, namespace {ctx.namespace!r}"
+        f"tools in {backend.kind} {backend.where}, namespace {ctx.namespace!r}"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

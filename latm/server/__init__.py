@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.utils import AddableDict, ConfigurableFieldSpec
+from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
@@ -172,7 +172,8 @@ class ServedGraph(Runnable[Any, dict[str, Any]]):
     def _chunks(
         self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> Iterator[dict[str, Any]]:
-        # AddableDict chunks add up (+) to the output, for LangChain's stream_log and tracers
+        # the run's output (tracers, stream_log's final_output) is the last chunk: events
+        # do not add up (+), so LangChain keeps the last one
         graph_config, ctx = self.run_args(config)
         output: dict[str, Any] = {}
         modes: Any = ["custom", "values"]
@@ -184,10 +185,10 @@ class ServedGraph(Runnable[Any, dict[str, Any]]):
             )
             for mode, chunk in stream:
                 if mode == "custom":
-                    yield AddableDict(event=chunk)
+                    yield {"event": chunk}
                 else:
                     output = {k: v for k, v in chunk.items() if k in OUTPUT_KEYS}
-        yield AddableDict(output)
+        yield output
 
     async def _achunks(
         self,
@@ -206,10 +207,10 @@ class ServedGraph(Runnable[Any, dict[str, Any]]):
             )
             async for mode, chunk in stream:
                 if mode == "custom":
-                    yield AddableDict(event=chunk)
+                    yield {"event": chunk}
                 else:
                     output = {k: v for k, v in chunk.items() if k in OUTPUT_KEYS}
-        yield AddableDict(output)
+        yield output
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

@@ -10,8 +10,8 @@ with plain types and defaults (an empty ``task_type`` means "not known"), which
 One schema serves as the output schema of ``invoke`` and of each ``stream``
 chunk (LangServe advertises one): :func:`output_model` is the graph's output
 with one more field, ``event``, set on progress chunks only. A stream is
-``{"event": {...}}`` chunks, then the whole output as its last chunk; the chunks
-add up (``+``) to the output.
+``{"event": {...}}`` chunks, then the whole output as its last chunk (which
+LangChain's ``stream_log`` and tracers report as the run's output).
 """
 
 from __future__ import annotations

@@ -1,34 +1,40 @@
 """LATM behind LangServe: a FastAPI app exposing the graph as a REST runnable.
 
 ``create_app(ctx)`` mounts the compiled graph at ``/latm`` with LangServe's
-``add_routes`` (``invoke``, ``batch``, ``stream``, ``stream_log``,
-``stream_events``, schemas and a playground) and adds ``/healthz``. Clients use
+``add_routes`` (``invoke``, ``batch``, ``stream``, ``stream_log``, schemas, the
+config-in-URL routes and a playground) and adds ``/healthz``. Clients use
 ``langserve.RemoteRunnable("http://127.0.0.1:8000/latm")``.
 
-It is a **stateless** adapter: LangServe drops ``thread_id`` and injects no
-store, so the graph is compiled here with the local SQLite repository
-(``ctx.store_path``) and no checkpointer; human approval, which needs to pause
-and resume a thread, is not available through it (use the LangGraph server).
-Every run gets the server's context (its environment and ``latm serve``
-options) with two things of the request's own:
+It is a **stateless** adapter: the graph is compiled with the store of the
+context's backend (``LATM_DATABASE_URL``, else the local SQLite file, see
+:func:`latm.backends.backend_for`) and no checkpointer, so threads and human
+approval (which pauses and resumes a thread) are not available through it (use
+the LangGraph server). Every run gets the server's context (its environment and
+``latm serve`` options) with two things of the request's own:
 
 * its **tenant**: with API keys in ``LATM_API_KEYS`` (``tenant:key`` pairs, as
   for the LangGraph server, see :mod:`latm.auth`) a request must present one
   (``x-api-key`` or ``Authorization: Bearer``) and its tools live in its key's
   namespace; without keys every client shares the server's namespace, which the
   app logs at start-up;
-* its **run settings** in ``config.configurable`` (``max_attempts``,
-  ``exec_timeout_s``, ... within the server's bounds); any other setting (a
-  model endpoint, the executor, the namespace, ...) is refused with HTTP 403,
-  a bad value with 422, both with a readable ``message``.
+* its **run settings** in ``config.configurable``: exactly those the config
+  schema lists (``max_attempts``, ``exec_timeout_s``, ... within the server's
+  bounds). Nothing else there is ignored: a thread, checkpoint or approval key
+  is refused with HTTP 422 (stateless), a deployment or identity setting (a
+  model endpoint, the executor, the namespace, ...) with 403, an unknown key or
+  a bad value with 422, each with a ``message`` naming the key. The config of
+  the playground's ``/latm/c/{config}/...`` routes is checked the same way.
 
-A request whose input does not fit the input schema is answered
-with HTTP 422 and a readable ``message``; a well-formed request that LATM cannot
-serve (no fitting tool, a tool that fails, ...) is answered with HTTP 200 and
-``error`` set in the output, as the graph answers everywhere.
+The input schema is :class:`~latm.server.schema.ServedInput` (no nullable
+field, so the playground's form renders). A request whose input does not fit it
+is answered with HTTP 422 and a readable ``message``; a well-formed request that
+LATM cannot serve (no fitting tool, a tool that fails, ...) is answered with
+HTTP 200 and ``error`` set in the output, as the graph answers everywhere.
 
 ``stream`` sends each node's progress event as it happens (``{"event": {...}}``,
-the events the CLI shows) and then the output (``{"output": {...}}``).
+the events the CLI shows) and then the output as the last chunk; every chunk,
+and ``invoke``'s output, fits the one output schema
+(:func:`~latm.server.schema.output_model`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ skips with a message, except under CI (``CI`` set), where it fails.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -83,9 +84,17 @@ def test_the_playground_renders_its_form_and_runs_a_task_to_its_answer(
         # the form is drawn from the input and config schemas (a nullable field blanks it)
         field(page, "task").wait_for()
         assert field(page, "max_attempts").input_value() == "3"  # the honoured settings
+        # an edited setting: the page reloads the input schema from /latm/c/{config}/
+        with page.expect_response(lambda r: "/latm/c/" in r.url and "input_schema" in r.url) as got:
+            field(page, "max_attempts").fill("2")
+        assert got.value.status == 200
+        field(page, "task").wait_for()
         field(page, "task").fill(question["input"])
         field(page, "task_type").fill("word_sorting")
-        page.get_by_role("button", name="Start").click()
+        with page.expect_request(lambda r: r.url.endswith("/stream_log")) as sent:
+            page.get_by_role("button", name="Start").click()
+        body = json.loads(sent.value.post_data or "{}")
+        assert body["config"]["configurable"]["max_attempts"] == 2
 
         output = page.locator("h2", has_text="Output").locator("xpath=following-sibling::div[1]")
         output.get_by_text(f'"answer": "{question["target"]}"').wait_for()

@@ -50,7 +50,7 @@ def _env(work: Path, chat: FakeChat) -> dict[str, str]:
         LATM_N_CANDIDATES="1",
         LATM_DIRECT_ENTRY="1",
         LATM_MAX_RETRIES="0",
-        LATM_LEASE_WAIT="60",
+        LATM_LEASE_WAIT_S="60",
         LATM_EXECUTOR=os.environ.get("LATM_EXECUTOR", "auto"),
         LANGSMITH_TRACING="false",
         NO_PROXY="127.0.0.1,localhost",

@@ -110,10 +110,7 @@ class BenchOptions:
 
 def model_label(ctx: Context, role: Role) -> str:
     """The name of a role's model: its configured name, or the injected object's class."""
-    injected = ctx.maker_llm if role == "maker" else ctx.user_llm
-    if injected is not None:
-        return type(injected).__name__
-    return ctx.maker_model if role == "maker" else ctx.user_model
+    return ctx.model(role).label
 
 
 def graph_settings(ctx: Context) -> dict[str, Any]:

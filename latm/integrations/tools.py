@@ -334,6 +334,14 @@ def _field_name(name: str, taken: set[str]) -> str:
 def _description(record: ToolRecord) -> str:
     head = record.description.strip() or f"Solves {record.task_type.replace('_', ' ')} problems."
     parts = [head, f"Python signature: {record.signature}"]
+    strength = record.strength
+    if strength is not None and strength.level == "weak":
+        # stored under LATM_WEAK_TOOLS=store: an agent must know its answers may be luck
+        parts.insert(
+            0,
+            "WEAKLY VERIFIED: its examples could not rule out a lucky pass "
+            f"(chance {strength.lucky_pass:.2g}); double-check its answers.",
+        )
     rest = record.docstring.strip().split("\n\n", 1)
     if len(rest) > 1 and rest[1].strip():
         parts.append(" ".join(rest[1].split())[:400])

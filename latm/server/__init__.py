@@ -43,12 +43,12 @@ import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from langserve.server import EndpointName
@@ -93,6 +93,17 @@ serves the routes under ``/latm/c/{config}/`` that the playground calls once its
 configuration form is edited; their configuration is checked as a body's is."""
 
 
+def setting_annotation(f: dataclasses.Field[Any], upper: float | None) -> Any:
+    """The config schema's type of a run setting: its choices, or its type and range."""
+    choices = f.metadata.get("choices")
+    if choices:
+        return Literal[tuple(choices)]
+    like = f.metadata["type"]
+    extra = {"minimum": f.metadata.get("lower"), "maximum": None if upper is None else like(upper)}
+    extra = {k: v for k, v in extra.items() if v is not None and like is not bool}
+    return Annotated[like, Field(json_schema_extra=extra)] if extra else like
+
+
 class ServedGraph(Runnable[Any, dict[str, Any]]):
     """The compiled graph with a fixed context, as LangServe serves it.
 
@@ -119,11 +130,17 @@ class ServedGraph(Runnable[Any, dict[str, Any]]):
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
-        """The run settings a client may send in ``config.configurable``: all it may send."""
+        """The run settings a client may send in ``config.configurable``: all it may send.
+
+        Each with its type (its choices as an enum), the deployment's value as
+        default, and its range as the schema's ``minimum``/``maximum`` (checked
+        by :meth:`Context.with_client_settings`, which names the bound).
+        """
+        bounds = self.ctx.bounds()
         return [
             ConfigurableFieldSpec(
                 id=f.name,
-                annotation=f.metadata["type"],
+                annotation=setting_annotation(f, bounds.get(f.name)),
                 name=f.name,
                 description=f.metadata["description"],
                 default=getattr(self.ctx, f.name),

@@ -255,6 +255,17 @@ def test_config_schema_lists_exactly_the_settings_a_run_may_send(tmp_path):
     assert set(fields) == {f.name for f in RUN_FIELDS} and "max_attempts" in fields
     assert "require_approval" not in fields and "thread_id" not in fields
     assert "null" not in schema_types(schema)
+    # types, choices and ranges as the deployment has them (paper_context: the defaults)
+    assert fields["max_attempts"] | {"description": ""} == {
+        "default": 3,
+        "description": "",
+        "minimum": 1,
+        "maximum": 10,
+        "title": "max_attempts",
+        "type": "integer",
+    }
+    assert fields["dispatch"]["enum"] == ["embedding", "llm"]
+    assert fields["direct_entry"]["type"] == "boolean" and "maximum" not in fields["direct_entry"]
 
 
 def test_an_unreadable_config_in_the_url_is_a_client_error(tmp_path):

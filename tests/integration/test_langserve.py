@@ -251,3 +251,32 @@ def test_a_well_formed_request_latm_cannot_serve_is_http_200_with_an_error(langs
     assert reply.json()["output"]["error"] == (
         "invalid request: the request has no 'task' (and no 'examples' to make a tool from)"
     )
+
+
+def test_the_server_keeps_its_tools_where_the_database_url_says(
+    fake_openai, fake, pg_url, tmp_path
+):
+    """``LATM_DATABASE_URL`` (PostgreSQL here) is the served repository, not ``--store``."""
+    from latm.backends import open_backend
+
+    from .conftest import executable, free_port, server_env
+
+    port = free_port()
+    env = server_env(fake_openai, tmp_path)
+    env["LATM_DATABASE_URL"] = pg_url
+    argv = [executable("latm"), "serve", "--langserve", "--port", str(port)]
+    argv += ["--log-level", "warning"]
+    server = ServerProcess(argv, env, tmp_path, f"http://127.0.0.1:{port}")
+    try:
+        server.wait_ready("/healthz")
+        fake.script("maker", [maker_reply(SORT_CODE, VALIDATION_QS)])
+        out = RemoteRunnable(f"{server.url}/latm", timeout=120).invoke(
+            {"examples": DEMOS_AND_VALIDATION, "task_type": "word_sorting"}
+        )
+    finally:
+        server.stop()
+
+    assert out["error"] is None, out
+    record = ToolRepository(open_backend(pg_url).store).get("word_sorting")
+    assert record is not None and record.version == 1
+    assert not (tmp_path / "tools.sqlite").exists()  # LATM_STORE_PATH was not used

@@ -42,6 +42,7 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.backends import backend_for
     from latm.cli import run as cli_run
 
@@ -56,6 +57,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        # lazy: `latm --help` loads no graph, store or model code
         from latm.server import create_app
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise UserError(

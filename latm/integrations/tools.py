@@ -23,11 +23,12 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from latm.backends import BackendError, backend_for
 from latm.codeparse import parse_expression, parse_module
 from latm.graph.context import Context
-from latm.lifecycle import retired
 from latm.repository import RepositoryError, ToolRecord, ToolRepository
 from latm.sandbox import ExecLimits, Executor, SandboxUnavailableError, get_executor
+from latm.usage import retired
 
 log = logging.getLogger(__name__)
 
@@ -507,8 +508,6 @@ def configured_repository(context: Context) -> ToolRepository:
     Raises:
         RepositoryError: The configured database cannot be opened.
     """
-    from latm.backends import BackendError, backend_for
-
     try:
         return ToolRepository(backend_for(context).store, context.namespace)
     except BackendError as exc:

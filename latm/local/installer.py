@@ -662,7 +662,7 @@ def smoke_test(paths: LocalPaths, console: Console) -> dict[str, Probe]:
         LocalError: If a model cannot serve: the install cannot serve, said with the
             diagnosis (how the server died and its last log lines).
     """
-    from latm.local.server import default_threads, server_env
+    from latm.local.server import default_threads, server_env  # cycle: server imports us
 
     log = paths.log_dir / "smoke-test.log"
     threads = default_threads()

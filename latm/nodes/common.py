@@ -8,6 +8,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 
 from latm.auth import tenant_of_user
+from latm.backends import BackendError, backend_for
 from latm.graph.context import Context, context_of
 from latm.graph.state import Candidate, Example, State
 from latm.repository import RepositoryError, ToolRepository
@@ -52,8 +53,6 @@ def get_repository(runtime: Runtime[Context], ctx: Context) -> ToolRepository:
     tenant = get_tenant(runtime, ctx)
     if runtime.store is not None:
         return ToolRepository(runtime.store, tenant)
-    from latm.backends import BackendError, backend_for
-
     try:
         return ToolRepository(backend_for(ctx).store, tenant)
     except BackendError as exc:

@@ -14,13 +14,14 @@ from pydantic import BaseModel, Field
 from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
 from latm.graph.state import Example, RouteInfo, State
-from latm.lifecycle import claim, retired, usable
+from latm.leases import claim
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 from latm.routing import decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
+from latm.usage import retired, usable
 
 
 class DispatchChoice(BaseModel):

@@ -16,8 +16,9 @@ from langserve import RemoteRunnable
 from langserve.lzstring import LZString
 
 import latm.graph  # noqa: F401  (first: importing latm.repository alone is circular)
+from latm.backends import open_local_store
 from latm.graph.state import OutputState
-from latm.repository import ToolRepository, open_local_store
+from latm.repository import ToolRepository
 from latm.server import RUN_FIELDS
 
 from ..unit.scripted import SORT_CODE, bbh, maker_reply, user_reply

@@ -289,7 +289,7 @@ def test_a_dead_sandbox_is_a_clear_tool_error(repo):
 
 def test_without_a_repository_the_configured_one_is_used(monkeypatch, tmp_path):
     """As the CLI: LATM_STORE_PATH (set by the unit tests' conftest) and LATM_NAMESPACE."""
-    from latm.repository import open_local_store
+    from latm.backends import open_local_store
 
     store_tool(
         ToolRepository(open_local_store(os.environ["LATM_STORE_PATH"]), "team"),
@@ -368,7 +368,7 @@ def test_an_async_agent_calls_the_tools_off_its_event_loop(repo):
 
 
 def test_a_tool_the_graph_made_is_callable_by_an_agent(make_context):
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
 
     from .scripted import SORT_CODE, bbh, maker_reply
 

@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.memory import InMemoryStore
 
-from latm.graph import build_graph
+from latm.graph.builder import build_graph
 from latm.graph.context import (
     RUN,
     Context,

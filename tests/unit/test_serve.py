@@ -125,7 +125,8 @@ def test_langserve_tenants_come_from_api_keys_and_see_only_their_tools(tmp_path)
     ask = {"input": {"task": EXAMPLES[20]["input"], "task_type": "word_sorting"}}
     bob = client.post("/latm/invoke", json=ask, headers={"Authorization": f"Bearer {KEY_B}"})
     assert "no tool for task type 'word_sorting'" in bob.json()["output"]["error"]
-    from latm.repository import ToolRepository, open_local_store
+    from latm.backends import open_local_store
+    from latm.repository import ToolRepository
 
     store = open_local_store(str(tmp_path / "t.sqlite"))
     assert ToolRepository(store, "alice").get("word_sorting") is not None
@@ -287,7 +288,8 @@ def test_the_app_stores_tools_where_the_database_url_says(tmp_path):
     reply = TestClient(create_app(ctx)).post("/latm/invoke", json=make_request())
     assert reply.json()["output"]["error"] is None, reply.text
 
-    from latm.repository import ToolRepository, open_local_store
+    from latm.backends import open_local_store
+    from latm.repository import ToolRepository
 
     assert ToolRepository(open_local_store(str(url_file))).get("word_sorting") is not None
     assert not (tmp_path / "store-path.sqlite").exists()

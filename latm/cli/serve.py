@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
     # lazy: `latm --help` loads no graph, store or model code
+    from latm.auth import API_KEYS_ENV, load_api_keys
     from latm.backends import backend_for
     from latm.cli import run as cli_run
 
@@ -73,10 +74,17 @@ def handle(args: argparse.Namespace) -> int:
     except ValueError as exc:  # human approval asked of a stateless server, a dead database
         raise UserError(str(exc)) from exc
     backend = backend_for(ctx)  # opened (once per process) by create_app
+    # create_app read LATM_API_KEYS already (a malformed value stopped it)
+    tenants = sorted(set(load_api_keys().values()))
+    where = (
+        f"one namespace per API key's tenant ({', '.join(map(repr, tenants))})"
+        if tenants
+        else f"namespace {ctx.namespace!r} (no {API_KEYS_ENV}: every caller shares it)"
+    )
     err_console.print(
         f"[bold]LATM[/] LangServe at http://{args.host}:{args.port}/latm "
         f"(playground: /latm/playground/, health: /healthz); "
-        f"tools in {backend.kind} {backend.where}, namespace {ctx.namespace!r}"
+        f"tools in {backend.kind} {backend.where}, {where}"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -48,6 +48,24 @@ def test_serve_runs_uvicorn_on_loopback_with_the_app(monkeypatch, endpoints, tmp
     assert store.exists()  # the graph is compiled with this SQLite repository
 
 
+def test_serve_names_the_tenants_when_api_keys_decide_the_namespace(
+    monkeypatch, endpoints, tmp_path, capsys
+):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    store = str(tmp_path / "served.sqlite")
+    assert main(["--store", store, "serve", "--langserve"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "namespace 'default' (no LATM_API_KEYS: every caller shares it)" in err
+
+    monkeypatch.setenv("LATM_API_KEYS", f"alice:{'a' * 32},bob:{'b' * 32}")
+    assert main(["--store", store, "serve", "--langserve"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "one namespace per API key's tenant ('alice', 'bob')" in err
+    assert "'default'" not in err
+
+
 def test_serve_refuses_human_approval(monkeypatch, endpoints, capsys):
     monkeypatch.setenv("LATM_REQUIRE_APPROVAL", "1")
     assert main(["serve", "--langserve"]) == 2

@@ -54,7 +54,6 @@ from typing import Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.runnables import RunnableLambda
 from langgraph.errors import GraphBubbleUp
 from langgraph.runtime import Runtime, get_runtime
 
@@ -62,6 +61,7 @@ from latm.graph.context import Context
 from latm.graph.state import Example, State
 from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats, UseStatus
 from latm.sandbox import ExecResult
+from latm.tracing import NodeFunctions
 
 log = logging.getLogger(__name__)
 
@@ -796,16 +796,17 @@ def on_own_threads(node: Node) -> Callable[[State], Awaitable[dict[str, Any]]]:
     return run
 
 
-def waiting_node(node: Node) -> RunnableLambda[State, dict[str, Any]]:
+def waiting_node(node: Node) -> NodeFunctions[State, dict[str, Any]]:
     """``node`` for ``add_node``: sync runs call it, async runs use :func:`on_own_threads`.
 
-    LangGraph's public node API takes one callable; LangChain's ``RunnableLambda``
-    pairs a sync function with its async twin. Both read the node's runtime with
-    LangGraph's public ``get_runtime``.
+    LangGraph's public node API takes one callable; :class:`~latm.tracing.NodeFunctions`
+    pairs a sync function with its async twin without a span of its own (the node
+    is one span in traces). Both read the node's runtime with LangGraph's public
+    ``get_runtime``.
     """
 
     @functools.wraps(node)
     def run(state: State) -> dict[str, Any]:
         return node(state, get_runtime(Context))
 
-    return RunnableLambda(run, afunc=on_own_threads(node), name=node.__name__)
+    return NodeFunctions(run, on_own_threads(node), name=node.__name__)

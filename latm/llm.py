@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ValidationError
 
 from latm.graph.context import Context
@@ -101,8 +102,11 @@ def invoke(
     *,
     temperature: float | None = None,
     seed: int | None = None,
+    config: RunnableConfig | None = None,
 ) -> tuple[AIMessage, dict[str, TokenUsage]]:
     """Call the ``role`` model once (``temperature``/``seed`` as in :func:`build_model`).
+
+    ``config`` is the call's tags and metadata (:func:`latm.tracing.call_config`).
 
     Returns:
         The reply and the usage update for the state (``{role: usage}``).
@@ -112,7 +116,7 @@ def invoke(
     """
     model = build_model(ctx, role, temperature=temperature, seed=seed)
     try:
-        reply = model.invoke(list(messages))
+        reply = model.invoke(list(messages), config=config)
     except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
         raise ModelError(_describe(role, ctx, exc)) from exc
     if not isinstance(reply, AIMessage):
@@ -136,9 +140,15 @@ _JSON = re.compile(r"\{.*\}", re.DOTALL)
 
 
 def invoke_structured(
-    ctx: Context, role: Role, messages: Sequence[BaseMessage], schema: type[M]
+    ctx: Context,
+    role: Role,
+    messages: Sequence[BaseMessage],
+    schema: type[M],
+    config: RunnableConfig | None = None,
 ) -> tuple[M | None, dict[str, TokenUsage]]:
     """Call the ``role`` model for a reply of the shape ``schema``.
+
+    ``config`` is the call's tags and metadata (:func:`latm.tracing.call_config`).
 
     A ``ChatOpenAI`` model is asked for JSON-schema structured output; any
     other model is called plainly. Either way the JSON object in the reply's
@@ -155,7 +165,7 @@ def invoke_structured(
     if type(model).__name__ == "ChatOpenAI":
         runnable = model.with_structured_output(schema, method="json_schema", include_raw=True)
     try:
-        out = runnable.invoke(list(messages))
+        out = runnable.invoke(list(messages), config=config)
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
     raw = out["raw"] if isinstance(out, dict) else out

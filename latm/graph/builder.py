@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
@@ -9,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from latm.chat import chat_turn
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
 from latm.lifecycle import GUARD, holds_lease, store_errors, waiting_node
@@ -17,6 +19,7 @@ from latm.nodes.approval import review
 from latm.nodes.common import get_context
 from latm.nodes.dispatcher import fresh_run
 from latm.nodes.verify import passed
+from latm.tracing import TAG, node_metadata
 
 
 def to_propose(state: State, runtime: Runtime[Context]) -> list[Send]:
@@ -58,6 +61,10 @@ def route_wrap(state: State) -> str:
     return "stored" if (state.get("task") or "").strip() else "made"
 
 
+def _add_node(builder: StateGraph[Any, Any, Any, Any], name: str, node: Any) -> None:
+    builder.add_node(name, node, metadata=node_metadata(name))
+
+
 LATMGraph = CompiledStateGraph[State, Context, InputState, OutputState]
 
 
@@ -85,12 +92,15 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     # - holds_lease: renews the run's tool-making lease, or releases it when the
     #   node ends the making (stores a tool or fails). GUARD (below) releases it
     #   when the run ends any other way.
-    builder.add_node("dispatcher", waiting_node(store_errors(reset=fresh_run)(dispatcher)))
-    builder.add_node("propose", holds_lease(propose))
-    builder.add_node("verify", holds_lease(verify))
-    builder.add_node("review", holds_lease(store_errors()(review)))
-    builder.add_node("wrap", holds_lease(store_errors()(wrap)))
-    builder.add_node("use", use)
+    # - chat_turn: the last human message is the task, the answer an AI message;
+    # - node_metadata: each node's span names it (and its model's role) for tracers.
+    add = functools.partial(_add_node, builder)
+    add("dispatcher", waiting_node(chat_turn(store_errors(reset=fresh_run)(dispatcher))))
+    add("propose", holds_lease(propose))
+    add("verify", chat_turn(holds_lease(verify)))
+    add("review", chat_turn(holds_lease(store_errors()(review))))
+    add("wrap", chat_turn(holds_lease(store_errors()(wrap))))
+    add("use", chat_turn(use))
 
     #  START ─► dispatcher ──hit─────────────────────────────────────► use ─► END
     #               ├──stop──► END                                stored ▲
@@ -119,7 +129,7 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder.add_edge("use", END)
     compile_kwargs.setdefault("name", "LATM")
     # the lease guard releases a tool-making lease when the run ends, however it ends
-    return builder.compile(**compile_kwargs).with_config(callbacks=[GUARD])
+    return builder.compile(**compile_kwargs).with_config(callbacks=[GUARD], tags=[TAG])
 
 
 graph = build_graph()

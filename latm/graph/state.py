@@ -15,6 +15,8 @@ from langgraph.graph.message import add_messages
 from pydantic import Field
 from typing_extensions import TypedDict
 
+from latm.chat import ChatState
+
 Role = Literal["maker", "user"]
 
 
@@ -190,7 +192,7 @@ def merge_usage(
     return merged
 
 
-class InputState(TypedDict, total=False):
+class InputState(ChatState, total=False):
     """What a caller sends.
 
     Attributes:
@@ -232,7 +234,7 @@ class InputState(TypedDict, total=False):
     ]
 
 
-class OutputState(TypedDict, total=False):
+class OutputState(ChatState, total=False):
     """What a caller gets back.
 
     Attributes:

@@ -21,6 +21,7 @@ from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 from latm.routing import decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
+from latm.tracing import call_config
 
 
 class DispatchChoice(BaseModel):
@@ -267,7 +268,9 @@ def _ask_model(
         choice, usage = call_within(
             deadline_at,
             "the dispatcher's model call",
-            lambda: invoke_structured(ctx, "user", messages, DispatchChoice),
+            lambda: invoke_structured(
+                ctx, "user", messages, DispatchChoice, call_config("user", "dispatcher")
+            ),
         )
     except DeadlineExceeded as exc:
         raise ModelError(str(exc)) from exc

@@ -54,6 +54,7 @@ from latm.prompts import (
     RETRY_SOLVE,
     WRITE_INSTRUCTIONS,
 )
+from latm.tracing import call_config
 
 MAX_FAILURES_SHOWN = 5
 
@@ -242,7 +243,19 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 state.get("deadline_at"),
                 "a maker call",
                 functools.partial(
-                    invoke, ctx, "maker", messages, temperature=temperature, seed=seed
+                    invoke,
+                    ctx,
+                    "maker",
+                    messages,
+                    temperature=temperature,
+                    seed=seed,
+                    config=call_config(
+                        "maker",
+                        "propose",
+                        task_type=state.get("task_type"),
+                        candidate=index,
+                        attempt=attempt,
+                    ),
                 ),
             )
         except (ModelError, DeadlineExceeded) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from latm.answers import normalize_answer
@@ -17,6 +18,7 @@ from latm.nodes.common import emit, get_context, get_limits, get_tenant, get_too
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
 from latm.sandbox import SandboxUnavailableError
+from latm.tracing import call_config
 
 
 def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         messages.append(AIMessage(USE_CALL.format(call=demo.call)))
     messages.append(HumanMessage(USE_USER.format(question=task)))
     try:
-        reply, usage = invoke(ctx, "user", messages)
+        reply, usage = invoke(ctx, "user", messages, config=use_call_config(state, record))
     except ModelError as exc:
         return {"error": str(exc)}
     text = reply.content if isinstance(reply.content, str) else str(reply.content)
@@ -84,3 +86,14 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     answer = normalize_answer(result.value, task)
     emit(runtime, "use", "answer", answer=answer, path="llm")
     return {"usage": usage, "answer": answer, "path": "llm"}
+
+
+def use_call_config(state: State, record: ToolRecord) -> RunnableConfig:
+    """The tags and metadata of the user model's call of ``record`` (see :mod:`latm.tracing`)."""
+    return call_config(
+        "user",
+        "use",
+        task_type=record.task_type,
+        tool_version=record.version,
+        cache_hit=bool(state.get("cache_hit")),
+    )

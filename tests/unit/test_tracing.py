@@ -218,6 +218,7 @@ def test_parallel_candidates_stream_tokens_tagged_with_their_candidate(store, ma
             continue
         assert isinstance(chunk, AIMessageChunk)
         assert meta["langgraph_node"] == "propose" and meta["latm_node"] == "propose"
+        assert {TAG, "latm:maker", "latm:node:propose"} <= set(meta["tags"])
         texts[(meta["latm_attempt"], meta["latm_candidate"])] += str(chunk.content)
         order.append(meta["latm_candidate"])
     assert set(texts) == {(1, 0), (1, 1)}

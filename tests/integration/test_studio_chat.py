@@ -143,3 +143,31 @@ def test_the_server_traces_one_dispatcher_span_and_tagged_model_calls(client, fa
     [use_call] = [e for e in models if e["metadata"]["latm_role"] == "user"]
     assert use_call["metadata"]["latm_cache_hit"] is False
     assert use_call["metadata"]["latm_tool_version"] == 1
+
+
+def test_a_chat_agents_graph_calls_latm_on_the_server_through_remote_graph(
+    langgraph_server: ServerProcess, fake: FakeOpenAI
+):
+    """A parent graph with ``MessagesState`` adds the served graph as a node (``RemoteGraph``)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.pregel.remote import RemoteGraph
+
+    _, key = langgraph_server.new_tenant()
+    client = get_sync_client(url=langgraph_server.url, api_key=key, timeout=120)
+    fake.script("maker", [maker_reply(SORT_CODE, VALIDATION_QS)])
+    made = client.runs.wait(
+        None, "latm", input={"examples": DEMOS_AND_VALIDATION, "task_type": "word_sorting"}
+    )
+    assert isinstance(made, dict) and made["error"] is None, made
+
+    asked = EXAMPLES[40]
+    fake.script("user", [user_reply(asked["input"])])
+    parent = StateGraph(MessagesState)
+    parent.add_node("latm", RemoteGraph("latm", url=langgraph_server.url, api_key=key))
+    parent.add_edge(START, "latm")
+    parent.add_edge("latm", END)
+    out = parent.compile().invoke({"messages": [HumanMessage(asked["input"])]})
+    human, answer = out["messages"]
+    assert isinstance(human, HumanMessage) and human.content == asked["input"]
+    assert isinstance(answer, AIMessage) and answer.content == asked["target"]

@@ -42,8 +42,8 @@ MESSAGE_SCHEMA: dict[str, Any] = {
             "instead of role.",
         },
         "content": {
-            "description": "The text, or a list of content blocks ({type: text, text}).",
-            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+            "type": "string",
+            "description": "The text (a list of content blocks, {type: text, text}, works too).",
         },
         "id": {"type": "string", "description": "The message's id (assigned when missing)."},
         "name": {"type": "string", "description": "An optional name of the author."},

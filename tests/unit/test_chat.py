@@ -118,3 +118,26 @@ def test_a_messages_state_parent_calls_latm_as_a_node(store, make_context):
     human, answer = out["messages"]
     assert human.content == asked["input"]
     assert isinstance(answer, AIMessage) and answer.content == asked["target"]
+
+
+def test_the_answer_message_ends_the_messages_stream(store, make_context):
+    """Chat UIs read ``stream_mode="messages"``: the answer arrives there as a whole message."""
+    ctx = make_context(
+        scripted([maker_reply(SORT_CODE, VALIDATION_QS)]), scripted([user_reply(HELD_OUT["input"])])
+    )
+    streamed = list(
+        build_graph(store=store).stream(
+            {
+                "messages": [HumanMessage(HELD_OUT["input"])],
+                "examples": DEMOS_AND_VALIDATION,
+                "task_type": "word_sorting",
+            },
+            context=ctx,
+            stream_mode="messages",
+        )
+    )
+    last, meta = streamed[-1]
+    assert isinstance(last, AIMessage) and last.content == HELD_OUT["target"]
+    assert meta["langgraph_node"] == "use"
+    # the models' own tokens came before it, each naming its role
+    assert {m.get("latm_role") for _, m in streamed[:-1]} == {"maker", "user"}

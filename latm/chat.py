@@ -20,13 +20,13 @@ from pydantic import Field, WithJsonSchema
 from typing_extensions import TypedDict
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from langgraph.runtime import Runtime
 
     from latm.graph.context import Context
 
-Node = TypeVar("Node", bound="Callable[..., dict[str, Any]]")
+Node = TypeVar("Node", bound="Callable[..., Any]")  # nodes may return typed updates
 
 MESSAGE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -77,7 +77,7 @@ def question(state: Any) -> str | None:
     return last.text.strip() or None
 
 
-def reply(update: dict[str, Any]) -> AIMessage | None:
+def reply(update: Mapping[str, Any]) -> AIMessage | None:
     """The AI message that answers a chat turn, when ``update`` ends the run."""
     if update.get("error"):
         return AIMessage(content=f"LATM could not answer: {update['error']}")
@@ -96,12 +96,13 @@ def chat_turn(node: Node) -> Node:
     """
 
     @functools.wraps(node)
-    def run(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+    def run(state: Mapping[str, Any], runtime: Runtime[Context]) -> Mapping[str, Any]:
         asked = question(state)
         if asked is None:
-            return node(state, runtime)
+            plain: Mapping[str, Any] = node(state, runtime)
+            return plain
         new_task = state.get("task") != asked
-        update = node({**state, "task": asked} if new_task else state, runtime)
+        update: Mapping[str, Any] = node({**state, "task": asked} if new_task else state, runtime)
         extra: dict[str, Any] = {"task": asked} if new_task else {}
         if (message := reply(update)) is not None:
             extra["messages"] = [message]

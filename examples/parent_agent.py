@@ -31,7 +31,8 @@ from langgraph.store.memory import InMemoryStore
 from typing_extensions import TypedDict
 
 from latm.data import load_task
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.state import Example
 from latm.repository import ToolRepository
 

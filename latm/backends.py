@@ -17,20 +17,21 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from langgraph.store.base import BaseStore
+from langgraph.store.sqlite import SqliteStore
+from platformdirs import user_data_dir
 
 from latm.embeddings import load_embeddings
-from latm.repository import default_store_path, open_local_store, setup_with_retries
+from latm.graph.context import Context
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a type only: the checkpointer modules load when a backend opens
     from langgraph.checkpoint.base import BaseCheckpointSaver
-
-    from latm.graph.context import Context
 
 Kind = Literal["sqlite", "postgres"]
 POOL_SIZE = 16
@@ -105,6 +106,36 @@ class Backend:
             self._close()
 
 
+def setup_with_retries(setup: Any, attempts: int = 30) -> None:
+    """Run a store's ``setup()``, again while another process runs the same migrations.
+
+    Several processes opening a new database at once race on its migration table
+    (one gets a unique-key or lock error); the loser waits and re-reads how far
+    the winner got.
+    """
+    for attempt in range(attempts):
+        try:
+            setup()
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 + 0.05 * attempt)
+
+
+def default_store_path() -> Path:
+    """Where the local SQLite repository lives when no path is configured."""
+    return Path(user_data_dir("latm", appauthor=False)) / "tools.sqlite"
+
+
+def open_local_store(path: str | Path | None = None) -> BaseStore:
+    """The local SQLite store at ``path`` (``None``: :func:`default_store_path`).
+
+    The SQLite backend's store: opened once per process and file, like every backend.
+    """
+    return open_backend(store_path=str(path) if path else None).store
+
+
 _BACKENDS: dict[tuple[str, str, str], Backend] = {}
 _LOCK = threading.Lock()
 
@@ -120,28 +151,23 @@ def _sqlite_path(url: str, store_path: str | None) -> Path:
 
 def _open_sqlite(url: str, store_path: str | None, embeddings: str) -> Backend:
     from langgraph.checkpoint.sqlite import SqliteSaver
-    from langgraph.store.sqlite import SqliteStore
 
     path = _sqlite_path(url, store_path)
     index = load_embeddings(embeddings)
-    store: BaseStore
-    if index is None:
-        store = open_local_store(path)
-    else:
-        if not hasattr(sqlite3.Connection, "enable_load_extension"):
-            raise BackendError(
-                "this Python's sqlite3 cannot load extensions, so SQLite has no semantic index "
-                "here: set LATM_EMBEDDINGS=none (lexical search) or use PostgreSQL"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        embed, dims = index
-        sqlite_store = SqliteStore(
-            conn, index={"dims": dims, "embed": embed, "fields": ["search_text"]}
+    if index is not None and not hasattr(sqlite3.Connection, "enable_load_extension"):
+        raise BackendError(
+            "this Python's sqlite3 cannot load extensions, so SQLite has no semantic index "
+            "here: set LATM_EMBEDDINGS=none (lexical search) or use PostgreSQL"
         )
-        setup_with_retries(sqlite_store.setup)
-        store = sqlite_store
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    if index is None:
+        store = SqliteStore(conn)
+    else:
+        embed, dims = index
+        store = SqliteStore(conn, index={"dims": dims, "embed": embed, "fields": ["search_text"]})
+    setup_with_retries(store.setup)
 
     def checkpointer() -> SqliteSaver:
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
@@ -234,7 +260,8 @@ def open_backend(
     url = (database_url or "").strip()
     kind = backend_kind(url)
     where = str(_sqlite_path(url, store_path)) if kind == "sqlite" else url
-    key = (kind, where, embeddings.strip())
+    same = str(Path(where).resolve()) if kind == "sqlite" and Path(where).exists() else where
+    key = (kind, same, embeddings.strip())
     with _LOCK:
         backend = _BACKENDS.get(key)
         if backend is None:

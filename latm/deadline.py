@@ -36,7 +36,7 @@ def check(deadline_at: float | None, doing: str) -> None:
     """Raise :class:`DeadlineExceeded` if the deadline passed before ``doing`` starts."""
     left = remaining(deadline_at)
     if left is not None and left <= 0:
-        raise DeadlineExceeded(f"the run deadline passed before {doing} (LATM_RUN_DEADLINE)")
+        raise DeadlineExceeded(f"the run deadline passed before {doing} (LATM_RUN_DEADLINE_S)")
 
 
 def call_within(deadline_at: float | None, doing: str, fn: Callable[[], T]) -> T:
@@ -68,7 +68,7 @@ def call_within(deadline_at: float | None, doing: str, fn: Callable[[], T]) -> T
     worker.start()
     worker.join(max(left, 0.0))
     if worker.is_alive():
-        raise DeadlineExceeded(f"the run deadline passed during {doing} (LATM_RUN_DEADLINE)")
+        raise DeadlineExceeded(f"the run deadline passed during {doing} (LATM_RUN_DEADLINE_S)")
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]

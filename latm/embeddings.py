@@ -36,6 +36,9 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
+from latm.local.embedder import LocalEmbeddings, embedder_is_installed
+from latm.local.paths import LocalError, LocalPaths
+
 _WORD = re.compile(r"[a-z0-9]+")
 DEFAULT_HASH_DIMS = 256
 
@@ -83,9 +86,6 @@ class HashEmbeddings(Embeddings):
 
 def local_embeddings_installed() -> bool:
     """Whether the local embedding model is installed (``latm local install``)."""
-    from latm.local.embedder import embedder_is_installed
-    from latm.local.paths import LocalPaths
-
     return embedder_is_installed(LocalPaths.from_env())
 
 
@@ -117,9 +117,6 @@ def load_embeddings(spec: str) -> tuple[Embeddings, int] | None:
     if kind == "local":
         if arg not in ("", "static", "contextual"):
             raise ValueError(f"bad embeddings setting {spec!r}: use local or local:contextual")
-        from latm.local.embedder import LocalEmbeddings
-        from latm.local.paths import LocalError
-
         try:
             local = LocalEmbeddings(contextual=arg == "contextual")
         except LocalError as exc:

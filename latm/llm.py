@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ValidationError
 
 from latm.graph.context import Context
@@ -106,7 +106,8 @@ def invoke(
 ) -> tuple[AIMessage, dict[str, TokenUsage]]:
     """Call the ``role`` model once (``temperature``/``seed`` as in :func:`build_model`).
 
-    ``config`` is the call's tags and metadata (:func:`latm.tracing.call_config`).
+    ``config`` is passed to the model's call (tags, metadata, callbacks of this
+    one call).
 
     Returns:
         The reply and the usage update for the state (``{role: usage}``).
@@ -116,7 +117,7 @@ def invoke(
     """
     model = build_model(ctx, role, temperature=temperature, seed=seed)
     try:
-        reply = model.invoke(list(messages), config=config)
+        reply = model.invoke(list(messages), config)
     except Exception as exc:  # connection refused, HTTP errors, timeouts, bad keys
         raise ModelError(_describe(role, ctx, exc)) from exc
     if not isinstance(reply, AIMessage):
@@ -144,11 +145,12 @@ def invoke_structured(
     role: Role,
     messages: Sequence[BaseMessage],
     schema: type[M],
+    *,
     config: RunnableConfig | None = None,
 ) -> tuple[M | None, dict[str, TokenUsage]]:
     """Call the ``role`` model for a reply of the shape ``schema``.
 
-    ``config`` is the call's tags and metadata (:func:`latm.tracing.call_config`).
+    ``config`` is passed to the model's call, as in :func:`invoke`.
 
     A ``ChatOpenAI`` model is asked for JSON-schema structured output; any
     other model is called plainly. Either way the JSON object in the reply's
@@ -161,11 +163,11 @@ def invoke_structured(
         ModelError: The model cannot be built, reached or answered with an error.
     """
     model = build_model(ctx, role)
-    runnable: Any = model
+    runnable: Runnable[LanguageModelInput, Any] = model
     if type(model).__name__ == "ChatOpenAI":
         runnable = model.with_structured_output(schema, method="json_schema", include_raw=True)
     try:
-        out = runnable.invoke(list(messages), config=config)
+        out = runnable.invoke(list(messages), config)
     except Exception as exc:
         raise ModelError(_describe(role, ctx, exc)) from exc
     raw = out["raw"] if isinstance(out, dict) else out

@@ -27,9 +27,7 @@ import math
 import os
 import re
 import socket
-import sqlite3
 import threading
-import time
 import uuid
 import weakref
 from collections import Counter
@@ -37,14 +35,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.store.base import BaseStore, PutOp
 from langgraph.store.sqlite import SqliteStore
-from platformdirs import user_data_dir
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+# compat: latm.server opens its store with these until it goes through latm.backends
+from latm.backends import default_store_path as default_store_path
+from latm.backends import open_local_store as open_local_store
 from latm.graph.state import CaseReport
 
 log = logging.getLogger(__name__)
@@ -805,52 +804,3 @@ class ToolRepository:
         records = {r.task_type: r for r in self.records()}
         ranked = lexical_rank(query, {k: r.search_text for k, r in records.items()})
         return [(records[key], score) for key, score in ranked[:limit]]
-
-
-def setup_with_retries(setup: Any, attempts: int = 30) -> None:
-    """Run a store's ``setup()``, again while another process runs the same migrations.
-
-    Several processes opening a new database at once race on its migration table
-    (one gets a unique-key or lock error); the loser waits and re-reads how far
-    the winner got.
-    """
-    for attempt in range(attempts):
-        try:
-            setup()
-            return
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 + 0.05 * attempt)
-
-
-_LOCAL_STORES: dict[str, SqliteStore] = {}
-_LOCAL_LOCK = threading.Lock()
-
-
-def default_store_path() -> Path:
-    """Where the local SQLite repository lives when no path is configured."""
-    return Path(user_data_dir("latm", appauthor=False)) / "tools.sqlite"
-
-
-def open_local_store(path: str | Path | None = None) -> SqliteStore:
-    """Open (once per process and path) the local SQLite store.
-
-    Args:
-        path: The SQLite file; ``None`` for :func:`default_store_path`.
-
-    Returns:
-        A ready ``SqliteStore``.
-    """
-    resolved = Path(path).expanduser() if path else default_store_path()
-    key = str(resolved.resolve()) if resolved.exists() else str(resolved)
-    with _LOCAL_LOCK:
-        store = _LOCAL_STORES.get(key)
-        if store is None:
-            resolved.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(resolved), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            store = SqliteStore(conn)
-            setup_with_retries(store.setup)
-            _LOCAL_STORES[key] = store
-        return store

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from latm.embeddings import load_embeddings, local_embeddings_installed
 from latm.repository import RepositoryError, ToolRecord, ToolRepository
 
 log = logging.getLogger(__name__)
@@ -336,8 +337,6 @@ def route_embedder(spec: str) -> tuple[Embeddings, str]:
         ValueError: The setting is malformed, or names ``local`` when the local
             model is not installed.
     """
-    from latm.embeddings import load_embeddings, local_embeddings_installed
-
     spec = (spec or "auto").strip() or "auto"
     with _EMBEDDERS_LOCK:
         cached = _EMBEDDERS.get(spec)

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=50, help="calls per way (default 50)")
     args = parser.parse_args(argv)
 
+    # optional extra (mcp): only this benchmark needs it
     import anyio
     from mcp import Client
 

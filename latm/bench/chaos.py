@@ -33,7 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from latm.backends import open_backend
 from latm.bench.load import TASK_TYPE, FakeChat, examples
+from latm.graph.builder import build_graph
+from latm.repository import ToolRepository
 
 N_EXAMPLES = 6
 
@@ -50,7 +53,7 @@ def _env(work: Path, chat: FakeChat) -> dict[str, str]:
         LATM_N_CANDIDATES="1",
         LATM_DIRECT_ENTRY="1",
         LATM_MAX_RETRIES="0",
-        LATM_LEASE_WAIT="60",
+        LATM_LEASE_WAIT_S="60",
         LATM_EXECUTOR=os.environ.get("LATM_EXECUTOR", "auto"),
         LANGSMITH_TRACING="false",
         NO_PROXY="127.0.0.1,localhost",
@@ -65,9 +68,6 @@ def _env(work: Path, chat: FakeChat) -> dict[str, str]:
 
 
 def _app() -> Any:
-    from latm.backends import open_backend
-    from latm.graph import build_graph
-
     backend = open_backend(store_path=os.environ["LATM_STORE_PATH"])
     return build_graph(store=backend.store, checkpointer=backend.checkpointer())
 
@@ -97,9 +97,6 @@ def maker_worker(task_type: str, thread: str, question: int) -> int:
 
 def hit_worker(work: Path) -> int:
     """Answer held-out questions with made tools until ``stop`` appears; write the tally."""
-    from latm.backends import open_backend
-    from latm.graph import build_graph
-
     app = build_graph(store=open_backend(store_path=os.environ["LATM_STORE_PATH"]).store)
     ex = examples()
     rng = random.Random(7)
@@ -162,9 +159,6 @@ def _finished(proc: subprocess.Popen[str]) -> dict[str, Any] | None:
 
 def check_store(path: Path, made: list[str]) -> dict[str, Any]:
     """Integrity, versions per made tool, orphans and leases of the store at ``path``."""
-    from latm.backends import open_backend
-    from latm.repository import ToolRepository
-
     store = open_backend(store_path=str(path)).store
     repo = ToolRepository(store)
     problems = repo.check()

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -49,10 +49,16 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
+from latm.backends import open_backend
 from latm.data import TASKS, load_task
+from latm.graph.builder import build_graph
 from latm.graph.context import Context
-from latm.graph.state import CaseReport
-from latm.repository import ToolRecord, ToolRepository, UsageDemo, open_local_store
+from latm.graph.state import CaseReport, InputState
+from latm.local import USER_MODEL, LocalPaths, ensure_local_endpoints, is_installed
+from latm.nodes.dispatcher import dispatcher, fresh_run
+from latm.nodes.wrappers import store_errors
+from latm.repository import ToolRecord, ToolRepository, UsageDemo
+from latm.routing import route_embedder
 
 PARSERS: dict[str, str] = {
     "word_sorting": """
@@ -270,8 +276,6 @@ def user_model_context(choice: str) -> tuple[dict[str, Any], str]:
     """Context settings for the user model, and a label saying which it is."""
     if choice == "local":
         try:
-            from latm.local import USER_MODEL, LocalPaths, ensure_local_endpoints, is_installed
-
             if is_installed(LocalPaths.from_env()):
                 endpoints = ensure_local_endpoints()
                 return (
@@ -332,6 +336,15 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
+DISPATCHER = store_errors(reset=fresh_run)(dispatcher)
+"""The dispatcher node as the graph runs it (a failing store is a clear ``error``)."""
+
+
+def _private_store(path: Path) -> BaseStore:
+    """A benchmark's own SQLite file, opened as every store is (:mod:`latm.backends`)."""
+    return open_backend(store_path=str(path)).store
+
+
 def route_one(
     store: BaseStore, ctx: Context, question: str
 ) -> tuple[str | None, dict[str, Any], float]:
@@ -340,11 +353,9 @@ def route_one(
     Returns:
         The chosen tool (``None``: no tool), the node's update and its wall time in ms.
     """
-    from latm.nodes.dispatcher import dispatcher
-
     runtime = Runtime(context=ctx, store=store)
     started = time.perf_counter()
-    update = dispatcher({"task": question}, runtime)
+    update = DISPATCHER({"task": question}, runtime)
     elapsed = (time.perf_counter() - started) * 1000
     tool = update.get("tool")
     return (tool["task_type"] if tool else None), update, elapsed
@@ -390,7 +401,7 @@ def run_protocol(
     tallies = {"llm": Tally(), "embedding": Tally()}
     for seed in seeds:
         known, drawn = questions_for(seed, n)
-        store = open_local_store(work / f"protocol-{seed}.sqlite")
+        store = _private_store(work / f"protocol-{seed}.sqlite")
         repo = ToolRepository(store, "bench")
         for task in known:
             repo.put(bench_record(task))
@@ -415,7 +426,7 @@ def run_scale(
 ) -> tuple[dict[str, Tally], dict[str, float]]:
     """Route the protocol's questions among ``n_tools`` synthetic tools plus 4 known ones."""
     known, drawn = questions_for(seed, n)
-    store = open_local_store(work / "scale.sqlite")
+    store = _private_store(work / "scale.sqlite")
     repo = ToolRepository(store, "scale")
     rng = random.Random(seed)
     started = time.perf_counter()
@@ -439,9 +450,7 @@ def run_scale(
 
 def run_hit_cost(work: Path, emb: str, n: int) -> dict[str, float]:
     """p50 of a whole graph run answered by a cached tool, with and without ``task_type``."""
-    from latm.graph import build_graph
-
-    store = open_local_store(work / "hits.sqlite")
+    store = _private_store(work / "hits.sqlite")
     repo = ToolRepository(store, "hits")
     for task in TASKS:
         repo.put(bench_record(task))
@@ -450,11 +459,13 @@ def run_hit_cost(work: Path, emb: str, n: int) -> dict[str, float]:
     questions = [e["input"] for e in load_task("word_sorting")[10 : 10 + n]]
     out: dict[str, float] = {}
     for label, extra in (("with_task_type", {"task_type": "word_sorting"}), ("without", {})):
-        graph.invoke({"task": questions[0], **extra}, context=ctx)  # warm the executor
+        graph.invoke(
+            cast(InputState, {"task": questions[0], **extra}), context=ctx
+        )  # warm the executor
         times = []
         for q in questions:
             started = time.perf_counter()
-            result = graph.invoke({"task": q, **extra}, context=ctx)
+            result = graph.invoke(cast(InputState, {"task": q, **extra}), context=ctx)
             times.append((time.perf_counter() - started) * 1000)
             if not result.get("cache_hit") or result.get("path") != "direct":
                 raise SystemExit(f"hit-cost run did not hit directly: {result.get('error')}")
@@ -521,8 +532,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--embeddings", default="auto", help="the route embeddings (default: auto)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
-
-    from latm.routing import route_embedder
 
     user, user_label = user_model_context(args.model)
     _, embedder_name = route_embedder(args.embeddings)

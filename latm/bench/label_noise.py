@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
@@ -37,7 +37,12 @@ from langchain_core.outputs import ChatResult
 from langgraph.store.memory import InMemoryStore
 from pydantic import Field
 
-from latm.graph import Context, build_graph
+from latm import evidence
+from latm.data import TASKS as BENCH_TASKS
+from latm.data import load_task, paper_split
+from latm.graph import Context, InputState
+from latm.graph.builder import build_graph
+from latm.graph.state import CaseReport
 from latm.repository import ToolRepository
 
 DIRECTIONS = ("left", "right", "forward", "backward")
@@ -168,7 +173,8 @@ def trial(task: str, n_examples: int, seed: int, **settings: Any) -> tuple[bool,
     )
     fields = {k: v for k, v in settings.items() if k in Context.__dataclass_fields__ or k in known}
     ctx = Context(maker_llm=maker, user_llm=maker, **fields)
-    build_graph(store=store).invoke({"examples": examples, "task_type": task}, context=ctx)
+    request = cast(InputState, {"examples": examples, "task_type": task})
+    build_graph(store=store).invoke(request, context=ctx)
     record = ToolRepository(store, ctx.namespace).get(task)
     if record is None:
         return False, None
@@ -201,11 +207,6 @@ def measure(
 
 def bench_split_table(threshold: float = 0.01) -> list[str]:
     """Markdown rows: the evidence a right tool gets from each bench task's examples."""
-    from latm import evidence
-    from latm.data import TASKS as BENCH_TASKS
-    from latm.data import load_task, paper_split
-    from latm.graph.state import CaseReport
-
     rows = [
         "| task | checked by | blind checks | top answer's chance | 3 candidates | 9 candidates |",
         "|---|---|---|---|---|---|",

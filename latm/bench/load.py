@@ -152,7 +152,7 @@ def start_server(work: Path, chat: FakeChat, jobs: int) -> tuple[subprocess.Pope
         LATM_N_CANDIDATES="1",
         LATM_DIRECT_ENTRY="1",
         LATM_MAX_RETRIES="0",
-        LATM_LEASE_WAIT="120",
+        LATM_LEASE_WAIT_S="120",
         LATM_EXECUTOR=os.environ.get("LATM_EXECUTOR", "auto"),
         LANGGRAPH_CLI_NO_ANALYTICS="1",
         LANGGRAPH_NO_VERSION_CHECK="true",

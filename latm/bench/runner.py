@@ -32,6 +32,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from latm.backends import open_local_store
 from latm.bench.cot import answer_cot, cot_context, cot_prompt_version
 from latm.bench.records import ITEMS, MAKE, STORE, UNEXPECTED, RunDir, is_infra_error
 from latm.bench.scoring import score
@@ -39,7 +40,7 @@ from latm.bench.tasks import TASKS, BenchItem, BenchTask, prepare_task, read_tas
 from latm.graph.builder import LATMGraph, build_graph
 from latm.graph.context import Context
 from latm.graph.state import InputState, Role
-from latm.repository import ToolRepository, open_local_store
+from latm.repository import ToolRepository
 
 METHODS = ("latm", "cot_user", "cot_maker")
 """The methods compared: LATM's cache-hit path, CoT by the user model, CoT by the maker."""
@@ -110,10 +111,7 @@ class BenchOptions:
 
 def model_label(ctx: Context, role: Role) -> str:
     """The name of a role's model: its configured name, or the injected object's class."""
-    injected = ctx.maker_llm if role == "maker" else ctx.user_llm
-    if injected is not None:
-        return type(injected).__name__
-    return ctx.maker_model if role == "maker" else ctx.user_model
+    return ctx.model(role).label
 
 
 def graph_settings(ctx: Context) -> dict[str, Any]:

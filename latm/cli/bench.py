@@ -138,6 +138,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     Raises:
         UserError: A pair is malformed or names no setting.
     """
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.graph.context import Context
 
     defaults = Context()
@@ -166,6 +167,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def paper_settings() -> dict[str, Any]:
     """The graph settings that reproduce the paper (empty when the defaults already do)."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.graph import context
 
     paper: dict[str, Any] = dict(getattr(context, "PAPER", {}))
@@ -187,6 +189,7 @@ def file_task(
         UserError: ``--tasks`` was given too, the file cannot be used, or (for a
             report) it changed since the run.
     """
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.bench.tasks import TaskFileError, read_task_file
     from latm.cli.common import task_type_from_path
 
@@ -251,6 +254,7 @@ def handle(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
 
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.bench.report import build_results, write_report
 
     stats: RunStats | None = None

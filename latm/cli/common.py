@@ -65,6 +65,7 @@ err_console = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
     """The run's context: environment defaults, then the global CLI options."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.graph.context import Context
 
     if getattr(args, "store", None):
@@ -79,6 +80,7 @@ def context_from_args(args: argparse.Namespace, **overrides: Any) -> Context:
 
 def repository_from_args(args: argparse.Namespace) -> ToolRepository:
     """The repository the CLI works on (``LATM_DATABASE_URL``, else the local SQLite file)."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.backends import BackendError, backend_for
     from latm.repository import ToolRepository
 

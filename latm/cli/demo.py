@@ -50,10 +50,11 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the demo."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.answers import is_correct
+    from latm.backends import default_store_path
     from latm.cli import run as cli_run
     from latm.data import load_task, paper_split
-    from latm.repository import default_store_path
 
     if args.questions < 1:
         raise UserError("--questions must be at least 1")

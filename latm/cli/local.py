@@ -137,6 +137,7 @@ def _smoke_record(paths: LocalPaths) -> dict[str, Any]:
 def _status(_args: argparse.Namespace) -> int:
     try:
         paths = LocalPaths.from_env()
+        # lazy: `latm --help` loads no graph, store or model code
         from latm.local.embedder import EMBEDDER, embedder_is_installed
 
         # the embedding model is no part of the server, but of the install

@@ -36,6 +36,7 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Make the tool and report what happened."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.cli import run as cli_run
     from latm.nodes.dispatcher import check_task_type
     from latm.repository import RepositoryError

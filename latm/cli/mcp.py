@@ -47,6 +47,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         import anyio
 
+        # lazy: `latm --help` loads no graph, store or model code
         from latm.integrations import mcp as latm_mcp
     except ImportError as exc:
         raise UserError(

@@ -113,6 +113,7 @@ def configure_models(ctx: Context) -> Context:
     if all(roles.values()) or ctx.maker_llm is not None:
         return ctx
     try:
+        # lazy: `latm --help` loads no graph, store or model code
         from latm.local import ensure_local_endpoints
     except ImportError:  # pragma: no cover - the local backend is not part of this build
         return ctx

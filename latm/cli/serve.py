@@ -42,8 +42,9 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
+    # lazy: `latm --help` loads no graph, store or model code
+    from latm.backends import default_store_path
     from latm.cli import run as cli_run
-    from latm.repository import default_store_path
 
     if not args.langserve:
         raise UserError(
@@ -56,6 +57,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
+        # lazy: `latm --help` loads no graph, store or model code
         from latm.server import create_app
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise UserError(

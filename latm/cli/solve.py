@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Answer the question and print the answer."""
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.cli import run as cli_run
 
     inputs: InputState = {"task": args.question}

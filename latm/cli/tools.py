@@ -287,6 +287,7 @@ def check_record(raw: Any, index: int) -> ToolRecord:
     """
     from pydantic import ValidationError
 
+    # lazy: `latm --help` loads no graph, store or model code
     from latm.repository import ToolRecord
 
     where = f"tool {index}"

@@ -13,12 +13,13 @@ from langgraph.types import Send
 from latm.chat import chat_turn
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
-from latm.lifecycle import GUARD, holds_lease, store_errors, waiting_node
+from latm.leases import GUARD
 from latm.nodes import dispatcher, propose, use, verify, wrap
 from latm.nodes.approval import review
 from latm.nodes.common import get_context
 from latm.nodes.dispatcher import fresh_run
 from latm.nodes.verify import passed
+from latm.nodes.wrappers import holds_lease, store_errors, waiting_node
 from latm.tracing import TAG, node_metadata
 
 

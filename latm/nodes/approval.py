@@ -33,7 +33,7 @@ from langgraph.types import interrupt
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info, parse_module
 from latm.graph.context import Context
 from latm.graph.state import Candidate, CaseReport, State
-from latm.lifecycle import renew
+from latm.leases import renew
 from latm.nodes.common import (
     checked_examples,
     emit,

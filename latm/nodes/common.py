@@ -8,7 +8,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langgraph.runtime import Runtime
 
 from latm.auth import tenant_of_user
-from latm.graph.context import Context, RunSettings
+from latm.backends import BackendError, backend_for
+from latm.graph.context import Context, context_of
 from latm.graph.state import Candidate, Example, State
 from latm.repository import RepositoryError, ToolRepository
 from latm.sandbox import ExecLimits, Executor, get_executor
@@ -19,19 +20,15 @@ def get_context(runtime: Runtime[Context]) -> Context:
 
     An in-process caller's :class:`Context` is used as it is (full control); a
     :class:`RunSettings` (what a server's client sent) or a plain dict of run
-    settings gets the deployment's settings from the environment.
+    settings gets the deployment's settings from the environment. Embedded in a
+    parent graph with its own context type, LATM reads that context's ``latm``
+    field; the whole rule is :func:`~latm.graph.context.context_of`.
 
     Raises:
-        SettingsError: A dict context names a setting a run may not choose.
+        SettingsError: A dict context names a setting a run may not choose, or a
+            parent's context carries no LATM settings.
     """
-    ctx: Any = runtime.context
-    if isinstance(ctx, Context):
-        return ctx
-    if isinstance(ctx, RunSettings):
-        return Context.for_run(ctx)
-    if isinstance(ctx, dict):
-        return Context.for_run(RunSettings.from_client(ctx))
-    return Context()
+    return context_of(runtime.context)
 
 
 def get_tenant(runtime: Runtime[Context], ctx: Context) -> str:
@@ -56,8 +53,6 @@ def get_repository(runtime: Runtime[Context], ctx: Context) -> ToolRepository:
     tenant = get_tenant(runtime, ctx)
     if runtime.store is not None:
         return ToolRepository(runtime.store, tenant)
-    from latm.backends import BackendError, backend_for
-
     try:
         return ToolRepository(backend_for(ctx).store, tenant)
     except BackendError as exc:

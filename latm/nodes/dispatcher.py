@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
 from latm.graph.state import Example, RouteInfo, State
-from latm.lifecycle import claim, retired, usable
+from latm.leases import claim
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
@@ -22,6 +22,7 @@ from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepositor
 from latm.routing import decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
 from latm.tracing import call_config
+from latm.usage import retired, usable
 
 
 class DispatchChoice(BaseModel):
@@ -269,7 +270,7 @@ def _ask_model(
             deadline_at,
             "the dispatcher's model call",
             lambda: invoke_structured(
-                ctx, "user", messages, DispatchChoice, call_config("user", "dispatcher")
+                ctx, "user", messages, DispatchChoice, config=call_config("user", "dispatcher")
             ),
         )
     except DeadlineExceeded as exc:

@@ -12,9 +12,9 @@ from latm.answers import normalize_answer
 from latm.codeparse import ReplyError, literal_call, parse_call
 from latm.graph.context import Context
 from latm.graph.state import State
-from latm.lifecycle import record_use
 from latm.llm import ModelError, invoke
 from latm.nodes.common import emit, get_context, get_limits, get_tenant, get_tool_executor
+from latm.nodes.record import record_use
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
 from latm.sandbox import SandboxUnavailableError

@@ -27,7 +27,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from latm.sandbox.base import ExecLimits, SandboxUnavailableError
 from latm.sandbox.confine import landlock_abi
+from latm.sandbox.executor import SandboxExecutor
 from latm.sandbox.policy import SeccompPrograms, compile_programs
 from latm.sandbox.process import (
     UID_BASE,
@@ -302,9 +304,6 @@ def _seccomp() -> tuple[SeccompPrograms | None, str]:
 
 def smoke_test(config: SandboxConfig) -> str | None:
     """Start a sandbox of ``config``'s tier and run the canary; ``None`` if all was blocked."""
-    from latm.sandbox.base import ExecLimits, SandboxUnavailableError
-    from latm.sandbox.executor import SandboxExecutor
-
     executor = SandboxExecutor(config, max_parallel=1, prestart=False, keep_spare=False)
     try:
         result = executor.run(

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from latm.backends import open_backend
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
 from tests.unit.scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
 

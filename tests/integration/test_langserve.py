@@ -13,8 +13,9 @@ import pytest
 from langserve import RemoteRunnable
 
 import latm.graph  # noqa: F401  (first: importing latm.repository alone is circular)
+from latm.backends import open_local_store
 from latm.graph.state import OutputState
-from latm.repository import ToolRepository, open_local_store
+from latm.repository import ToolRepository
 
 from ..unit.scripted import SORT_CODE, bbh, maker_reply, user_reply
 from .conftest import ServerProcess

@@ -15,7 +15,8 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 
 from latm.data import load_task, paper_split
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.local import LocalEndpoints
 
 from .local_server import local_endpoints

@@ -21,7 +21,8 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from latm.repository import ToolRepository, open_local_store
+from latm.backends import open_local_store
+from latm.repository import ToolRepository
 
 from ..unit.made_tools import SCALE_CODE, store_examples, store_tool
 from .conftest import ROOT, free_port

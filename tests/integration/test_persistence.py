@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from latm.backends import open_backend
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
 from latm.repository import ToolRepository
 from tests.unit.scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply

@@ -33,6 +33,17 @@ def test_the_server_serves_described_input_and_output_schemas(client):
         assert undescribed(schemas[side]) == [], side
 
 
+def test_the_context_form_shows_descriptions_and_the_deployments_defaults(client):
+    assistant = client.assistants.search(graph_id="latm")[0]
+    context = client.assistants.get_schemas(assistant["assistant_id"])["context_schema"]
+    assert context["properties"] and undescribed(context) == []
+    assert all("default" in prop for prop in context["properties"].values())
+    # the server's environment (server_env) sets these: the form shows its values
+    assert context["properties"]["n_candidates"]["default"] == 1
+    assert context["properties"]["direct_entry"]["default"] is False
+    assert context["properties"]["max_attempts"]["default"] == 3
+
+
 def test_a_run_streaming_messages_counts_tokens(client, fake: FakeOpenAI):
     """Studio streams messages: the models stream, and their usage still counts."""
     validation = [e["input"] for e in EXAMPLES[3:6]]

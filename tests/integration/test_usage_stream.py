@@ -15,7 +15,7 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from langgraph.store.memory import InMemoryStore
 
-from latm.graph import build_graph
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER, Context
 from latm.llm import build_model
 

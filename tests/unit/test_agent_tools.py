@@ -27,7 +27,7 @@ from latm.integrations.langchain import (
     create_tool_retrieving_agent,
 )
 from latm.integrations.tools import build_spec, is_verified, literal
-from latm.repository import ToolRepository
+from latm.repository import ToolRepository, VerificationStrength
 
 from .made_tools import SCALE_CODE, failed, passed, store_examples, store_tool
 from .scripted import ScriptedChatModel
@@ -132,6 +132,25 @@ def test_description_has_docstring_signature_and_demos(repo):
     assert "def sort_words(words: list[str]) -> str" in tool.description
     assert "sort_words(['pear', 'apple'])" in tool.description
     assert len(tool.description) <= 1024
+
+
+def test_a_weakly_verified_tool_says_so_to_agents(repo):
+    weak = VerificationStrength(
+        level="weak", cases=2, blind_cases=2, guess_chance=0.5, candidates=3,
+        lucky_pass=0.75, threshold=0.01,
+    )  # fmt: skip
+    record = repo.get("word_sorting")
+    assert record is not None
+    repo.put(record.model_copy(update={"strength": weak, "version": record.version + 1}))
+    tools = by_name(as_langchain_tools(repo, context=context()))
+    assert tools["word_sorting"].description.startswith("WEAKLY VERIFIED")
+    assert "chance 0.75" in tools["word_sorting"].description
+    assert len(tools["word_sorting"].description) <= 1024
+    strong = weak.model_copy(update={"level": "verified", "lucky_pass": 0.001})
+    repo.put(record.model_copy(update={"strength": strong, "version": record.version + 2}))
+    tools = by_name(as_langchain_tools(repo, context=context()))
+    assert not tools["word_sorting"].description.startswith("WEAKLY")
+    assert tools["word_sorting"].description.startswith("Sort words alphabetically")
 
 
 def test_tool_calls_run_in_the_sandbox_not_the_host(repo):
@@ -270,7 +289,7 @@ def test_a_dead_sandbox_is_a_clear_tool_error(repo):
 
 def test_without_a_repository_the_configured_one_is_used(monkeypatch, tmp_path):
     """As the CLI: LATM_STORE_PATH (set by the unit tests' conftest) and LATM_NAMESPACE."""
-    from latm.repository import open_local_store
+    from latm.backends import open_local_store
 
     store_tool(
         ToolRepository(open_local_store(os.environ["LATM_STORE_PATH"]), "team"),
@@ -349,7 +368,7 @@ def test_an_async_agent_calls_the_tools_off_its_event_loop(repo):
 
 
 def test_a_tool_the_graph_made_is_callable_by_an_agent(make_context):
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
 
     from .scripted import SORT_CODE, bbh, maker_reply
 

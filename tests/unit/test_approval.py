@@ -8,7 +8,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from latm.graph import build_graph
+from latm.graph.builder import build_graph
 from latm.nodes.approval import INTERRUPT_TYPE
 from latm.repository import ToolRepository
 

@@ -21,7 +21,8 @@ from latm.auth import (
     tenant_for_key,
     tenant_of_user,
 )
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 
 from .scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
 

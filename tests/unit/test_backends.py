@@ -11,7 +11,8 @@ from langgraph.store.sqlite import SqliteStore
 
 from latm.backends import BackendError, backend_kind, open_backend, redact
 from latm.embeddings import HashEmbeddings, load_embeddings
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
 from latm.repository import ToolRepository
 

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from latm.checks import hardcoded
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER, paper_context
 from latm.repository import ToolRepository
 

@@ -9,7 +9,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from latm.chat import question, reply
-from latm.graph import build_graph, graph
+from latm.graph.builder import build_graph, graph
 
 from .scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
 

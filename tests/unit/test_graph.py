@@ -8,7 +8,8 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
-from latm.graph import Context, build_graph, graph
+from latm.graph import Context
+from latm.graph.builder import build_graph, graph
 from latm.repository import ToolRecord, ToolRepository
 
 from .scripted import (

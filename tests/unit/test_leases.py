@@ -13,8 +13,9 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
-from latm import lifecycle
-from latm.graph import Context, build_graph
+from latm import leases
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
 from latm.repository import ToolRepository
 
@@ -188,11 +189,10 @@ def test_a_retry_on_the_same_thread_takes_its_own_lease_back_at_once():
     store = InMemoryStore()
     tools = ToolRepository(store, "default")
     # a lease left by a run of thread "t" whose process is unknown (another host): not provably gone
-    lifecycle._write_ticket(
-        tools,
+    leases.LeaseBook.of(tools).write(
         "word_sorting",
-        lifecycle.Ticket(
-            lifecycle._owner_of_thread("t"), False, 1, time.time() + 600, "elsewhere:1:1", None
+        leases.Ticket(
+            leases._owner_of_thread("t"), False, 1, time.time() + 600, "elsewhere:1:1", None
         ),
     )
     started = time.monotonic()
@@ -202,12 +202,11 @@ def test_a_retry_on_the_same_thread_takes_its_own_lease_back_at_once():
     assert out["error"] is None and time.monotonic() - started < 3.0
     assert tickets(store) == []
     # the same leftover held by another thread makes a new request wait (the TTL decides)
-    lifecycle._write_ticket(
-        tools,
+    leases.LeaseBook.of(tools).write(
         "sorting",
-        lifecycle.Ticket("someone", False, 1, time.time() + 600, "elsewhere:1:1", None),
+        leases.Ticket("someone", False, 1, time.time() + 600, "elsewhere:1:1", None),
     )
-    blocked = lifecycle.claim(tools, ctx(lease_wait_s=0.3), "sorting", SIX)
+    blocked = leases.claim(tools, ctx(lease_wait_s=0.3), "sorting", SIX)
     assert blocked.kind == "error"
 
 
@@ -223,32 +222,32 @@ def test_a_provably_gone_holder_does_not_make_others_wait(proc):
     store = InMemoryStore()
     tools = ToolRepository(store, "default")
     if proc == "same-process-finished-run":
-        holder, run = lifecycle.PROC, "0192b0c8-0000-7000-8000-000000000000"  # not a live run
+        holder, run = leases.PROC, "0192b0c8-0000-7000-8000-000000000000"  # not a live run
     elif proc == "reused-pid-on-this-host":  # a live process, but not the one that held it
-        holder, run = f"{lifecycle.HOST}:{os.getpid()}:started-another-time", None
+        holder, run = f"{leases.HOST}:{os.getpid()}:started-another-time", None
     else:
         child = os.fork() if hasattr(os, "fork") else None
         if child == 0:
             os._exit(0)
         assert child is not None
         os.waitpid(child, 0)
-        holder, run = f"{lifecycle.HOST}:{child}:1", None
-    lifecycle._write_ticket(
-        tools, "word_sorting", lifecycle.Ticket("gone", False, 1, time.time() + 600, holder, run)
+        holder, run = f"{leases.HOST}:{child}:1", None
+    leases.LeaseBook.of(tools).write(
+        "word_sorting", leases.Ticket("gone", False, 1, time.time() + 600, holder, run)
     )
     started = time.monotonic()
-    got = lifecycle.claim(tools, ctx(lease_wait_s=5), "word_sorting", SIX)
+    got = leases.claim(tools, ctx(lease_wait_s=5), "word_sorting", SIX)
     assert got.kind == "make" and time.monotonic() - started < 1.0
-    lifecycle.release(tools, got.lease)
+    leases.release(tools, got.lease)
 
 
 def test_a_released_lease_is_not_renewed_back():
     store = InMemoryStore()
     tools = ToolRepository(store, "default")
-    got = lifecycle.claim(tools, ctx(), "word_sorting", SIX)
+    got = leases.claim(tools, ctx(), "word_sorting", SIX)
     assert got.lease is not None
-    lifecycle.release(tools, got.lease)
-    lifecycle.renew(tools, got.lease, ctx())  # a node of the ended run finishing late
+    leases.release(tools, got.lease)
+    leases.renew(tools, got.lease, ctx())  # a node of the ended run finishing late
     assert tickets(store) == []
 
 
@@ -273,11 +272,11 @@ def test_parallel_requests_still_make_one_tool_with_the_guard():
 def test_a_live_holder_elsewhere_is_waited_for():
     store = InMemoryStore()
     tools = ToolRepository(store, "default")
-    alive = lifecycle.Ticket("live", False, 1, time.time() + 600, lifecycle.PROC, None)
-    assert not lifecycle.holder_gone(alive)  # this process, run unknown
-    other_host = lifecycle.Ticket("x", False, 1, time.time() + 600, "another-host:1:1", None)
-    assert not lifecycle.holder_gone(other_host)
-    reviewed = lifecycle.Ticket("r", False, 1, time.time() + 600, "x:999999:1", None, review=True)
-    assert not lifecycle.holder_gone(reviewed)
-    lifecycle._write_ticket(tools, "word_sorting", alive)
-    assert lifecycle.claim(tools, ctx(lease_wait_s=0.3), "word_sorting", SIX).kind == "error"
+    alive = leases.Ticket("live", False, 1, time.time() + 600, leases.PROC, None)
+    assert not leases.holder_gone(alive)  # this process, run unknown
+    other_host = leases.Ticket("x", False, 1, time.time() + 600, "another-host:1:1", None)
+    assert not leases.holder_gone(other_host)
+    reviewed = leases.Ticket("r", False, 1, time.time() + 600, "x:999999:1", None, review=True)
+    assert not leases.holder_gone(reviewed)
+    leases.LeaseBook.of(tools).write("word_sorting", alive)
+    assert leases.claim(tools, ctx(lease_wait_s=0.3), "word_sorting", SIX).kind == "error"

@@ -12,9 +12,11 @@ import pytest
 from langgraph.store.memory import InMemoryStore
 from langgraph.store.sqlite import SqliteStore
 
-from latm import lifecycle
-from latm.graph import Context, build_graph
+from latm import leases
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
+from latm.nodes.record import record_use
 from latm.nodes.wrap import tool_identity
 from latm.repository import ToolRepository
 from latm.sandbox import ExecResult
@@ -272,17 +274,17 @@ def test_a_failed_maker_releases_the_lease_and_the_next_request_makes_the_tool(s
 def test_a_dead_makers_lease_lapses_and_a_waiter_takes_over(store):
     tools = repo(store)
     short = ctx(lease_ttl_s=0.3, lease_wait_s=10)
-    dead = lifecycle.claim(tools, short, "word_sorting", SIX)
+    dead = leases.claim(tools, short, "word_sorting", SIX)
     assert dead.kind == "make"  # and its run never releases it
     started = time.monotonic()
-    taker = lifecycle.claim(tools, short, "word_sorting", SIX)
+    taker = leases.claim(tools, short, "word_sorting", SIX)
     assert taker.kind == "make" and taker.lease["owner"] != dead.lease["owner"]
     assert 0.2 < time.monotonic() - started < 5
 
 
 def test_a_waiter_gives_up_after_the_wait_timeout_with_a_clear_error(store):
     tools = repo(store)
-    holder = lifecycle.claim(tools, ctx(lease_ttl_s=60), "word_sorting", SIX)
+    holder = leases.claim(tools, ctx(lease_ttl_s=60), "word_sorting", SIX)
     assert holder.kind == "make"
     out = build_graph(store=store).invoke(
         {"task": EXAMPLES[20]["input"], "examples": SIX, "task_type": "word_sorting"},
@@ -290,17 +292,17 @@ def test_a_waiter_gives_up_after_the_wait_timeout_with_a_clear_error(store):
     )
     assert "another run is making the tool for 'word_sorting'" in out["error"]
     assert "gave up waiting for it after 0.3 s" in out["error"]
-    lifecycle.release(tools, holder.lease)
+    leases.release(tools, holder.lease)
     assert list(store.search(("latm", "default", "leases"), limit=10)) == []
 
 
 def test_a_waiter_takes_the_tool_the_holder_stores(store):
     tools = repo(store)
-    holder = lifecycle.claim(tools, ctx(), "word_sorting", SIX)
+    holder = leases.claim(tools, ctx(), "word_sorting", SIX)
     result: dict[str, Any] = {}
 
     def wait() -> None:
-        result["claim"] = lifecycle.claim(tools, ctx(lease_wait_s=10), "word_sorting", SIX)
+        result["claim"] = leases.claim(tools, ctx(lease_wait_s=10), "word_sorting", SIX)
 
     waiter = threading.Thread(target=wait)
     waiter.start()
@@ -310,7 +312,7 @@ def test_a_waiter_takes_the_tool_the_holder_stores(store):
     make(elsewhere)
     made = repo(elsewhere).get("word_sorting")
     tools.put(made)  # what the holder's wrap stores, then releases
-    lifecycle.release(tools, holder.lease, made=made)
+    leases.release(tools, holder.lease, made=made)
     waiter.join(5)
     assert result["claim"].kind == "hit" and result["claim"].record.version == 1
 
@@ -324,9 +326,9 @@ def test_corrupt_lease_records_are_ignored(store):
 
 
 def test_lease_key_without_task_type_hashes_the_examples():
-    key = lifecycle.lease_key(None, SIX)
-    assert key.startswith("ex-") and key == lifecycle.lease_key(None, list(SIX))
-    assert key != lifecycle.lease_key(None, SIX[:5]) and lifecycle.lease_key("t", SIX) == "t"
+    key = leases.lease_key(None, SIX)
+    assert key.startswith("ex-") and key == leases.lease_key(None, list(SIX))
+    assert key != leases.lease_key(None, SIX[:5]) and leases.lease_key("t", SIX) == "t"
 
 
 # --------------------------------------------------------------- bad input
@@ -412,7 +414,7 @@ def test_record_use_ignores_a_failing_store(store):
     class Runtime:
         store = BrokenStore()
 
-    assert lifecycle.record_use(Runtime(), ctx(), record, ExecResult("ok", value="x")) is None
+    assert record_use(Runtime(), ctx(), record, ExecResult("ok", value="x")) is None
 
 
 def test_concurrent_make_only_requests_make_one_tool_and_answer_nothing(store):

@@ -343,3 +343,13 @@ def test_the_estimate_counts_the_build_and_the_models() -> None:
     assert big - models_only == pytest.approx(inst.BUILD_CORE_SECONDS / 2)
     assert inst.estimate_seconds(True, [], jobs=4) == pytest.approx(inst.BUILD_CORE_SECONDS / 4)
     assert inst.estimate_seconds(False, [], jobs=2) == 0
+
+
+def test_the_estimates_count_the_embedding_model_when_it_is_installed(paths: LocalPaths) -> None:
+    big, _ = MODELS
+    assert inst.estimate_seconds(False, [], jobs=2, embedder=True) == inst.EMBEDDER_SECONDS
+    assert inst.space_needed(paths, False, [], embedder=True) == inst.EMBEDDER_SPACE
+    # the embedder comes after the models: the joined models stay while it unpacks
+    with_models = inst.space_needed(paths, False, [big], embedder=True)
+    expected = max(2 * big.size + inst.MODEL_SPACE_MARGIN, big.size + inst.EMBEDDER_SPACE)
+    assert with_models == expected

@@ -10,7 +10,8 @@ import pytest
 from latm.bench.cot import cot_messages
 from latm.bench.tasks import prepare_task
 from latm.data import TASKS, load_task, task_rationales
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
 from latm.repository import ToolRepository
 
@@ -162,7 +163,7 @@ def test_the_slot_benchmark_sends_the_graphs_own_first_request(store):
 
 
 def test_the_input_schema_offers_the_reasoning_as_an_optional_field():
-    from latm.graph import graph
+    from latm.graph.builder import graph
 
     schema = graph.get_input_jsonschema()
     example = schema["$defs"]["Example"]

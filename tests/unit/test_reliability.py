@@ -28,11 +28,12 @@ from latm.backends import open_backend
 from latm.cli import main
 from latm.cli.tools import content_hash
 from latm.codeparse import ReplyError, parse_proposal
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
-from latm.lifecycle import retired
 from latm.nodes.common import get_tool_executor
 from latm.repository import ToolRecord, ToolRepository, UsageDemo
+from latm.usage import retired
 
 from .scripted import (
     BUGGY_SORT_CODE,

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from langgraph.store.memory import InMemoryStore
 
-from latm.repository import ToolRecord, ToolRepository, UsageDemo, lexical_rank, open_local_store
+from latm.backends import open_local_store
+from latm.repository import ToolRecord, ToolRepository, UsageDemo, lexical_rank
 
 
 def record(task_type: str, description: str, question: str, version: int = 1) -> ToolRecord:
@@ -57,9 +58,9 @@ def test_put_get_list_search_delete_and_corrupt_records_are_skipped():
 def test_local_sqlite_store_persists_across_opens(tmp_path):
     path = tmp_path / "repo" / "tools.sqlite"
     ToolRepository(open_local_store(path), "default").put(record("t", "Does t.", "q"))
-    import latm.repository as module
+    import latm.backends as module
 
-    module._LOCAL_STORES.clear()  # a new process would open the file afresh
+    module._BACKENDS.clear()  # a new process would open the file afresh
     assert ToolRepository(open_local_store(path), "default").get("t") is not None
 
 

@@ -15,7 +15,8 @@ from langgraph.store.sqlite import SqliteStore
 from latm import routing
 from latm.bench.dispatch import bench_record
 from latm.embeddings import HashEmbeddings
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.graph.context import PAPER
 from latm.repository import ToolRepository
 from latm.routing import MAX_THRESHOLD, MIN_THRESHOLD, Scored, calibrate, decide, route_index

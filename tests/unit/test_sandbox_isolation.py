@@ -181,7 +181,7 @@ def test_the_use_node_keys_warm_workers_by_namespace(
 ) -> None:
     import importlib
 
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
     from latm.nodes.common import get_tool_executor
 
     from .scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
@@ -664,7 +664,7 @@ def test_decode_frame_never_raises() -> None:
 def test_an_unknown_executor_name_is_a_clear_error_of_the_run(
     store: Any, make_context: Any
 ) -> None:
-    from latm.graph import build_graph
+    from latm.graph.builder import build_graph
 
     from .scripted import bbh, maker_reply, scripted, user_reply
 

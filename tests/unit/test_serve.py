@@ -122,7 +122,8 @@ def test_langserve_tenants_come_from_api_keys_and_see_only_their_tools(tmp_path)
     ask = {"input": {"task": EXAMPLES[20]["input"], "task_type": "word_sorting"}}
     bob = client.post("/latm/invoke", json=ask, headers={"Authorization": f"Bearer {KEY_B}"})
     assert "no tool for task type 'word_sorting'" in bob.json()["output"]["error"]
-    from latm.repository import ToolRepository, open_local_store
+    from latm.backends import open_local_store
+    from latm.repository import ToolRepository
 
     store = open_local_store(str(tmp_path / "t.sqlite"))
     assert ToolRepository(store, "alice").get("word_sorting") is not None

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from langgraph.store.memory import InMemoryStore
 
-from latm.graph import build_graph
+from latm.graph.builder import build_graph
 from latm.graph.context import (
     DEPLOYMENT,
     RUN,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from latm.graph import build_graph, graph
+from latm.graph.builder import build_graph, graph
 
 
 def undescribed(schema: dict[str, Any]) -> list[str]:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from latm.bench.label_noise import measure
-from latm.graph import Context, build_graph
+from latm.graph import Context
+from latm.graph.builder import build_graph
 from latm.repository import ToolRepository
 
 from .scripted import SORT_CODE, bbh, maker_reply, scripted

@@ -1,42 +1,33 @@
-"""The tool lifecycle: one maker per new task, use statistics and retirement.
+"""Leases: one maker per new task.
 
-**Leases.** When N requests for the same new task arrive at once, exactly one
-makes the tool; the others wait for it and then use it. On a miss the
-dispatcher takes a *lease* on the task's key (its ``task_type``; without one,
-``ex-`` and a hash of the examples, since the tool's name is only known after
-the maker names its function). The lease is released by ``wrap`` once the tool
-is stored, or by the node that ends the making with an error; it is renewed by
-``propose`` and ``verify`` and lapses ``Context.lease_ttl_s`` after its last
-renewal, so a dead maker blocks nobody for long. A request that finds the lease
-held polls the store until the holder reports a new tool (it then answers from
-it, a cache hit), the lease lapses (it takes over), or ``Context.lease_wait_s``
-passes (a clear error).
+When N requests for the same new task arrive at once, exactly one makes the
+tool; the others wait for it and then use it. On a miss the dispatcher takes a
+*lease* on the task's key (its ``task_type``; without one, ``ex-`` and a hash
+of the examples, since the tool's name is only known after the maker names its
+function). The lease is released by ``wrap`` once the tool is stored, or by the
+node that ends the making with an error; it is renewed by ``propose`` and
+``verify`` and lapses ``Context.lease_ttl_s`` after its last renewal, so a dead
+maker blocks nobody for long. A request that finds the lease held polls the
+store until the holder reports a new tool (it then answers from it, a cache
+hit), the lease lapses (it takes over), or ``Context.lease_wait_s`` passes (a
+clear error). The node wrapper that renews and releases it is
+:func:`latm.nodes.wrappers.holds_lease`.
 
-The lease uses only the ``BaseStore`` API (get, put, search, delete), so it
-works the same on SQLite, PostgreSQL, the in-memory store and the store a
-LangGraph server supplies. As a store has no compare-and-set, mutual exclusion
-is Lamport's bakery algorithm over store records: each contender writes a
-"choosing" record, then a ticket one above every ticket it sees, then waits
-until no one is choosing and no live ticket is smaller. It is exact as long as
-each store operation is atomic and a finished write is seen by later reads,
-which SQLite, PostgreSQL and the in-memory store give.
-
-**Statistics and retirement.** ``use`` counts every run of a tool (calls,
-failures, timeouts, last error) per version; once a version has failed
-``Context.max_tool_failures`` times the dispatcher stops routing to it and
-re-makes it (a new version, the history kept) when the request has examples.
-Only failures that are the tool's count: a failing call written by the user
-model whose arguments are not plain literals of the kinds the usage demos pass
-(while the tool still passes those demos) is the call's fault
-(``call_failures``) and never retires the tool.
+A tenant's lease records live in its :class:`LeaseBook` (a store and a tenant),
+beside, not inside, its tool repository. The book uses only the ``BaseStore``
+API (get, put, search, delete), so it works the same on SQLite, PostgreSQL, the
+in-memory store and the store a LangGraph server supplies. As a store has no
+compare-and-set, mutual exclusion is Lamport's bakery algorithm over store
+records: each contender writes a "choosing" record, then a ticket one above
+every ticket it sees, then waits until no one is choosing and no live ticket is
+smaller. It is exact as long as each store operation is atomic and a finished
+write is seen by later reads, which SQLite, PostgreSQL and the in-memory store
+give.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import contextvars
-import functools
 import hashlib
 import json
 import logging
@@ -47,184 +38,23 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langgraph.errors import GraphBubbleUp
-from langgraph.runtime import Runtime, get_runtime
+from langgraph.config import get_config
+from langgraph.store.base import BaseStore
 
 from latm.graph.context import Context
-from latm.graph.state import Example, State
-from latm.repository import RepositoryError, ToolRecord, ToolRepository, ToolStats, UseStatus
-from latm.sandbox import ExecResult
-from latm.tracing import NodeFunctions
+from latm.graph.state import Example
+from latm.repository import ToolRecord, ToolRepository
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 """How often a waiting request looks at the store again (with some jitter)."""
-
-Node = TypeVar("Node", bound=Callable[..., dict[str, Any]])
-
-
-# ---------------------------------------------------------------- retirement
-
-
-def retired(repo: ToolRepository, record: ToolRecord, ctx: Context) -> str | None:
-    """Why a tool version must not answer any more, or ``None`` when it may.
-
-    A version is retired once its use-time failures reach ``ctx.max_tool_failures``
-    (0 never retires).
-    """
-    if ctx.max_tool_failures <= 0:
-        return None
-    stats = repo.stats(record.task_type, record.version)
-    if stats.failures < ctx.max_tool_failures:
-        return None
-    last = f"; last error: {stats.last_error}" if stats.last_error else ""
-    return (
-        f"tool {record.task_type} v{record.version} is retired after {stats.failures} "
-        f"failures in {stats.calls} uses{last}"
-    )
-
-
-def usable(
-    repo: ToolRepository, found: list[tuple[ToolRecord, float]], ctx: Context
-) -> list[tuple[ToolRecord, float]]:
-    """The search results without retired tools."""
-    return [(r, s) for r, s in found if retired(repo, r, ctx) is None]
-
-
-def record_use(
-    runtime: Runtime[Context],
-    ctx: Context,
-    record: ToolRecord,
-    result: ExecResult,
-    *,
-    call: str | None = None,
-) -> ToolStats | None:
-    """Count one run of a tool at use time; never fails the run (a warning instead).
-
-    A failure counts against the tool (towards retirement) only when the tool is
-    at fault. A failed ``call`` the user model wrote is the call's fault when its
-    arguments are not plain literals of the kinds the tool's verified usage demos
-    pass (``None`` for a list, an expression that computes its own input, other
-    keywords) and the tool still gives its demos' verified answers: that is
-    counted as a ``call_error``, which never retires the tool. A tool that fails
-    on well-formed arguments is at fault.
-    """
-    from latm.nodes.common import get_repository, get_tenant
-
-    status: UseStatus = "ok" if result.ok and result.value is not None else "error"
-    if result.status == "timeout":
-        status = "timeout"
-    if (
-        status != "ok"
-        and call is not None
-        and not well_formed(call, record)
-        and tool_still_sound(ctx, get_tenant(runtime, ctx), record)
-    ):
-        status = "call_error"
-    error = None if status == "ok" else f"{result.status}: {result.error}"
-    try:
-        return get_repository(runtime, ctx).record_use(record, status, error)
-    except RepositoryError as exc:
-        log.warning("could not record the use of %s: %s", record.task_type, exc)
-        return None
-
-
-def _kind(node: ast.expr, depth: int = 0) -> str:
-    """The shape of a literal argument: ``str``, ``list[str]``, ...; ``expr`` when computed."""
-    if isinstance(node, ast.Constant):
-        return type(node.value).__name__
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        inner = _kind(node.operand, depth)
-        return inner if inner in ("int", "float") else "expr"
-    if isinstance(node, ast.List | ast.Tuple | ast.Set) and depth < 3:
-        items = sorted({_kind(e, depth + 1) for e in node.elts})
-        return f"{type(node).__name__.lower()}[{','.join(items)}]"
-    if isinstance(node, ast.Dict) and depth < 3:
-        keys = sorted({_kind(k, depth + 1) if k else "expr" for k in node.keys})
-        values = sorted({_kind(v, depth + 1) for v in node.values})
-        return f"dict[{','.join(keys)}:{','.join(values)}]"
-    return "expr"
-
-
-def _shape(call: str, entry: str) -> tuple[str, ...] | None:
-    from latm.codeparse import parse_python
-
-    try:
-        tree = parse_python(call, "eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    node = tree.body if isinstance(tree, ast.Expression) else None
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-        return None
-    if node.func.id != entry:
-        return None
-    kinds = [_kind(a) for a in node.args]
-    kinds += [f"{k.arg}={_kind(k.value)}" for k in node.keywords]
-    return tuple(kinds)
-
-
-def _fits(kind: str, demo: str) -> bool:
-    if kind == demo:
-        return True
-    # an empty container or one with fewer element kinds fits the demo's
-    open_, close = kind.find("["), demo.find("[")
-    if open_ < 0 or close < 0 or kind[:open_] != demo[:close] or kind.startswith("dict"):
-        return False
-    mine = set(filter(None, kind[open_ + 1 : -1].split(",")))
-    theirs = set(filter(None, demo[close + 1 : -1].split(",")))
-    return mine <= theirs
-
-
-def well_formed(call: str, record: ToolRecord) -> bool:
-    """Whether ``call`` passes plain literals of the kinds the tool's usage demos pass."""
-    shape = _shape(call, record.name)
-    if shape is None or "expr" in ",".join(shape):
-        return False
-    for demo in record.demos:
-        theirs = _shape(demo.call, record.name)
-        if (
-            theirs is not None
-            and len(theirs) == len(shape)
-            and all(_fits(a, b) for a, b in zip(shape, theirs, strict=True))
-        ):
-            return True
-    return False
-
-
-def tool_still_sound(ctx: Context, tenant: str, record: ToolRecord) -> bool:
-    """Whether the tool still gives its usage demos' verified answers (in the sandbox)."""
-    from latm.answers import is_correct
-    from latm.nodes.common import get_limits, get_tool_executor
-
-    demos = record.demos
-    if not demos:
-        return False  # no demos to tell a bad call from a broken tool by: count it
-    try:
-        executor = get_tool_executor(ctx)
-        results = executor.run(
-            record.code,
-            [d.call for d in demos],
-            get_limits(ctx),
-            cache_key=record.worker_key(tenant),
-        )
-    except Exception as exc:  # the sandbox is gone: no verdict either way
-        log.warning("could not re-check %s: %s", record.task_type, exc)
-        return False
-    return len(results) == len(demos) and all(
-        r.ok and is_correct(r.value, d.answer, d.question)
-        for r, d in zip(results, demos, strict=False)
-    )
-
-
-# ------------------------------------------------------------------- leases
 
 
 def lease_key(task_type: str | None, examples: list[Example]) -> str:
@@ -235,14 +65,6 @@ def lease_key(task_type: str | None, examples: list[Example]) -> str:
         [[e["input"], e["target"]] for e in examples], ensure_ascii=False, separators=(",", ":")
     )
     return "ex-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
-def _lease_ns(repo: ToolRepository, key: str) -> tuple[str, ...]:
-    return ("latm", repo.tenant, "leases", key)
-
-
-def _made_ns(repo: ToolRepository) -> tuple[str, ...]:
-    return ("latm", repo.tenant, "made")
 
 
 @dataclass(frozen=True)
@@ -329,36 +151,74 @@ def holder_gone(ticket: Ticket) -> bool:
     return _process_gone(ticket.proc)
 
 
-def _tickets(repo: ToolRepository, key: str) -> list[Ticket]:
-    """The live tickets of a lease; lapsed, orphaned and unreadable ones are removed."""
-    ns = _lease_ns(repo, key)
-    now = time.time()
-    live = []
-    for item in repo.store.search(ns, limit=1000):
-        ticket = Ticket.parse(item.value)
-        if ticket is None or ticket.expires_at < now or holder_gone(ticket):
-            repo.store.delete(ns, item.key)
-            continue
-        live.append(ticket)
-    return live
+class LeaseBook:
+    """A tenant's lease records in a store: the tickets of each lease and the made markers.
 
+    Args:
+        store: The LangGraph store (the same one as the tenant's tools).
+        tenant: Whose leases these are.
+    """
 
-def _write_ticket(repo: ToolRepository, key: str, ticket: Ticket) -> None:
-    value = {
-        "owner": ticket.owner,
-        "choosing": ticket.choosing,
-        "number": ticket.number,
-        "expires_at": ticket.expires_at,
-        "proc": ticket.proc,
-        "run": ticket.run,
-        "review": ticket.review,
-    }
-    repo.store.put(_lease_ns(repo, key), ticket.owner, value, index=False)
+    def __init__(self, store: BaseStore, tenant: str) -> None:
+        """Open the book (nothing is read or written yet)."""
+        self.store = store
+        self.tenant = tenant
 
+    @classmethod
+    def of(cls, repo: ToolRepository) -> LeaseBook:
+        """The lease book beside a tool repository (same store, same tenant)."""
+        return cls(repo.store, repo.tenant)
 
-def _made(repo: ToolRepository, key: str) -> dict[str, Any] | None:
-    item = repo.store.get(_made_ns(repo), key)
-    return item.value if item and isinstance(item.value, dict) else None
+    def _leases(self, key: str) -> tuple[str, ...]:
+        return ("latm", self.tenant, "leases", key)
+
+    def _made(self) -> tuple[str, ...]:
+        return ("latm", self.tenant, "made")
+
+    def tickets(self, key: str) -> list[Ticket]:
+        """The live tickets of a lease; lapsed, orphaned and unreadable ones are removed."""
+        ns = self._leases(key)
+        now = time.time()
+        live = []
+        for item in self.store.search(ns, limit=1000):
+            ticket = Ticket.parse(item.value)
+            if ticket is None or ticket.expires_at < now or holder_gone(ticket):
+                self.store.delete(ns, item.key)
+                continue
+            live.append(ticket)
+        return live
+
+    def write(self, key: str, ticket: Ticket) -> None:
+        """Write (or replace) a contender's ticket."""
+        value = {
+            "owner": ticket.owner,
+            "choosing": ticket.choosing,
+            "number": ticket.number,
+            "expires_at": ticket.expires_at,
+            "proc": ticket.proc,
+            "run": ticket.run,
+            "review": ticket.review,
+        }
+        self.store.put(self._leases(key), ticket.owner, value, index=False)
+
+    def drop(self, key: str, owner: str) -> None:
+        """Remove an owner's ticket (the lease is given back)."""
+        self.store.delete(self._leases(key), owner)
+
+    def made(self, key: str) -> dict[str, Any] | None:
+        """The marker of the last tool made under ``key`` (``None`` when none)."""
+        item = self.store.get(self._made(), key)
+        return item.value if item and isinstance(item.value, dict) else None
+
+    def mark_made(self, key: str, made: ToolRecord) -> None:
+        """Tell the waiters on ``key`` which tool was made."""
+        marker = {
+            "id": uuid.uuid4().hex,
+            "task_type": made.task_type,
+            "version": made.version,
+            "at": time.time(),
+        }
+        self.store.put(self._made(), key, marker, index=False)
 
 
 @dataclass
@@ -376,7 +236,7 @@ def _fresh_tool(
     repo: ToolRepository, key: str, task_type: str | None, seen: tuple[Any, int]
 ) -> ToolRecord | None:
     """A tool made by someone else since ``seen`` (the ``made`` marker and version then)."""
-    made = _made(repo, key)
+    made = LeaseBook.of(repo).made(key)
     if made is not None and made.get("id") != seen[0]:
         record = repo.get(str(made.get("task_type") or ""))
         if record is not None:
@@ -424,8 +284,6 @@ def _owner() -> str:
     same owner, so it takes its own lease back at once.
     """
     try:
-        from langgraph.config import get_config
-
         thread = get_config().get("configurable", {}).get("thread_id")
     except RuntimeError:  # called outside a graph run
         thread = None
@@ -448,16 +306,17 @@ def _claim(
     owner = _owner()
     run = GUARD.current_run()
     started = time.monotonic()
-    made = _made(repo, key)
+    book = LeaseBook.of(repo)
+    made = book.made(key)
     current = repo.get(task_type) if task_type else None
     seen = (made.get("id") if made else None, current.version if current else 0)
 
     def ticket(choosing: bool, number: int) -> Ticket:
         return Ticket(owner, choosing, number, time.time() + ctx.lease_ttl_s, PROC, run)
 
-    _write_ticket(repo, key, ticket(True, 0))
-    number = 1 + max((t.number for t in _tickets(repo, key)), default=0)
-    _write_ticket(repo, key, ticket(False, number))
+    book.write(key, ticket(True, 0))
+    number = 1 + max((t.number for t in book.tickets(key)), default=0)
+    book.write(key, ticket(False, number))
     lease = {"key": key, "owner": owner, "number": number, "id": uuid.uuid4().hex}
     blockers: list[Ticket] = []
     while True:
@@ -467,7 +326,7 @@ def _claim(
             return Claim("hit", record=fresh, waited_s=time.monotonic() - started)
         blockers = [
             t
-            for t in _tickets(repo, key)
+            for t in book.tickets(key)
             if t.owner != owner and (t.choosing or (t.number, t.owner) < (number, owner))
         ]
         if not blockers:
@@ -524,7 +383,7 @@ def renew(
         None if review else GUARD.current_run(),
         review,
     )
-    _write_ticket(repo, lease["key"], ticket)
+    LeaseBook.of(repo).write(lease["key"], ticket)
 
 
 def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None = None) -> None:
@@ -534,15 +393,10 @@ def release(repo: ToolRepository, lease: dict[str, Any], made: ToolRecord | None
         Exception: The store failed (the run's end tries once more, see :class:`LeaseGuard`).
     """
     GUARD.close(lease)
+    book = LeaseBook.of(repo)
     if made is not None:
-        marker = {
-            "id": uuid.uuid4().hex,
-            "task_type": made.task_type,
-            "version": made.version,
-            "at": time.time(),
-        }
-        repo.store.put(_made_ns(repo), lease["key"], marker, index=False)
-    repo.store.delete(_lease_ns(repo, lease["key"]), lease["owner"])
+        book.mark_made(lease["key"], made)
+    book.drop(lease["key"], lease["owner"])
     GUARD.forget(lease)
 
 
@@ -635,8 +489,6 @@ class LeaseGuard(BaseCallbackHandler):
     def current_run(self) -> str | None:
         """The graph run the calling node belongs to (``None`` outside a guarded run)."""
         try:
-            from langgraph.config import get_config
-
             callbacks = get_config().get("callbacks")
         except RuntimeError:
             return None
@@ -691,122 +543,3 @@ class LeaseGuard(BaseCallbackHandler):
 
 GUARD = LeaseGuard()
 """The process's lease guard; ``build_graph`` puts it in the compiled graph's callbacks."""
-
-
-def holds_lease(node: Node) -> Node:
-    """Wrap a tool-making node: renew the run's lease, or release it when making ends.
-
-    Making ends when the node stores a tool (its update has a ``tool``) or
-    fails (its update has an ``error``); the update then clears ``lease``. A
-    node that raises (any exception, ``KeyboardInterrupt``, but not LangGraph's
-    own interrupt of a review) releases the lease before the exception goes on.
-    A store failure here is logged, never raised: the run's end tries again,
-    and the lease lapses on its own.
-    """
-
-    @functools.wraps(node)
-    def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-        lease = state.get("lease")
-        try:
-            update = node(state, runtime)
-        except GraphBubbleUp:  # an interrupt (the review) or a parent command: still held
-            raise
-        except BaseException:
-            if lease:
-                _release_quietly(runtime, lease)
-            raise
-        if not lease:
-            return update
-        from latm.nodes.common import get_context, get_repository
-
-        ctx = get_context(runtime)
-        ends = bool(update.get("error") or (update.get("tool_record") and update.get("tool")))
-        try:
-            repo = get_repository(runtime, ctx)
-            with repo.guard("updating the tool-making lease"):
-                if update.get("error"):
-                    release(repo, lease)
-                elif ends:
-                    release(repo, lease, made=ToolRecord.model_validate(update["tool_record"]))
-                else:
-                    renew(repo, lease, ctx)
-        except Exception as exc:
-            log.warning("could not update the lease on %s: %s", lease.get("key"), exc)
-        # only a node that ends the making clears the lease (parallel proposals never write it)
-        return {**update, "lease": None} if ends else update
-
-    return cast(Node, run)
-
-
-def _release_quietly(runtime: Runtime[Context], lease: dict[str, Any]) -> None:
-    from latm.nodes.common import get_context, get_repository
-
-    try:
-        repo = get_repository(runtime, get_context(runtime))
-        with repo.guard("releasing the tool-making lease"):
-            release(repo, lease)
-    except Exception as exc:  # the run's end tries again; else the TTL ends it
-        log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
-
-
-def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[[Node], Node]:
-    """Wrap a node so that a failing store ends the run with a clear ``error``.
-
-    Args:
-        reset: State updates to return with the error (e.g. a fresh run's).
-    """
-
-    def decorate(node: Node) -> Node:
-        @functools.wraps(node)
-        def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-            try:
-                return node(state, runtime)
-            except RepositoryError as exc:
-                runtime.stream_writer(
-                    {"node": node.__name__, "event": "store_error", "error": str(exc)}
-                )
-                return {**(reset() if reset else {}), "route": "stop", "error": str(exc)}
-
-        return cast(Node, run)
-
-    return decorate
-
-
-_WAITING_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="latm-dispatch")
-
-
-def on_own_threads(node: Node) -> Callable[[State], Awaitable[dict[str, Any]]]:
-    """The async twin of a sync node that may wait for a lease (the dispatcher).
-
-    An async host (the LangGraph server) runs sync nodes on its event loop's small
-    default thread pool. Requests that wait for another run's tool would fill it,
-    and the maker's own nodes could not run until the waiters timed out. This twin
-    runs the node on a separate pool of cheap waiting threads instead, with the
-    run's context variables (config, runtime) carried over.
-    """
-
-    @functools.wraps(node)
-    async def run(state: State) -> dict[str, Any]:
-        runtime = get_runtime(Context)
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        call = functools.partial(context.run, node, state, runtime)
-        return await loop.run_in_executor(_WAITING_THREADS, call)
-
-    return run
-
-
-def waiting_node(node: Node) -> NodeFunctions[State, dict[str, Any]]:
-    """``node`` for ``add_node``: sync runs call it, async runs use :func:`on_own_threads`.
-
-    LangGraph's public node API takes one callable; :class:`~latm.tracing.NodeFunctions`
-    pairs a sync function with its async twin without a span of its own (the node
-    is one span in traces). Both read the node's runtime with LangGraph's public
-    ``get_runtime``.
-    """
-
-    @functools.wraps(node)
-    def run(state: State) -> dict[str, Any]:
-        return node(state, get_runtime(Context))
-
-    return NodeFunctions(run, on_own_threads(node), name=node.__name__)

@@ -284,6 +284,18 @@ def _defines_direct_entry(stmts: Sequence[ast.stmt]) -> bool:
     )
 
 
+def defines_direct_entry(code: str) -> bool:
+    """Whether ``code`` defines ``solve`` taking one argument (the raw request).
+
+    Raises:
+        ReplyError: The code does not parse.
+    """
+    try:
+        return _defines_direct_entry(parse_module(code).body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise ReplyError(f"the code does not parse: {exc}") from exc
+
+
 def _defined(stmt: ast.stmt) -> str | None:
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
         return stmt.name

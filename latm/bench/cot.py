@@ -12,6 +12,7 @@ from latm.bench.scoring import extract_cot_answer
 from latm.graph.context import Context
 from latm.graph.state import Example, Role
 from latm.llm import ModelError, invoke
+from latm.nodes.common import message_text
 from latm.prompts.bench import COT_DEMO, COT_REASONING, COT_SYSTEM, COT_USER
 
 
@@ -71,7 +72,7 @@ def answer_cot(ctx: Context, role: Role, demos: list[Example], question: str) ->
         reply, usage = invoke(ctx, role, cot_messages(demos, question))
     except ModelError as exc:
         return CotAnswer(answer=None, reply="", usage={}, error=str(exc))
-    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+    text = message_text(reply)
     return CotAnswer(
         answer=extract_cot_answer(text, question),
         reply=text,

@@ -355,7 +355,7 @@ def route_one(
     """
     runtime = Runtime(context=ctx, store=store)
     started = time.perf_counter()
-    update = DISPATCHER({"task": question}, runtime)
+    update: dict[str, Any] = dict(DISPATCHER({"task": question}, runtime))
     elapsed = (time.perf_counter() - started) * 1000
     tool = update.get("tool")
     return (tool["task_type"] if tool else None), update, elapsed
@@ -367,8 +367,7 @@ def score(tally: Tally, truth: str | None, known: set[str], got: str | None, upd
         tally.known.append(got == truth)
     else:
         tally.unknown.append(got is None)
-    usage = update.get("usage")
-    usage = getattr(usage, "value", usage) or {}
+    usage = update.get("usage") or {}
     user = usage.get("user") or {}
     tally.calls += int(user.get("calls", 0))
     tokens = int(user.get("total_tokens", 0))

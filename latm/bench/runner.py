@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from langgraph.types import Overwrite
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -146,11 +145,10 @@ def unexpected(exc: Exception) -> str:
 
 
 def _plain_usage(value: Any) -> dict[str, dict[str, int]]:
-    if isinstance(value, Overwrite):
-        value = value.value
     if not isinstance(value, dict):
         return {}
-    return {str(role): {k: int(v) for k, v in u.items()} for role, u in value.items()}
+    # a run's first update names a role that spent nothing yet as None
+    return {str(role): {k: int(v) for k, v in u.items()} for role, u in value.items() if u}
 
 
 def run_timed(
@@ -218,7 +216,7 @@ def make_tool(
         "ok": bool(tool) and not error,
         "error": error,
         "infra": is_infra_error(error),
-        "attempts": int(final.get("attempts") or 0),
+        "attempts": int((final.get("making") or {}).get("attempts") or 0),
         "tool": tool,
         "usage": _plain_usage(final.get("usage")),
         "seconds": seconds,

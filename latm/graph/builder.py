@@ -26,7 +26,7 @@ from latm.tracing import TAG, node_metadata
 def to_propose(state: State, runtime: Runtime[Context]) -> list[Send]:
     """Fan out to ``propose``: one branch per candidate of the round (best-of-N)."""
     n = get_context(runtime).n_candidates
-    return [Send("propose", {**state, "candidate": i}) for i in range(n)]
+    return [Send("propose", {**state, "branch": i}) for i in range(n)]
 
 
 def route_dispatch(state: State, runtime: Runtime[Context]) -> str | list[Send]:
@@ -43,8 +43,9 @@ def route_verify(state: State, runtime: Runtime[Context]) -> str | list[Send]:
     on any other failure, a dead model for one (``stop``).
     """
     if state.get("error"):
-        exhausted = (state.get("attempts") or 0) >= get_context(runtime).max_attempts
-        return "exhausted" if exhausted else "stop"
+        making = state.get("making")
+        attempts = making["attempts"] if making else 0
+        return "exhausted" if attempts >= get_context(runtime).max_attempts else "stop"
     if not passed(state):
         return to_propose(state, runtime)
     return "approval" if get_context(runtime).require_approval else "pass"

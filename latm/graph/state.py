@@ -8,10 +8,9 @@ Python 3.11.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NotRequired
 
-from langchain_core.messages import AnyMessage
-from langgraph.graph.message import add_messages
 from pydantic import Field
 from typing_extensions import TypedDict
 
@@ -70,6 +69,16 @@ class CaseReport(TypedDict):
     error: str | None
     passed: bool
     check: NotRequired[str]
+
+
+def check_kind(case: CaseReport) -> str:
+    """What a verification case checked: ``call`` (the maker's call) or ``direct``."""
+    return case.get("check", "call")
+
+
+def cases_of(report: list[CaseReport], kind: str) -> list[CaseReport]:
+    """The cases of ``report`` that checked ``kind`` (``call`` or ``direct``)."""
+    return [c for c in report if check_kind(c) == kind]
 
 
 class RouteInfo(TypedDict, total=False):
@@ -160,27 +169,112 @@ class VerifiedFunction(TypedDict):
     tried: NotRequired[int]
 
 
-def add_candidates(left: list[Candidate] | None, right: list[Candidate] | None) -> list[Candidate]:
-    """Reducer for ``proposals``: parallel proposals append; ``Overwrite([])`` clears."""
+class Best(TypedDict):
+    """The round's best candidate, whole: what ``review`` shows and ``wrap`` stores.
+
+    Attributes:
+        index: Its number within its round.
+        code: Its tool code (``None`` when its reply could not be used).
+        entry: The tool function's name.
+        calls: The maker's calls for the validation questions.
+        direct: Whether its ``solve(request)`` entry was verified.
+        report: Its verification report.
+        problem: Why it could not be verified at all (no code, a syntax error, ...),
+            for the maker's next attempt; else ``None``.
+        conversation: The maker's conversation that made it, its reply last, as
+            ``(role, text)`` pairs (candidate 0 of the next round continues it);
+            empty after a model failure.
+    """
+
+    index: int
+    code: str | None
+    entry: str | None
+    calls: list[str]
+    direct: bool
+    report: list[CaseReport]
+    problem: str | None
+    conversation: list[tuple[str, str]]
+
+
+class Making(TypedDict):
+    """The maker's working data in one run that makes a tool (``State.making``).
+
+    Attributes:
+        make_id: Identifies this run's tool making; the stored tool carries it, so a
+            run resumed after a crash finds its tool and never stores a second version.
+        attempts: How many rounds of proposals the maker has made.
+        best: The latest round's best candidate (``None`` before the first round).
+        function: The verified tool function (calls passed) while the maker writes
+            its ``solve(request)`` entry in later rounds; if no entry verifies, this
+            function is stored without one.
+        verified: Whether the latest round accepted ``best`` for ``wrap`` to store.
+        reviewed: What the person decided in the ``review`` node: ``approved``, or
+            ``edited`` (then ``best`` holds the edit); ``None`` before a review.
+        revealed: Inputs of examples beyond the demos whose expected answers earlier
+            rounds showed the maker (its failures): no evidence any more.
+    """
+
+    make_id: str
+    attempts: int
+    best: Best | None
+    function: VerifiedFunction | None
+    verified: bool
+    reviewed: Literal["approved", "edited"] | None
+    revealed: list[str]
+
+
+def new_making(make_id: str) -> Making:
+    """The working data of a tool making that has not started yet."""
+    return Making(
+        make_id=make_id,
+        attempts=0,
+        best=None,
+        function=None,
+        verified=False,
+        reviewed=None,
+        revealed=[],
+    )
+
+
+def collect_candidates(
+    left: list[Candidate] | None, right: list[Candidate] | None
+) -> list[Candidate]:
+    """Reducer for ``candidates``: parallel ``propose`` branches append; ``[]`` clears.
+
+    ``verify`` writes ``[]`` once it has read a round's candidates, and the
+    dispatcher at a run's start, so the state never carries old rounds.
+    """
+    if right is not None and not right:
+        return []
     return [*(left or []), *(right or [])]
 
 
+ROLES: tuple[Role, ...] = ("maker", "user")
+
+
 def merge_usage(
-    left: dict[str, TokenUsage] | None, right: dict[str, TokenUsage] | None
+    left: Mapping[str, TokenUsage] | None, right: Mapping[str, TokenUsage | None] | None
 ) -> dict[str, TokenUsage]:
     """Reducer for ``usage``: sums token counts per role.
 
-    A new run starts over by writing ``langgraph.types.Overwrite({})``.
+    A run's first update (the dispatcher's, see :func:`run_usage`) names every
+    role, ``null`` for one that spent nothing yet: that starts the run's usage
+    over. No other update holds a ``null``. This keeps each update plain JSON
+    (no ``Overwrite`` object).
 
     Args:
         left: The usage accumulated so far.
-        right: The usage a node adds.
+        right: The usage a node adds (or a run's start).
 
     Returns:
         The summed usage per role.
     """
+    if right and any(u is None for u in right.values()):
+        left = None  # a run's start: what earlier runs on the thread spent is not this run's
     merged = {role: TokenUsage(**u) for role, u in (left or {}).items()}
     for role, usage in (right or {}).items():
+        if usage is None:
+            continue
         zero = TokenUsage(input_tokens=0, output_tokens=0, total_tokens=0, calls=0)
         base = merged.get(role, zero)
         merged[role] = TokenUsage(
@@ -190,6 +284,14 @@ def merge_usage(
             calls=base["calls"] + usage["calls"],
         )
     return merged
+
+
+def run_usage(spent: Mapping[str, TokenUsage] | None = None) -> dict[str, TokenUsage | None]:
+    """A run's first ``usage`` update: what it spent so far per role, ``None`` for nothing.
+
+    :func:`merge_usage` starts the run's usage over on it.
+    """
+    return {role: (spent or {}).get(role) for role in ROLES}
 
 
 class InputState(ChatState, total=False):
@@ -301,59 +403,102 @@ class OutputState(ChatState, total=False):
 
 
 class State(InputState, OutputState, total=False):
-    """The working state of one run.
+    """The working state of one run: the caller's input, the output, and these keys.
+
+    A run's start resets the output and the working keys (``route``,
+    ``tool_record``, ``lease``, ``candidates``, ``making``) in one update of the
+    dispatcher (:data:`latm.nodes.dispatcher.fresh_run`).
 
     Attributes:
         route: The dispatcher's decision: ``hit``, ``miss`` or ``stop``.
-        candidates: Names of the tools the dispatcher considered, best first.
-        candidate: The index of the proposal a ``propose`` branch makes (its ``Send``).
-        proposals: The proposals of the current round, collected for ``verify``.
-        tool_record: The chosen or newly wrapped tool record (a JSON dict).
-        code: The maker's latest proposed tool code.
-        entry: The name of the tool function in ``code``.
-        direct: Whether ``code`` defines the verified ``solve(request)`` entry.
-        calls: The maker's call expressions for the validation examples.
-        report: The verification report of the latest proposal.
-        problem: Why the latest proposal could not be verified at all (no code,
-            a syntax error, ...), for the maker's next attempt.
-        attempts: How many rounds of proposals the maker has made in this run.
-        maker_messages: The conversation with the maker in this run.
-        function: The verified tool function (calls passed) while the maker writes
-            its ``solve(request)`` entry in later rounds; if no entry verifies,
-            this function is stored without one.
-        verified: Whether the latest round accepted a tool, for ``wrap`` to store.
-        reviewed: What the person decided in the ``review`` node: ``approved``,
-            or ``edited`` (then ``code``, ``report`` and ``direct`` are the
-            edit's); ``None`` before a review (or without approval).
-        revealed: Inputs of examples beyond the demos whose expected answers
-            earlier rounds showed the maker (its failures): no evidence any more.
-        lease: The tool-making lease this run holds (``key``, ``owner``), taken by
-            the dispatcher on a miss and released when the tool is stored or the
-            making fails (see :mod:`latm.lifecycle`); ``None`` otherwise.
-        make_id: Identifies this run's tool making (set on a miss); the stored tool
-            carries it, so a run resumed after a crash finds its tool and never
-            stores a second version.
         deadline_at: When the run must end (epoch seconds; ``Context.run_deadline_s``
             after the request arrived); ``None`` for no deadline.
+        tool_record: The chosen or newly stored tool record (a JSON dict), for ``use``.
+        lease: The tool-making lease this run holds (``key``, ``owner``), taken by
+            the dispatcher on a miss and released when the tool is stored or the
+            making fails (see :mod:`latm.leases`); ``None`` otherwise.
+        making: The maker's working data (:class:`Making`), set by the dispatcher
+            on a miss; ``None`` when the run makes no tool.
+        branch: Which candidate a ``propose`` branch makes (only in its ``Send``).
+        candidates: The current round's candidates, one per ``propose`` branch,
+            collected for ``verify`` (which clears them).
     """
 
     route: Literal["hit", "miss", "stop"]
-    candidates: list[str]
-    candidate: int
-    proposals: Annotated[list[Candidate], add_candidates]
-    tool_record: dict[str, Any] | None
-    code: str | None
-    entry: str | None
-    direct: bool
-    calls: list[str]
-    report: list[CaseReport]
-    problem: str | None
-    attempts: int
-    maker_messages: Annotated[list[AnyMessage], add_messages]
-    function: VerifiedFunction | None
-    verified: bool
-    reviewed: Literal["approved", "edited"] | None
-    revealed: list[str]
-    lease: dict[str, Any] | None
-    make_id: str | None
     deadline_at: float | None
+    tool_record: dict[str, Any] | None
+    lease: dict[str, Any] | None
+    making: Making | None
+    branch: int
+    candidates: Annotated[list[Candidate], collect_candidates]
+
+
+# ---------------------------------------------------------------- node updates
+# What each node may write (mypy checks the keys; LangGraph applies them).
+
+
+class DispatcherUpdate(TypedDict, total=False):
+    """The dispatcher's update: a fresh run's keys, the route and the chosen tool."""
+
+    answer: str | None
+    tool: ToolRef | None
+    cache_hit: bool
+    error: str | None
+    usage: dict[str, TokenUsage | None]
+    path: Literal["direct", "llm"] | None
+    routing: RouteInfo | None
+    verification: dict[str, Any] | None
+    examples: list[Example]
+    route: Literal["hit", "miss", "stop"]
+    deadline_at: float | None
+    tool_record: dict[str, Any] | None
+    lease: dict[str, Any] | None
+    making: Making | None
+    candidates: list[Candidate]
+
+
+class ProposeUpdate(TypedDict):
+    """A ``propose`` branch's update: its one candidate and the tokens it spent."""
+
+    candidates: list[Candidate]
+    usage: dict[str, TokenUsage]
+
+
+class VerifyUpdate(TypedDict, total=False):
+    """``verify``'s update: the making's new state and the strength of an accepted tool."""
+
+    making: Making
+    candidates: list[Candidate]
+    verification: dict[str, Any] | None
+    error: str | None
+
+
+class ReviewUpdate(TypedDict, total=False):
+    """``review``'s update: the person's decision (in ``making``) or an error.
+
+    ``verification`` is the verified tool's strength, or ``None`` for an edit
+    (its strength is not measured): every update holds an output key, so a
+    server's ``updates`` stream (output keys only) never shows it as ``null``.
+    """
+
+    making: Making
+    verification: dict[str, Any] | None
+    error: str | None
+
+
+class WrapUpdate(TypedDict, total=False):
+    """``wrap``'s update: the stored tool, or an error."""
+
+    tool_record: dict[str, Any] | None
+    tool: ToolRef | None
+    verification: dict[str, Any] | None
+    error: str | None
+
+
+class UseUpdate(TypedDict, total=False):
+    """``use``'s update: the answer and how it was computed, or an error."""
+
+    answer: str | None
+    path: Literal["direct", "llm"] | None
+    usage: dict[str, TokenUsage]
+    error: str | None

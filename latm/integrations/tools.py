@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from latm.backends import BackendError, backend_for
 from latm.codeparse import parse_expression, parse_module
 from latm.graph.context import Context
+from latm.graph.state import cases_of
 from latm.repository import RepositoryError, ToolRecord, ToolRepository
 from latm.sandbox import ExecLimits, Executor, SandboxUnavailableError, get_executor
 from latm.usage import retired
@@ -69,8 +70,8 @@ def is_verified(record: ToolRecord) -> bool:
     Either every maker's call of the tool passed, or its ``solve(request)``
     entry passed every example (the two ways ``verify`` accepts a tool).
     """
-    calls = [c for c in record.verification if c.get("check", "call") == "call"]
-    direct = [c for c in record.verification if c.get("check") == "direct"]
+    calls = cases_of(record.verification, "call")
+    direct = cases_of(record.verification, "direct")
     return any(cases and all(c["passed"] for c in cases) for cases in (calls, direct))
 
 

@@ -21,7 +21,6 @@ final decision.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,18 +29,19 @@ from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info, parse_module
+from latm.codeparse import ReplyError, defines_direct_entry, function_info
 from latm.graph.context import Context
-from latm.graph.state import Candidate, CaseReport, State
+from latm.graph.state import Best, Candidate, CaseReport, Making, ReviewUpdate, State
 from latm.leases import renew
 from latm.nodes.common import (
-    checked_examples,
+    STALE_THREAD,
+    ExampleSets,
     emit,
+    example_sets,
     get_context,
     get_limits,
     get_repository,
     get_tool_executor,
-    split_examples,
 )
 from latm.nodes.verify import evaluate
 from latm.nodes.wrap import tool_identity
@@ -141,45 +141,39 @@ def parse_answer(answer: Any) -> tuple[str, dict[str, Any]] | str:
 
 
 def recheck(
-    code: str, entry: str, state: State, ctx: Context
+    code: str, entry: str, calls: list[str], sets: ExampleSets, ctx: Context
 ) -> tuple[list[CaseReport], bool, str | None]:
     """Verify edited code with the checks ``verify`` ran on the maker's code.
 
-    The edit is checked as a candidate of its own: the maker's calls of
-    ``entry`` on the validation questions and, when the edit defines
-    ``solve(request)``, that entry on the examples beyond the demos.
+    The edit is checked as a candidate of its own by ``verify``'s engine
+    (:func:`latm.nodes.verify.evaluate`): the maker's ``calls`` of ``entry`` on
+    the validation questions and, when the edit defines ``solve(request)``, that
+    entry on the examples.
 
     Returns:
         The report, whether the direct entry was verified, and why the edit
         could not be checked at all (``None`` when it could).
 
     Raises:
+        ReplyError: The code does not parse.
         SandboxUnavailableError: No allowed executor is available.
     """
-    _, validation = split_examples(state, ctx)
-    examples = list(state.get("examples") or [])
-    direct = any(
-        isinstance(s, ast.FunctionDef)
-        and s.name == DIRECT_ENTRY
-        and len(s.args.posonlyargs) + len(s.args.args) == 1
-        for s in parse_module(code).body
-    )
     candidate = Candidate(
         index=0,
         prompt=[],
         reply="",
         code=code,
         entry=entry,
-        calls=list(state.get("calls") or []),
-        direct=direct,
+        calls=list(calls),
+        direct=defines_direct_entry(code),
         problem=None,
         error=None,
     )
     result = evaluate(
         candidate,
-        validation=validation,
-        direct_examples=checked_examples(examples, ctx),
-        all_examples=examples,
+        validation=sets.validation,
+        direct_examples=sets.direct,
+        all_examples=sets.labelled,
         ctx=ctx,
         executor=get_tool_executor(ctx),
         limits=get_limits(ctx),
@@ -187,65 +181,92 @@ def recheck(
     return result.report, result.direct, result.problem
 
 
-def review(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def review(state: State, runtime: Runtime[Context]) -> ReviewUpdate:
     """The ``review`` node: ask a person about the verified tool; nothing is stored here.
 
     Returns:
-        ``reviewed``: ``approved``, or ``edited`` with the edited, re-verified
-        ``code``, ``report`` and ``direct``; an ``error`` for a rejection or a
-        graph that cannot pause.
+        ``making`` with ``reviewed``: ``approved``, or ``edited`` with the edited,
+        re-verified code in ``best``; an ``error`` for a rejection, a graph that
+        cannot pause or a thread an older LATM paused here.
     """
+    making = state.get("making")
+    best = making["best"] if making else None
+    if making is None or best is None:
+        return ReviewUpdate(error=STALE_THREAD)
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
-    entry = state.get("entry") or ""
+    entry = best["entry"] or ""
     task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
-    make_id = state.get("make_id")
-    if make_id and repo.made_by(task_type, make_id) is not None:
-        return {}  # a run resumed after a crash that came after the write: wrap finds it
+    if repo.made_by(task_type, making["make_id"]) is not None:
+        # a run resumed after a crash that came after the write: wrap finds it
+        return ReviewUpdate(making=making, verification=state.get("verification"))
     if lease := state.get("lease"):
         # a person may take longer than a maker: hold the lease through the review
         with repo.guard("holding the tool-making lease for the review"):
             renew(repo, lease, ctx, ttl_s=ctx.review_ttl_s, review=True)
     decision = ask_reviewer(
-        state, runtime, ctx, task_type=task_type, entry=entry, version=repo.next_version(task_type)
+        best,
+        example_sets(state, ctx),
+        runtime,
+        ctx,
+        task_type=task_type,
+        version=repo.next_version(task_type),
     )
     if decision.error:
-        return {"error": decision.error}
+        return ReviewUpdate(error=decision.error)
     if not decision.edited:
-        return {"reviewed": "approved"}
-    return {
-        "code": decision.code,
-        "report": decision.report,
-        "direct": decision.direct,
-        "reviewed": "edited",
-    }
+        return ReviewUpdate(
+            making=Making(**{**making, "reviewed": "approved"}),
+            verification=state.get("verification"),
+        )
+    edited = Best(
+        **{**best, "code": decision.code, "report": decision.report, "direct": decision.direct}
+    )
+    # a reviewer's edit replaces the weighed code: its strength is not measured
+    return ReviewUpdate(
+        making=Making(**{**making, "best": edited, "reviewed": "edited"}), verification=None
+    )
+
+
+def edit_problem(report: list[CaseReport], unusable: str | None) -> str | None:
+    """Why a reviewer's edit is not verified (``None``: every check passed), as they see it."""
+    failed = sum(not c["passed"] for c in report)
+    if not unusable and report and not failed:
+        return None
+    why = (
+        f"the edited code cannot be used: {unusable}"
+        if unusable
+        else f"the edited code failed {failed} of {len(report)} checks"
+    )
+    return why + "; the verified original is shown: edit again, approve it or reject"
 
 
 def ask_reviewer(
-    state: State,
+    best: Best,
+    sets: ExampleSets,
     runtime: Runtime[Context],
     ctx: Context,
     *,
     task_type: str,
-    entry: str,
     version: int,
 ) -> Decision:
     """Ask a person to approve, reject or edit the verified tool before it is stored.
 
     Args:
-        state: The run's state after verification passed.
+        best: The verified candidate.
+        sets: The request's examples, as its checks used them (for an edit's).
         runtime: The node's runtime (for progress events).
         ctx: The run's context.
         task_type: The task type the tool will be stored under.
-        entry: The tool function's name.
         version: The version it will get.
 
     Returns:
         The decision: the code and report to store, or an error.
     """
-    code = state.get("code") or ""
-    report: list[CaseReport] = list(state.get("report") or [])
-    direct = bool(state.get("direct"))
+    code = best["code"] or ""
+    entry = best["entry"] or ""
+    report: list[CaseReport] = list(best["report"])
+    direct = best["direct"]
     if not has_checkpointer():
         return Decision(
             code,
@@ -290,7 +311,7 @@ def ask_reviewer(
         new_code = str(body["code"]).strip() + "\n"
         try:
             function_info(new_code, entry)
-            new_report, new_direct, unusable = recheck(new_code, entry, state, ctx)
+            new_report, new_direct, unusable = recheck(new_code, entry, best["calls"], sets, ctx)
         except ReplyError as exc:
             problem, rejected_edit = f"the edited code cannot be used: {exc}", None
             continue
@@ -298,13 +319,8 @@ def ask_reviewer(
             return Decision(code, report, direct, error=f"cannot run the edited code: {exc}")
         for i, case in enumerate(new_report):
             emit(runtime, "review", "recheck", index=i, **{k: case.get(k) for k in CASE_KEYS})
-        failed = sum(not c["passed"] for c in new_report)
-        if not unusable and new_report and not failed:
+        problem = edit_problem(new_report, unusable)
+        if problem is None:
             emit(runtime, "review", "edit_verified", cases=len(new_report), direct=new_direct)
             return Decision(new_code, new_report, new_direct, edited=True)
-        problem = (
-            f"the edited code cannot be used: {unusable}"
-            if unusable
-            else f"the edited code failed {failed} of {len(new_report)} checks"
-        ) + "; the verified original is shown: edit again, approve it or reject"
         rejected_edit = {"code": new_code, "verification": new_report}

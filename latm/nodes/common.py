@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -13,6 +14,12 @@ from latm.graph.context import Context, context_of
 from latm.graph.state import Candidate, Example, State
 from latm.repository import RepositoryError, ToolRepository
 from latm.sandbox import ExecLimits, Executor, get_executor
+
+STALE_THREAD = (
+    "this thread was paused by an older LATM whose working state this version cannot "
+    "read (it has no 'making'); nothing was stored: send the request again"
+)
+"""The error of a node that finds no ``making`` where a tool making must have one."""
 
 
 def get_context(runtime: Runtime[Context]) -> Context:
@@ -95,6 +102,30 @@ def checked_examples(examples: list[Example], ctx: Context) -> list[Example]:
     return examples[: ctx.n_demos] + examples[ctx.n_demos :][: ctx.max_direct_checks]
 
 
+@dataclass(frozen=True)
+class ExampleSets:
+    """The request's examples, split once for every check (``verify`` and ``review``).
+
+    Attributes:
+        demos: Shown to the maker with their answers.
+        validation: The questions the maker's calls answer (their answers hidden).
+        direct: Those a ``solve(request)`` entry is checked on (:func:`checked_examples`).
+        labelled: Every example (for the evidence and the copy check).
+    """
+
+    demos: list[Example]
+    validation: list[Example]
+    direct: list[Example]
+    labelled: list[Example]
+
+
+def example_sets(state: State, ctx: Context) -> ExampleSets:
+    """The request's examples as the checks use them: the one place they are split."""
+    demos, validation = split_examples(state, ctx)
+    labelled = list(state.get("examples") or [])
+    return ExampleSets(demos, validation, checked_examples(labelled, ctx), labelled)
+
+
 def emit(runtime: Runtime[Context], node: str, event: str, **data: Any) -> None:
     """Write a structured progress event to the custom stream."""
     runtime.stream_writer({"node": node, "event": event, **data})
@@ -108,9 +139,14 @@ def to_messages(pairs: list[tuple[str, str]]) -> list[BaseMessage]:
     return [_MESSAGE_KINDS[role](text) for role, text in pairs]
 
 
+def message_text(message: BaseMessage) -> str:
+    """A chat message's content as text (a list of content parts is printed as such)."""
+    return message.content if isinstance(message.content, str) else str(message.content)
+
+
 def to_pairs(messages: list[BaseMessage]) -> list[tuple[str, str]]:
     """``(role, text)`` pairs from chat messages (the inverse of :func:`to_messages`)."""
-    return [(m.type, m.content if isinstance(m.content, str) else str(m.content)) for m in messages]
+    return [(m.type, message_text(m)) for m in messages]
 
 
 def transcript(candidate: Candidate) -> list[tuple[str, str]]:

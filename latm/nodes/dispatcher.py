@@ -8,18 +8,26 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 from pydantic import BaseModel, Field
 
 from latm.deadline import DeadlineExceeded, call_within, remaining, stamp
 from latm.graph.context import Context
-from latm.graph.state import Example, RouteInfo, State
+from latm.graph.state import (
+    DispatcherUpdate,
+    Example,
+    RouteInfo,
+    State,
+    TokenUsage,
+    ToolRef,
+    new_making,
+    run_usage,
+)
 from latm.leases import claim
 from latm.llm import ModelError, invoke_structured
 from latm.nodes.common import emit, get_context, get_limits, get_repository, get_tool_executor
 from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
-from latm.routing import decide, route_embedder, route_index
+from latm.routing import Decision, decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
 from latm.tracing import call_config
 from latm.usage import retired, usable
@@ -31,35 +39,26 @@ class DispatchChoice(BaseModel):
     tool: str = Field(description="the name of the fitting tool, or 'none'")
 
 
-def fresh_run() -> dict[str, Any]:
-    """State updates that clear what an earlier run on the same thread left."""
-    return {
-        "answer": None,
-        "tool": None,
-        "cache_hit": False,
-        "error": None,
-        "usage": Overwrite({}),
-        "candidates": [],
-        "tool_record": None,
-        "code": None,
-        "entry": None,
-        "direct": False,
-        "calls": [],
-        "proposals": Overwrite([]),
-        "path": None,
-        "report": [],
-        "problem": None,
-        "attempts": 0,
-        "maker_messages": Overwrite([]),
-        "function": None,
-        "verified": False,
-        "reviewed": None,
-        "verification": None,
-        "revealed": [],
-        "lease": None,
-        "make_id": None,
-        "routing": None,
-    }
+def fresh_run() -> DispatcherUpdate:
+    """A run's start: what an earlier run on the same thread left, cleared.
+
+    The output keys, and the working state in three keys (the tool, the lease,
+    the making with its round of candidates).
+    """
+    return DispatcherUpdate(
+        answer=None,
+        tool=None,
+        cache_hit=False,
+        error=None,
+        usage=run_usage(),
+        path=None,
+        routing=None,
+        verification=None,
+        tool_record=None,
+        lease=None,
+        making=None,
+        candidates=[],
+    )
 
 
 def _text_problem(value: str, what: str, limit: int) -> str | None:
@@ -142,24 +141,30 @@ def check_request(state: State, ctx: Context | None = None) -> tuple[str | None,
     return None, examples
 
 
-def _hit(record: ToolRecord, **extra: Any) -> dict[str, Any]:
-    return {
-        "route": "hit",
-        "cache_hit": True,
-        "tool_record": record.model_dump(mode="json"),
-        "tool": {"name": record.name, "task_type": record.task_type, "version": record.version},
-        **extra,
-    }
+def _hit(update: DispatcherUpdate, record: ToolRecord) -> DispatcherUpdate:
+    """``update`` routed to ``record`` (a cache hit)."""
+    update["route"] = "hit"
+    update["cache_hit"] = True
+    update["tool_record"] = record.model_dump(mode="json")
+    update["tool"] = ToolRef(name=record.name, task_type=record.task_type, version=record.version)
+    return update
+
+
+def _stop(update: DispatcherUpdate, error: str) -> DispatcherUpdate:
+    """``update`` ending the run with ``error``."""
+    update["route"] = "stop"
+    update["error"] = error
+    return update
 
 
 def _miss(
-    update: dict[str, Any],
+    update: DispatcherUpdate,
     state: State,
     runtime: Runtime[Context],
     repo: ToolRepository,
     examples: list[Example],
     reason: str,
-) -> dict[str, Any]:
+) -> DispatcherUpdate:
     """A miss: take the lease to make the tool, or use the one another run just made."""
     ctx = get_context(runtime)
     left = remaining(update.get("deadline_at"))
@@ -167,16 +172,22 @@ def _miss(
         ctx = dataclasses.replace(ctx, lease_wait_s=max(left, 0.0))
     got = claim(repo, ctx, state.get("task_type"), examples)
     if got.kind == "error":
-        return {**update, "route": "stop", "error": got.error}
+        return _stop(update, got.error or "the tool-making lease could not be taken")
     if got.record is not None:
         emit(runtime, "dispatcher", "hit", tool=got.record.task_type, by="lease")
-        hit = _hit(got.record, routing=RouteInfo(by="lease", tool=got.record.task_type))
-        return {**update, **hit, "route": hit["route"] if state.get("task") else "stop"}
+        update["routing"] = RouteInfo(by="lease", tool=got.record.task_type)
+        update = _hit(update, got.record)
+        if not state.get("task"):
+            update["route"] = "stop"
+        return update
     emit(runtime, "dispatcher", "miss", reason=reason)
-    return {**update, "route": "miss", "lease": got.lease, "make_id": uuid.uuid4().hex}
+    update["route"] = "miss"
+    update["lease"] = got.lease
+    update["making"] = new_making(uuid.uuid4().hex)
+    return update
 
 
-def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def dispatcher(state: State, runtime: Runtime[Context]) -> DispatcherUpdate:
     """Route the request: a fitting cached tool answers it, or a new tool is made.
 
     An exact ``task_type`` match wins without any model call. Otherwise the
@@ -187,7 +198,7 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     (``Context.dispatch="llm"``: the user model confirms every search result, as
     before). ``routing`` in the output says how it was decided. Retired tools
     (too many use-time failures) are skipped. A miss takes the tool-making
-    lease, so that concurrent requests make one tool (:mod:`latm.lifecycle`). A
+    lease, so that concurrent requests make one tool (:mod:`latm.leases`). A
     miss without examples ends the run with an error that names the closest
     tools.
     """
@@ -197,7 +208,7 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     problem, examples = check_request(state, ctx)
     if problem:
         emit(runtime, "dispatcher", "invalid", error=problem)
-        return {**update, "route": "stop", "error": f"invalid request: {problem}"}
+        return _stop(update, f"invalid request: {problem}")
     update["examples"] = examples
     repo = get_repository(runtime, ctx)
     task = state.get("task", "").strip()
@@ -210,18 +221,17 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         why = retired(repo, record, ctx) if record is not None else None
         if record is not None and why is None:
             emit(runtime, "dispatcher", "hit", tool=record.task_type, by="task_type")
-            routing = RouteInfo(by="task_type", tool=record.task_type, asked_model=False)
-            return {**update, **_hit(record, routing=routing)}
+            update["routing"] = RouteInfo(by="task_type", tool=record.task_type, asked_model=False)
+            return _hit(update, record)
         if examples:
             reason = why or f"no tool for task type {task_type!r}"
             return _miss(update, state, runtime, repo, examples, reason)
-        return {
-            **update,
-            "route": "stop",
-            "error": f"{why}; pass 'examples' to re-make it"
+        return _stop(
+            update,
+            f"{why}; pass 'examples' to re-make it"
             if why
             else f"no tool for task type {task_type!r} and no examples to make one",
-        }
+        )
 
     if ctx.dispatch == "llm":
         return _route_by_model(update, state, runtime, ctx, repo, examples, task)
@@ -229,32 +239,30 @@ def dispatcher(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def _no_tool(
-    update: dict[str, Any],
+    update: DispatcherUpdate,
     state: State,
     runtime: Runtime[Context],
     repo: ToolRepository,
     examples: list[Example],
-) -> dict[str, Any]:
+    shortlist: list[str] | None = None,
+) -> DispatcherUpdate:
     """No cached tool fits: make one from the examples, or stop naming the closest tools."""
     if examples:
         return _miss(update, state, runtime, repo, examples, "no cached tool fits")
-    closest = ", ".join(update["candidates"]) or (
+    closest = ", ".join(shortlist or []) or (
         "none (the repository is empty)" if repo.is_empty() else "none matched the request"
     )
-    return {
-        **update,
-        "route": "stop",
-        "error": (
-            "no cached tool fits this request and no examples were given to make one; "
-            f"closest tools: {closest}. Pass 'examples' (worked {{input, target}} pairs) "
-            "to make a tool, or 'task_type' to name one."
-        ),
-    }
+    return _stop(
+        update,
+        "no cached tool fits this request and no examples were given to make one; "
+        f"closest tools: {closest}. Pass 'examples' (worked {{input, target}} pairs) "
+        "to make a tool, or 'task_type' to name one.",
+    )
 
 
 def _ask_model(
     ctx: Context, task: str, found: list[ToolRecord], deadline_at: float | None = None
-) -> tuple[ToolRecord | None, dict[str, Any]]:
+) -> tuple[ToolRecord | None, dict[str, TokenUsage]]:
     """The user model's pick among candidate tools (``None`` for none).
 
     Raises:
@@ -280,34 +288,35 @@ def _ask_model(
 
 
 def _route_by_model(
-    update: dict[str, Any],
+    update: DispatcherUpdate,
     state: State,
     runtime: Runtime[Context],
     ctx: Context,
     repo: ToolRepository,
     examples: list[Example],
     task: str,
-) -> dict[str, Any]:
+) -> DispatcherUpdate:
     """The LLM-confirmed dispatcher: search, then the user model confirms a candidate."""
     found = usable(repo, repo.search(task, limit=ctx.dispatch_candidates), ctx)
-    update["candidates"] = [r.task_type for r, _ in found]
+    shortlist = [r.task_type for r, _ in found]
     if found:
         try:
             picked, usage = _ask_model(ctx, task, [r for r, _ in found], update.get("deadline_at"))
         except ModelError as exc:
-            return {**update, "route": "stop", "error": str(exc)}
-        update["usage"] = Overwrite(usage)
-        update["routing"] = RouteInfo(
+            return _stop(update, str(exc))
+        update["usage"] = run_usage(usage)
+        routing = RouteInfo(
             by="model",
             tool=picked.task_type if picked else None,
-            candidates=update["candidates"],
+            candidates=shortlist,
             asked_model=True,
         )
-        emit(runtime, "dispatcher", "route", **update["routing"])
+        update["routing"] = routing
+        emit(runtime, "dispatcher", "route", **routing)
         if picked is not None:
             emit(runtime, "dispatcher", "hit", tool=picked.task_type, by="search")
-            return {**update, **_hit(picked)}
-    return _no_tool(update, state, runtime, repo, examples)
+            return _hit(update, picked)
+    return _no_tool(update, state, runtime, repo, examples, shortlist)
 
 
 def _parser_signal(
@@ -329,15 +338,52 @@ def _parser_signal(
     return accepted
 
 
+def embedding_route(decision: Decision, shortlist: list[str], embedder: str) -> RouteInfo:
+    """What the embedding space said, as the output's ``routing`` shows it (pure)."""
+    info = RouteInfo(
+        by="embedding",
+        tool=None,
+        verdict=decision.verdict,
+        candidates=shortlist,
+        asked_model=False,
+        embedder=embedder,
+    )
+    if (best := decision.best) is not None:
+        info["distance"] = round(1.0 - best.similarity, 4)
+        info["threshold"] = round(1.0 - best.threshold, 4)
+        info["margin"] = round(decision.margin, 4)
+    return info
+
+
+def parsers_say(signal: dict[str, bool], near: list[str]) -> str | None:
+    """What the ``solve`` entries of a borderline request's tools settle (pure).
+
+    Args:
+        signal: Whether each tool's entry accepted the request (tools with one).
+        near: Every tool in or near whose region the request falls.
+
+    Returns:
+        The one tool whose entry accepts the request, ``""`` when every tool's
+        entry rejects it (no tool fits), or ``None`` when they cannot settle it
+        (several accept, or some tool has no entry): the user model decides.
+    """
+    accepted = [t for t, ok in signal.items() if ok]
+    if not near or len(signal) != len(near):
+        return None
+    if len(accepted) == 1:
+        return accepted[0]
+    return "" if not accepted else None
+
+
 def _route_by_embedding(
-    update: dict[str, Any],
+    update: DispatcherUpdate,
     state: State,
     runtime: Runtime[Context],
     ctx: Context,
     repo: ToolRepository,
     examples: list[Example],
     task: str,
-) -> dict[str, Any]:
+) -> DispatcherUpdate:
     """Route in the embedding space; ask the user model only when the signals disagree.
 
     See :mod:`latm.routing` for the index and the calibrated acceptance regions.
@@ -345,7 +391,7 @@ def _route_by_embedding(
     try:
         embedder, name = route_embedder(ctx.route_embeddings)
     except ValueError as exc:
-        return {**update, "route": "stop", "error": f"the dispatcher cannot embed: {exc}"}
+        return _stop(update, f"the dispatcher cannot embed: {exc}")
     index = route_index(repo, embedder, name)
     ranked = index.rank(task, limit=max(3, ctx.dispatch_candidates))
     records: dict[str, ToolRecord] = {}
@@ -365,19 +411,8 @@ def _route_by_embedding(
         if gone is None:
             break
         ranked = [s for s in ranked if s.task_type != gone]
-    update["candidates"] = [s.task_type for s in ranked]
-    info = RouteInfo(
-        by="embedding",
-        tool=None,
-        verdict=decision.verdict,
-        candidates=update["candidates"],
-        asked_model=False,
-        embedder=name,
-    )
-    if best is not None:
-        info["distance"] = round(1.0 - best.similarity, 4)
-        info["threshold"] = round(1.0 - best.threshold, 4)
-        info["margin"] = round(decision.margin, 4)
+    shortlist = [s.task_type for s in ranked]
+    info = embedding_route(decision, shortlist, name)
     picked: ToolRecord | None = None
     if decision.verdict == "hit" and best is not None:
         picked = records[best.task_type]
@@ -387,23 +422,22 @@ def _route_by_embedding(
         with_parser = [r for r in near if r.direct_entry]
         signal = _parser_signal(ctx, repo.tenant, task, with_parser)
         info["parser"] = signal
-        accepted = [t for t, ok in signal.items() if ok]
-        every_parser = bool(near) and len(signal) == len(near)
-        if every_parser and len(accepted) == 1:  # exactly one tool parses the request
-            picked, info["by"] = records[accepted[0]], "parser"
-        elif every_parser and not accepted:  # every candidate rejects the request's format
+        verdict = parsers_say(signal, [r.task_type for r in near])
+        if verdict is not None:  # the parsers settled it: one tool, or none
             info["by"] = "parser"
+            picked = records[verdict] if verdict else None
         else:  # several parse it, or some cannot tell (no parser): the user model decides
             info["by"], info["asked_model"] = "model", True
             try:
                 picked, usage = _ask_model(ctx, task, near, update.get("deadline_at"))
             except ModelError as exc:
-                return {**update, "routing": info, "route": "stop", "error": str(exc)}
-            update["usage"] = Overwrite(usage)
+                update["routing"] = info
+                return _stop(update, str(exc))
+            update["usage"] = run_usage(usage)
     info["tool"] = picked.task_type if picked is not None else None
     update["routing"] = info
     emit(runtime, "dispatcher", "route", **info)
     if picked is not None:
         emit(runtime, "dispatcher", "hit", tool=picked.task_type, by=info["by"])
-        return {**update, **_hit(picked)}
-    return _no_tool(update, state, runtime, repo, examples)
+        return _hit(update, picked)
+    return _no_tool(update, state, runtime, repo, examples, shortlist)

@@ -20,25 +20,36 @@ that parses the question avoids: the portfolio covers both.)
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from latm.codeparse import Proposal, ReplyError, attach_direct_entry, parse_proposal
 from latm.deadline import DeadlineExceeded, call_within
 from latm.graph.context import Context
 from latm.graph.state import (
+    Best,
     Candidate,
     CaseReport,
     Example,
+    Making,
+    ProposeUpdate,
     State,
     TokenUsage,
     VerifiedFunction,
     merge_usage,
 )
 from latm.llm import ModelError, invoke
-from latm.nodes.common import emit, get_context, split_examples, to_messages, to_pairs
+from latm.nodes.common import (
+    STALE_THREAD,
+    emit,
+    get_context,
+    message_text,
+    split_examples,
+    to_messages,
+    to_pairs,
+)
 from latm.nodes.verify import not_run
 from latm.prompts import (
     DESCRIBE_USER,
@@ -104,7 +115,12 @@ def rotated(demos: list[Example], index: int) -> list[Example]:
     return demos[shift:] + demos[:shift]
 
 
-def lessons(state: State, demos: list[Example]) -> list[Example]:
+def _best(state: State) -> Best | None:
+    making = state.get("making")
+    return making["best"] if making else None
+
+
+def lessons(best: Best | None, demos: list[Example]) -> list[Example]:
     """Failed cases of the previous round's best candidate, as worked examples.
 
     Their expected answers were already shown in the repair feedback; a fresh
@@ -112,7 +128,7 @@ def lessons(state: State, demos: list[Example]) -> list[Example]:
     """
     seen = {ex["input"] for ex in demos}
     cases: list[Example] = []
-    for case in state.get("report") or []:
+    for case in best["report"] if best else []:
         if case["passed"] or case["input"] in seen or not_run(case):
             continue
         seen.add(case["input"])
@@ -124,7 +140,7 @@ def first_prompt(state: State, ctx: Context, index: int) -> list[str]:
     """The user turns of a fresh candidate: demos (and lessons), then what to write."""
     demos, validation = split_examples(state, ctx)
     shown = format_demos(rotated(demos, index))
-    if learned := lessons(state, demos):
+    if learned := lessons(_best(state), demos):
         shown += "\n\n" + LESSONS.format(cases=format_demos(learned))
     asks = instructions(validation, asks_for_solve(ctx, index))
     if ctx.two_step:
@@ -138,19 +154,19 @@ def _describe_failure(i: int, case: CaseReport) -> str:
     return f"Question {i}: {case['input']}\nExpected: {case['expected']!r}\n{how} {got}"
 
 
-def feedback(state: State) -> str:
+def feedback(best: Best, function: VerifiedFunction | None) -> str:
     """What the maker is told about the best candidate of the previous round."""
-    if state.get("problem"):
-        return RETRY_BAD_REPLY.format(problem=state["problem"])
+    if best["problem"]:
+        return RETRY_BAD_REPLY.format(problem=best["problem"])
     failed = [
         _describe_failure(i, case)
-        for i, case in enumerate(state.get("report") or [], 1)
+        for i, case in enumerate(best["report"], 1)
         if not case["passed"] and not not_run(case)
     ]
     shown = failed[:MAX_FAILURES_SHOWN]
     if len(failed) > len(shown):
         shown.append(f"({len(failed) - len(shown)} more failed)")
-    template = RETRY_SOLVE if state.get("function") else RETRY_FAILED_CASES
+    template = RETRY_SOLVE if function else RETRY_FAILED_CASES
     return template.format(failures="\n\n".join(shown))
 
 
@@ -160,18 +176,20 @@ def plan(state: State, ctx: Context, index: int) -> tuple[list[BaseMessage], lis
     Returns:
         The earlier messages (system prompt included) and the new user turns.
     """
-    history: list[BaseMessage] = list(state.get("maker_messages") or [])
-    function = state.get("function")
+    making = state.get("making")
+    best = making["best"] if making else None
+    function = making["function"] if making else None
+    history = to_messages(best["conversation"]) if best else []
     if function is not None:
         # the direct-entry stage: candidate 0 repairs the last round's best solve()
         # (or the one that came with the function) from its failures; the others
         # ask for solve() afresh in the conversation that made the function
-        failed = any(not c["passed"] for c in state.get("report") or [])
-        if index == 0 and history and (failed or state.get("problem")):
-            return history, [feedback(state)]
+        failed = best is not None and any(not c["passed"] for c in best["report"])
+        if index == 0 and best and history and (failed or best["problem"]):
+            return history, [feedback(best, function)]
         return to_messages(function["conversation"]), [DIRECT_STAGE.format(entry=function["entry"])]
-    if index == 0 and history:
-        return history, [feedback(state)]
+    if index == 0 and best and history:
+        return history, [feedback(best, function)]
     return [SystemMessage(MAKER_SYSTEM)], first_prompt(state, ctx, index)
 
 
@@ -207,7 +225,77 @@ def _candidate(
     )
 
 
-def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def ask_maker(
+    ctx: Context,
+    messages: list[BaseMessage],
+    steps: list[str],
+    *,
+    index: int,
+    attempt: int,
+    deadline_at: float | None,
+    config: RunnableConfig | None = None,
+) -> tuple[list[tuple[str, str]], str, dict[str, TokenUsage], str | None]:
+    """Send the user turns ``steps`` to the maker, one reply each (the I/O of ``propose``).
+
+    ``config`` tags each call for tracers (:func:`latm.tracing.call_config`).
+
+    Returns:
+        The prompt as ``(role, text)`` pairs (earlier messages and the turns sent),
+        the maker's last reply, the tokens spent and a model failure (else ``None``).
+    """
+    prompt = to_pairs(messages)
+    messages = list(messages)
+    temperature = ctx.maker_temperature if index == 0 else ctx.candidate_temperature
+    usage: dict[str, TokenUsage] = {}
+    text = ""
+    for step, ask in enumerate(steps):
+        messages.append(HumanMessage(ask))
+        seed = attempt * 1000 + index * 10 + step if index else None
+        try:
+            reply, used = call_within(
+                deadline_at,
+                "a maker call",
+                functools.partial(
+                    invoke,
+                    ctx,
+                    "maker",
+                    messages,
+                    temperature=temperature,
+                    seed=seed,
+                    config=config,
+                ),
+            )
+        except (ModelError, DeadlineExceeded) as exc:
+            return prompt, "", usage, str(exc)
+        usage = merge_usage(usage, used)
+        text = message_text(reply)
+        prompt.append(("human", ask))
+        if step < len(steps) - 1:
+            prompt.append(("ai", text))
+            messages.append(AIMessage(text))
+    return prompt, text, usage, None
+
+
+def read_reply(
+    index: int, prompt: list[tuple[str, str]], text: str, function: VerifiedFunction | None
+) -> Candidate:
+    """The candidate in the maker's reply ``text`` (pure: no model, no sandbox)."""
+    try:
+        proposal = parse(text, function)
+    except ReplyError as exc:
+        return _candidate(index, prompt, text, problem=str(exc))
+    return _candidate(
+        index,
+        prompt,
+        text,
+        code=proposal.code,
+        entry=proposal.entry,
+        calls=proposal.calls,
+        direct=proposal.direct,
+    )
+
+
+def propose(state: State, runtime: Runtime[Context]) -> ProposeUpdate:
     """Ask the maker for one candidate tool, or for a fix of the round's best one.
 
     The first round shows the demos and the validation questions (with the
@@ -219,11 +307,12 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     entry is on), the candidates write its ``solve(request)`` entry instead.
     """
     ctx = get_context(runtime)
-    index = state.get("candidate", 0)
-    attempt = state.get("attempts", 0) + 1
+    index = state.get("branch", 0)
+    making: Making | None = state.get("making")
+    if making is None:  # a thread an older LATM checkpointed: its working state is gone
+        return ProposeUpdate(candidates=[_candidate(index, [], error=STALE_THREAD)], usage={})
+    attempt = making["attempts"] + 1
     messages, steps = plan(state, ctx, index)
-    prompt = to_pairs(messages)
-    temperature = ctx.maker_temperature if index == 0 else ctx.candidate_temperature
     emit(
         runtime,
         "propose",
@@ -233,62 +322,40 @@ def propose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         candidate=index,
         n_candidates=ctx.n_candidates,
     )
-    usage: dict[str, TokenUsage] = {}
-    text = ""
-    for step, ask in enumerate(steps):
-        messages.append(HumanMessage(ask))
-        seed = attempt * 1000 + index * 10 + step if index else None
-        try:
-            reply, used = call_within(
-                state.get("deadline_at"),
-                "a maker call",
-                functools.partial(
-                    invoke,
-                    ctx,
-                    "maker",
-                    messages,
-                    temperature=temperature,
-                    seed=seed,
-                    config=call_config(
-                        "maker",
-                        "propose",
-                        task_type=state.get("task_type"),
-                        candidate=index,
-                        attempt=attempt,
-                    ),
-                ),
-            )
-        except (ModelError, DeadlineExceeded) as exc:
-            failed = _candidate(index, prompt, error=str(exc))
-            return {"proposals": [failed], "usage": usage}
-        usage = merge_usage(usage, used)
-        text = reply.content if isinstance(reply.content, str) else str(reply.content)
-        prompt.append(("human", ask))
-        if step < len(steps) - 1:
-            prompt.append(("ai", text))
-            messages.append(AIMessage(text))
-    try:
-        proposal = parse(text, state.get("function"))
-    except ReplyError as exc:
-        emit(runtime, "propose", "unusable", attempt=attempt, candidate=index, problem=str(exc))
-        return {"proposals": [_candidate(index, prompt, text, problem=str(exc))], "usage": usage}
-    emit(
-        runtime,
-        "propose",
-        "proposed",
+    traced = call_config(
+        "maker", "propose", task_type=state.get("task_type"), candidate=index, attempt=attempt
+    )
+    prompt, text, usage, error = ask_maker(
+        ctx,
+        messages,
+        steps,
+        index=index,
         attempt=attempt,
-        candidate=index,
-        entry=proposal.entry,
-        lines=proposal.code.count("\n"),
-        direct=proposal.direct,
+        deadline_at=state.get("deadline_at"),
+        config=traced,
     )
-    candidate = _candidate(
-        index,
-        prompt,
-        text,
-        code=proposal.code,
-        entry=proposal.entry,
-        calls=proposal.calls,
-        direct=proposal.direct,
-    )
-    return {"proposals": [candidate], "usage": usage}
+    if error is not None:
+        candidate = _candidate(index, prompt, error=error)
+    else:
+        candidate = read_reply(index, prompt, text, making["function"])
+    if candidate["problem"]:
+        emit(
+            runtime,
+            "propose",
+            "unusable",
+            attempt=attempt,
+            candidate=index,
+            problem=candidate["problem"],
+        )
+    elif candidate["code"] is not None:
+        emit(
+            runtime,
+            "propose",
+            "proposed",
+            attempt=attempt,
+            candidate=index,
+            entry=candidate["entry"],
+            lines=candidate["code"].count("\n"),
+            direct=candidate["direct"],
+        )
+    return ProposeUpdate(candidates=[candidate], usage=usage)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
@@ -11,9 +9,16 @@ from langgraph.runtime import Runtime
 from latm.answers import normalize_answer
 from latm.codeparse import ReplyError, literal_call, parse_call
 from latm.graph.context import Context
-from latm.graph.state import State
+from latm.graph.state import State, UseUpdate
 from latm.llm import ModelError, invoke
-from latm.nodes.common import emit, get_context, get_limits, get_tenant, get_tool_executor
+from latm.nodes.common import (
+    emit,
+    get_context,
+    get_limits,
+    get_tenant,
+    get_tool_executor,
+    message_text,
+)
 from latm.nodes.record import record_use
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
@@ -21,7 +26,23 @@ from latm.sandbox import SandboxUnavailableError
 from latm.tracing import call_config
 
 
-def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def call_prompt(record: ToolRecord, task: str) -> list[BaseMessage]:
+    """The user model's prompt: the tool's signature and docstring, its usage demos, the task."""
+    messages: list[BaseMessage] = [
+        SystemMessage(
+            USE_SYSTEM.format(
+                signature=record.signature, docstring=record.docstring or record.description
+            )
+        )
+    ]
+    for demo in record.demos:
+        messages.append(HumanMessage(USE_USER.format(question=demo.question)))
+        messages.append(AIMessage(USE_CALL.format(call=demo.call)))
+    messages.append(HumanMessage(USE_USER.format(question=task)))
+    return messages
+
+
+def use(state: State, runtime: Runtime[Context]) -> UseUpdate:
     """Answer the request with the tool: directly, or through a call the user model writes.
 
     A tool with a verified ``solve(request)`` entry gets the raw request first,
@@ -37,7 +58,7 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     try:
         executor = get_tool_executor(ctx)
     except SandboxUnavailableError as exc:
-        return {"error": f"cannot run generated code: {exc}"}
+        return UseUpdate(error=f"cannot run generated code: {exc}")
     limits = get_limits(ctx)
     cache_key = record.worker_key(get_tenant(runtime, ctx))
     if record.direct_entry and ctx.direct_entry:
@@ -48,44 +69,34 @@ def use(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         if result.ok and result.value is not None:
             answer = normalize_answer(result.value, task)
             emit(runtime, "use", "answer", answer=answer, path="direct")
-            return {"answer": answer, "path": "direct"}
+            return UseUpdate(answer=answer, path="direct")
         if result.status != "error":  # timed out or died: the LLM path would call it too
             emit(runtime, "use", "failed", status=result.status, error=result.error)
-            return {"error": f"tool {name} failed on the request: {result.status}: {result.error}"}
-        emit(runtime, "use", "fallback", reason=result.error)
-    messages: list[BaseMessage] = [
-        SystemMessage(
-            USE_SYSTEM.format(
-                signature=record.signature, docstring=record.docstring or record.description
+            return UseUpdate(
+                error=f"tool {name} failed on the request: {result.status}: {result.error}"
             )
-        )
-    ]
-    for demo in record.demos:
-        messages.append(HumanMessage(USE_USER.format(question=demo.question)))
-        messages.append(AIMessage(USE_CALL.format(call=demo.call)))
-    messages.append(HumanMessage(USE_USER.format(question=task)))
+        emit(runtime, "use", "fallback", reason=result.error)
     try:
-        reply, usage = invoke(ctx, "user", messages, config=use_call_config(state, record))
+        config = use_call_config(state, record)
+        reply, usage = invoke(ctx, "user", call_prompt(record, task), config=config)
     except ModelError as exc:
-        return {"error": str(exc)}
-    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+        return UseUpdate(error=str(exc))
     try:
-        call = literal_call(parse_call(text, record.name), record.name)
+        call = literal_call(parse_call(message_text(reply), record.name), record.name)
     except ReplyError as exc:
         emit(runtime, "use", "unusable", problem=str(exc))
-        return {"usage": usage, "error": f"the user model could not use tool {name}: {exc}"}
+        return UseUpdate(usage=usage, error=f"the user model could not use tool {name}: {exc}")
     emit(runtime, "use", "call", tool=record.task_type, call=call)
     result = executor.run(record.code, [call], limits, cache_key=cache_key)[0]
     record_use(runtime, ctx, record, result, call=call)
     if not result.ok or result.value is None:
         emit(runtime, "use", "failed", status=result.status, error=result.error)
-        return {
-            "usage": usage,
-            "error": f"tool {name} failed on {call}: {result.status}: {result.error}",
-        }
+        return UseUpdate(
+            usage=usage, error=f"tool {name} failed on {call}: {result.status}: {result.error}"
+        )
     answer = normalize_answer(result.value, task)
     emit(runtime, "use", "answer", answer=answer, path="llm")
-    return {"usage": usage, "answer": answer, "path": "llm"}
+    return UseUpdate(usage=usage, answer=answer, path="llm")
 
 
 def use_call_config(state: State, record: ToolRecord) -> RunnableConfig:

@@ -22,11 +22,10 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 
 from latm import evidence as ev_
 from latm.answers import is_correct, normalize_answer
@@ -34,15 +33,26 @@ from latm.checks import hardcoded
 from latm.codeparse import DIRECT_ENTRY, parse_module, without_function
 from latm.deadline import DeadlineExceeded, check
 from latm.graph.context import Context
-from latm.graph.state import Candidate, CaseReport, Example, State, VerifiedFunction
+from latm.graph.state import (
+    Best,
+    Candidate,
+    CaseReport,
+    Example,
+    Making,
+    State,
+    VerifiedFunction,
+    VerifyUpdate,
+    cases_of,
+    check_kind,
+)
 from latm.nodes.common import (
-    checked_examples,
+    STALE_THREAD,
+    ExampleSets,
     emit,
+    example_sets,
     get_context,
     get_limits,
     get_tool_executor,
-    split_examples,
-    to_messages,
     transcript,
 )
 from latm.sandbox import ExecLimits, ExecResult, Executor, SandboxUnavailableError
@@ -64,7 +74,7 @@ class Evaluation:
     @property
     def calls_passed(self) -> bool:
         """The maker's calls all ran and passed (the paper's criterion), whatever ``solve`` did."""
-        calls = [c for c in self.report if c.get("check", "call") == "call"]
+        calls = cases_of(self.report, "call")
         return not self.problem and bool(calls) and all(c["passed"] for c in calls)
 
     @property
@@ -75,7 +85,7 @@ class Evaluation:
         than the maker's calls (its own transcription of the questions' data):
         such a candidate is accepted even if a call miscopied the data.
         """
-        checked = [c for c in self.report if c.get("check") == "direct"]
+        checked = cases_of(self.report, "direct")
         return not self.problem and bool(checked) and all(c["passed"] for c in checked)
 
     @property
@@ -247,214 +257,391 @@ def evaluate(
     return Evaluation(candidate, report, None)
 
 
-def _accept_function(function: VerifiedFunction) -> dict[str, Any]:
-    """State updates that accept a verified function without a ``solve`` entry."""
-    return {
-        "code": function["code"],
-        "entry": function["entry"],
-        "calls": function["calls"],
-        "report": function["report"],
-        "direct": False,
-        "problem": None,
-        "verified": True,
-    }
+Outcome = Literal["pass", "retry", "exhausted", "stop"]
 
 
-def _kept_through_outage(
-    state: State,
-    ctx: Context,
-    function: VerifiedFunction,
-    demos: list[Example],
-    examples: list[Example],
-    attempt: int,
-) -> dict[str, Any]:
-    """Accept the verified function when the maker is gone, if its evidence suffices."""
-    update = _accept_function(function)
-    strength, shortfall = weigh(
-        function["report"],
-        direct=False,
-        examples=examples,
-        seen=[*(e["input"] for e in demos), *(state.get("revealed") or [])],
-        tried=function.get("tried", (attempt - 1) * ctx.n_candidates),
-        agreement=None,
-        compared=0,
-        probes=0,
-        ctx=ctx,
-    )
-    update["verification"] = strength
-    update["revealed"] = revealed(state, function["report"], shortfall is None)
-    if shortfall is not None:
-        update["verified"] = False
-        update["error"] = (
-            f"the maker failed after a function was verified, but it is not verified "
-            f"strongly enough: {shortfall}, or set LATM_WEAK_TOOLS=store to store it marked "
-            "weakly verified. Nothing was stored."
-        )
-    return update
+@dataclass(frozen=True)
+class Verdict:
+    """What a round of verification decided (see :func:`decide`).
 
-
-def verify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Check the round's candidates and keep the best.
-
-    When the last allowed round fails, the run ends with an error and nothing
-    is stored.
+    Attributes:
+        outcome: ``pass`` (a tool is accepted for ``wrap``), ``retry`` (another
+            round), ``exhausted`` (the last round failed) or ``stop`` (a failure
+            no other round can mend: a dead model, no sandbox, too weak evidence).
+        making: The making's working data after the round (``best``, ``function``,
+            ``verified``, ``revealed``, ``attempts``).
+        verification: The strength of an accepted tool's verification, else ``None``.
+        error: Why the run ends (``exhausted``, ``stop``), else ``None``.
+        events: The progress events of the round, in order, for the custom stream.
     """
-    ctx = get_context(runtime)
-    demos, validation = split_examples(state, ctx)
-    examples = list(state.get("examples") or [])
-    direct_examples = checked_examples(examples, ctx)
-    attempt = state.get("attempts", 0) + 1
-    proposals = sorted(state.get("proposals") or [], key=lambda c: c["index"])
-    update: dict[str, Any] = {"attempts": attempt, "proposals": Overwrite([])}
-    function = state.get("function")
-    outage = bool(proposals) and all(c["error"] for c in proposals)
-    if function is not None and outage:
-        # The maker is gone (or the deadline passed) after a function was verified:
-        # store that function (the paper's bar) rather than throw it away.
-        emit(runtime, "verify", "no_direct", attempt=attempt, problem=proposals[0]["error"])
-        return {**update, **_kept_through_outage(state, ctx, function, demos, examples, attempt)}
-    if not proposals:
-        return {**update, "error": "the maker made no proposal"}
-    if outage:
-        return {**update, "error": proposals[0]["error"]}
-    try:
-        check(state.get("deadline_at"), "verification")
-    except DeadlineExceeded as exc:
-        return {**update, "error": f"{exc}; nothing was stored"}
-    try:
-        executor = get_tool_executor(ctx)
-        limits = get_limits(ctx)
-        with ThreadPoolExecutor(max_workers=min(8, len(proposals))) as pool:  # all at once
-            evaluations = list(
-                pool.map(
-                    lambda c: evaluate(
-                        c,
-                        validation=validation,
-                        direct_examples=direct_examples,
-                        all_examples=examples,
-                        ctx=ctx,
-                        executor=executor,
-                        limits=limits,
-                    ),
-                    proposals,
-                )
-            )
-        agreement, n_probes = screen(
-            evaluations,
-            task=state.get("task") or "",
-            demos=demos,
-            examples=examples,
-            ctx=ctx,
-            executor=executor,
-            limits=limits,
-        )
-    except SandboxUnavailableError as exc:
-        return {**update, "error": f"cannot run generated code: {exc}"}
-    for ev in evaluations:
-        for i, case in enumerate(ev.report):
-            emit(
-                runtime,
-                "verify",
-                "case",
-                attempt=attempt,
-                candidate=ev.candidate["index"],
-                index=i,
-                check=case.get("check", "call"),
-                passed=case["passed"],
-                expected=case["expected"],
-                got=case["got"],
-                error=case["error"],
-            )
-        emit(
-            runtime,
-            "verify",
-            "candidate",
-            attempt=attempt,
-            candidate=ev.candidate["index"],
-            passed=ev.passed,
-            direct=ev.direct,
-            n_passed=sum(c["passed"] for c in ev.report),
-            n_cases=len(ev.report),
-            problem=ev.first_failure,
-        )
-    best = min(evaluations, key=lambda e: preference(e, agreement))
-    chosen = best.candidate
-    tried = (attempt - 1) * ctx.n_candidates + len(proposals)
-    calls_only = [c for c in best.report if c.get("check", "call") == "call"]
-    accepted = best.direct or (best.passed and not ctx.direct_entry)
-    last = attempt >= ctx.max_attempts
-    update.update(
-        report=best.report,
-        problem=best.problem if best.problem or not best.report else None,
+
+    outcome: Outcome
+    making: Making
+    verification: dict[str, Any] | None = None
+    error: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _event(event: str, **data: Any) -> dict[str, Any]:
+    return {"node": "verify", "event": event, **data}
+
+
+def _data(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k not in ("node", "event")}
+
+
+def _best(ev: Evaluation) -> Best:
+    """The round's best candidate, whole, as the state keeps it."""
+    chosen = ev.candidate
+    return Best(
+        index=chosen["index"],
         code=chosen["code"],
         entry=chosen["entry"],
         calls=chosen["calls"],
-        direct=best.direct,
-        maker_messages=Overwrite([] if chosen["error"] else to_messages(transcript(chosen))),
+        direct=ev.direct,
+        report=ev.report,
+        problem=ev.problem if ev.problem or not ev.report else None,
+        conversation=[] if chosen["error"] else transcript(chosen),
     )
+
+
+def _function_best(function: VerifiedFunction, index: int, conversation: list[Any]) -> Best:
+    """The verified function, accepted without a ``solve`` entry, as the round's best."""
+    return Best(
+        index=index,
+        code=function["code"],
+        entry=function["entry"],
+        calls=function["calls"],
+        direct=False,
+        report=function["report"],
+        problem=None,
+        conversation=conversation,
+    )
+
+
+def _ended(error: str, making: Making, ctx: Context) -> Verdict:
+    """A round that ends the run before any check ran."""
+    last = making["attempts"] >= ctx.max_attempts
+    return Verdict("exhausted" if last else "stop", making, error=error)
+
+
+def found_function(best: Evaluation, tried: int) -> VerifiedFunction:
+    """The verified function of a candidate whose calls passed (its ``solve`` did not)."""
+    chosen = best.candidate
+    code = chosen["code"] or ""
+    return VerifiedFunction(
+        code=code
+        if chosen["entry"] == DIRECT_ENTRY  # never drop the tool itself
+        else without_function(code, DIRECT_ENTRY),
+        entry=chosen["entry"] or "",
+        calls=chosen["calls"],
+        report=cases_of(best.report, "call"),
+        conversation=transcript(chosen),
+        tried=tried,
+    )
+
+
+def evidence(
+    best: Best,
+    making: Making,
+    sets: ExampleSets,
+    ctx: Context,
+    *,
+    tried: int,
+    agreement: float | None,
+    compared: int,
+    probes: int,
+    weak: str,
+) -> tuple[dict[str, Any], str | None]:
+    """The strength of an accepted candidate (:func:`weigh`), and the error when too weak.
+
+    Args:
+        best: The accepted candidate.
+        making: The making's working data (the inputs already revealed to the maker).
+        sets: The request's examples.
+        ctx: The run's settings.
+        tried: Candidates tried so far.
+        agreement: Its agreement with the other passing candidates, if measured.
+        compared: With how many it was compared.
+        probes: On how many unlabelled inputs.
+        weak: How the error starts when the evidence falls short.
+    """
+    strength, shortfall = weigh(
+        best["report"],
+        direct=best["direct"],
+        examples=sets.labelled,
+        seen=[*(e["input"] for e in sets.demos), *making["revealed"]],
+        tried=tried,
+        agreement=agreement,
+        compared=compared,
+        probes=probes,
+        ctx=ctx,
+    )
+    if shortfall is None:
+        return strength, None
+    return strength, (
+        f"{weak}: {shortfall}, or set LATM_WEAK_TOOLS=store to store it marked weakly "
+        "verified. Nothing was stored."
+    )
+
+
+def decide_unchecked(
+    candidates: list[Candidate], making: Making, sets: ExampleSets, ctx: Context
+) -> Verdict | None:
+    """The verdict on a round that needs no check (``None``: run the checks).
+
+    No candidate at all, or the maker failed on every one: the run ends, unless a
+    function was verified in an earlier round and its evidence suffices, which is
+    then accepted (the paper's bar) rather than thrown away.
+    """
+    outage = bool(candidates) and all(c["error"] for c in candidates)
+    function = making["function"]
+    if function is not None and outage:
+        best = _function_best(function, 0, making["best"]["conversation"] if making["best"] else [])
+        strength, error = evidence(
+            best,
+            making,
+            sets,
+            ctx,
+            tried=function.get("tried", (making["attempts"] - 1) * ctx.n_candidates),
+            agreement=None,
+            compared=0,
+            probes=0,
+            weak="the maker failed after a function was verified, but it is not verified "
+            "strongly enough",
+        )
+        making = Making(
+            **{
+                **making,
+                "best": best,
+                "verified": error is None,
+                "revealed": revealed(making["revealed"], best["report"], error is None),
+            }
+        )
+        events = [_event("no_direct", attempt=making["attempts"], problem=candidates[0]["error"])]
+        if error is None:
+            return Verdict("pass", making, strength, events=events)
+        last = making["attempts"] >= ctx.max_attempts
+        return Verdict("exhausted" if last else "stop", making, strength, error, events)
+    if not candidates:
+        return _ended("the maker made no proposal", making, ctx)
+    if outage:
+        return _ended(candidates[0]["error"] or "the maker failed", making, ctx)
+    return None
+
+
+def decide(
+    evaluations: list[Evaluation],
+    agreement: dict[int, float | None],
+    n_probes: int,
+    *,
+    making: Making,
+    sets: ExampleSets,
+    ctx: Context,
+) -> Verdict:
+    """Decide a checked round: the best candidate, and whether it passes (pure).
+
+    Args:
+        evaluations: Each candidate's checks (after :func:`screen`).
+        agreement: Each passing candidate's agreement with the others, by index.
+        n_probes: How many unlabelled inputs :func:`screen` ran.
+        making: The making's working data, ``attempts`` counting this round.
+        sets: The request's examples, as the checks used them.
+        ctx: The run's settings.
+
+    Returns:
+        The verdict: the outcome, the new working data, the strength of an
+        accepted tool, the error that ends the run and the round's events.
+    """
+    attempt = making["attempts"]
+    events = _round_events(evaluations, attempt)
+    best = min(evaluations, key=lambda e: preference(e, agreement))
+    chosen = best.candidate
+    tried = (attempt - 1) * ctx.n_candidates + len(evaluations)
+    accepted = best.direct or (best.passed and not ctx.direct_entry)
+    last = attempt >= ctx.max_attempts
+    kept = _best(best)
+    function = making["function"]
     if not accepted and function is None and best.calls_passed and chosen["code"]:
         # The function is right; its solve(request) entry is missing or wrong.
-        function = VerifiedFunction(
-            code=chosen["code"]
-            if chosen["entry"] == DIRECT_ENTRY  # never drop the tool itself
-            else without_function(chosen["code"], DIRECT_ENTRY),
-            entry=chosen["entry"] or "",
-            calls=chosen["calls"],
-            report=calls_only,
-            conversation=transcript(chosen),
-            tried=tried,
-        )
-        update["function"] = function
-        emit(runtime, "verify", "function", attempt=attempt, candidate=chosen["index"])
+        function = found_function(best, tried)
+        events.append(_event("function", attempt=attempt, candidate=chosen["index"]))
     kept_function = not accepted and function is not None and last
     if kept_function and function is not None:
         # No entry verified in time: keep the verified function, for the user
         # model to call (the paper's bar).
         accepted = True
-        update.update(_accept_function(function))
-        emit(runtime, "verify", "no_direct", attempt=attempt, problem=best.first_failure)
+        kept = _function_best(function, chosen["index"], kept["conversation"])
+        events.append(_event("no_direct", attempt=attempt, problem=best.first_failure))
     strength: dict[str, Any] | None = None
+    error: str | None = None
     if accepted:
-        compared = 0 if kept_function else sum(1 for i in agreement if i != chosen["index"])
-        strength, shortfall = weigh(
-            update["report"],
-            direct=bool(update["direct"]),
-            examples=examples,
-            seen=[*(e["input"] for e in demos), *(state.get("revealed") or [])],
+        strength, error = evidence(
+            kept,
+            making,
+            sets,
+            ctx,
             tried=function.get("tried", tried) if kept_function and function else tried,
             agreement=None if kept_function else agreement.get(chosen["index"]),
-            compared=compared,
+            compared=0 if kept_function else sum(1 for i in agreement if i != chosen["index"]),
             probes=n_probes,
-            ctx=ctx,
+            weak="the tool passed every check but is not verified",
         )
-        emit(runtime, "verify", "evidence", attempt=attempt, **strength)
-        if shortfall is not None:
-            accepted = False
-            update["error"] = (
-                f"the tool passed every check but is not verified: {shortfall}, or set "
-                f"LATM_WEAK_TOOLS=store to store it marked weakly verified. Nothing was stored."
-            )
-    update["verification"] = strength
-    update["revealed"] = revealed(state, update["report"], accepted)
-    report = update["report"]
-    update["verified"] = accepted
-    emit(
-        runtime,
-        "verify",
-        "done",
-        attempt=attempt,
-        passed=accepted,
-        candidate=chosen["index"],
-        n_passed=sum(c["passed"] for c in report),
-        n_cases=len(report),
-        direct=bool(update["direct"]),
+        events.append(_event("evidence", attempt=attempt, **strength))
+        accepted = error is None
+    report = kept["report"]
+    events.append(
+        _event(
+            "done",
+            attempt=attempt,
+            passed=accepted,
+            candidate=chosen["index"],
+            n_passed=sum(c["passed"] for c in report),
+            n_cases=len(report),
+            direct=kept["direct"],
+        )
     )
-    if not accepted and last and not update.get("error"):
+    if not accepted and last and error is None:
         why = best.problem or (summarize(best.report) if best.report else "nothing could run")
-        update["error"] = (
+        error = (
             f"could not make a verified tool in {attempt} attempt(s); best candidate of the "
             f"last attempt: {why}. Nothing was stored."
         )
+    new = Making(
+        **{
+            **making,
+            "best": kept,
+            "function": function,
+            "verified": accepted,
+            "revealed": revealed(making["revealed"], report, accepted),
+        }
+    )
+    if accepted:
+        return Verdict("pass", new, strength, events=events)
+    if error is not None:
+        return Verdict("exhausted" if last else "stop", new, strength, error, events)
+    return Verdict("retry", new, strength, events=events)
+
+
+def _round_events(evaluations: list[Evaluation], attempt: int) -> list[dict[str, Any]]:
+    """Each candidate's cases and outcome, as progress events."""
+    events: list[dict[str, Any]] = []
+    for ev in evaluations:
+        index = ev.candidate["index"]
+        for i, case in enumerate(ev.report):
+            events.append(
+                _event(
+                    "case",
+                    attempt=attempt,
+                    candidate=index,
+                    index=i,
+                    check=check_kind(case),
+                    passed=case["passed"],
+                    expected=case["expected"],
+                    got=case["got"],
+                    error=case["error"],
+                )
+            )
+        events.append(
+            _event(
+                "candidate",
+                attempt=attempt,
+                candidate=index,
+                passed=ev.passed,
+                direct=ev.direct,
+                n_passed=sum(c["passed"] for c in ev.report),
+                n_cases=len(ev.report),
+                problem=ev.first_failure,
+            )
+        )
+    return events
+
+
+def check_round(
+    candidates: list[Candidate],
+    *,
+    task: str,
+    sets: ExampleSets,
+    ctx: Context,
+    deadline_at: float | None,
+) -> tuple[list[Evaluation], dict[int, float | None], int]:
+    """Run every candidate's checks (in parallel) and the label-free screen (the I/O).
+
+    Returns:
+        The evaluations, the agreement per candidate index and the number of probes.
+
+    Raises:
+        DeadlineExceeded: The run's deadline has passed.
+        SandboxUnavailableError: No allowed executor is available.
+    """
+    check(deadline_at, "verification")
+    executor = get_tool_executor(ctx)
+    limits = get_limits(ctx)
+    with ThreadPoolExecutor(max_workers=min(8, len(candidates))) as pool:  # all at once
+        evaluations = list(
+            pool.map(
+                lambda c: evaluate(
+                    c,
+                    validation=sets.validation,
+                    direct_examples=sets.direct,
+                    all_examples=sets.labelled,
+                    ctx=ctx,
+                    executor=executor,
+                    limits=limits,
+                ),
+                candidates,
+            )
+        )
+    agreement, n_probes = screen(
+        evaluations,
+        task=task,
+        demos=sets.demos,
+        examples=sets.labelled,
+        ctx=ctx,
+        executor=executor,
+        limits=limits,
+    )
+    return evaluations, agreement, n_probes
+
+
+def verify(state: State, runtime: Runtime[Context]) -> VerifyUpdate:
+    """Check the round's candidates and keep the best.
+
+    Prepare (the round's candidates, the example sets), run the checks in the
+    sandbox (:func:`check_round`), decide (:func:`decide`, pure), then write the
+    round's events. When the last allowed round fails, the run ends with an
+    error and nothing is stored.
+    """
+    making = state.get("making")
+    if making is None:  # a thread an older LATM checkpointed: its working state is gone
+        return VerifyUpdate(candidates=[], error=STALE_THREAD)
+    ctx = get_context(runtime)
+    sets = example_sets(state, ctx)
+    candidates = sorted(state.get("candidates") or [], key=lambda c: c["index"])
+    making = Making(**{**making, "attempts": making["attempts"] + 1})
+    update = VerifyUpdate(candidates=[])  # read: the next round starts empty
+    verdict = decide_unchecked(candidates, making, sets, ctx)
+    if verdict is None:
+        try:
+            evaluations, agreement, n_probes = check_round(
+                candidates,
+                task=state.get("task") or "",
+                sets=sets,
+                ctx=ctx,
+                deadline_at=state.get("deadline_at"),
+            )
+        except DeadlineExceeded as exc:
+            verdict = _ended(f"{exc}; nothing was stored", making, ctx)
+        except SandboxUnavailableError as exc:
+            verdict = _ended(f"cannot run generated code: {exc}", making, ctx)
+        else:
+            verdict = decide(evaluations, agreement, n_probes, making=making, sets=sets, ctx=ctx)
+    for event in verdict.events:
+        emit(runtime, event["node"], event["event"], **_data(event))
+    update["making"] = verdict.making
+    update["verification"] = verdict.verification
+    if verdict.error is not None:
+        update["error"] = verdict.error
     return update
 
 
@@ -557,7 +744,7 @@ def weigh(
     """
     check = "direct" if direct else "call"
     found = ev_.evidence(
-        [c for c in report if c.get("check", "call") == check],
+        cases_of(report, check),
         labelled=examples,
         seen=set(seen),
         candidates=tried,
@@ -576,14 +763,19 @@ def weigh(
     return strength, found.shortfall(ctx.n_demos)
 
 
-def revealed(state: State, report: list[CaseReport], accepted: bool) -> list[str]:
+def revealed(shown: list[str], report: list[CaseReport], accepted: bool) -> list[str]:
     """Inputs whose expected answers the maker has seen beyond the demos, after this round.
 
     A failed case of the round's best candidate is shown to the next round's
     maker (as repair feedback and as a worked example): from then on, passing
     it proves less. Cases the early stop skipped are never shown.
+
+    Args:
+        shown: Those already shown in earlier rounds.
+        report: The report of the round's best candidate.
+        accepted: Whether the round accepted a tool (then nothing more is shown).
     """
-    shown = list(state.get("revealed") or [])
+    shown = list(shown)
     if not accepted:
         shown += [
             c["input"]
@@ -595,4 +787,5 @@ def revealed(state: State, report: list[CaseReport], accepted: bool) -> list[str
 
 def passed(state: State) -> bool:
     """Whether the round's verification accepted a tool for ``wrap``."""
-    return bool(state.get("verified"))
+    making = state.get("making")
+    return bool(making and making["verified"])

@@ -6,14 +6,19 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from langgraph.runtime import Runtime
 
 from latm.codeparse import DIRECT_ENTRY, ReplyError, function_info
 from latm.graph.context import Context
-from latm.graph.state import Example, State
-from latm.nodes.common import emit, get_context, get_repository, split_examples
+from latm.graph.state import Best, Example, State, ToolRef, WrapUpdate, cases_of
+from latm.nodes.common import (
+    STALE_THREAD,
+    emit,
+    get_context,
+    get_repository,
+    split_examples,
+)
 from latm.repository import ToolRecord, UsageDemo, VerificationStrength
 
 
@@ -40,79 +45,63 @@ def tool_identity(task_type: str | None, entry: str, examples: list[Example]) ->
     return f"{name}-{digest}"
 
 
-def _stored(record: ToolRecord) -> dict[str, Any]:
+def _stored(record: ToolRecord) -> WrapUpdate:
     strength = record.strength
-    return {
-        "tool_record": record.model_dump(mode="json"),
-        "tool": {"name": record.name, "task_type": record.task_type, "version": record.version},
-        "verification": strength.model_dump(mode="json") if strength else None,
-    }
+    return WrapUpdate(
+        tool_record=record.model_dump(mode="json"),
+        tool=ToolRef(name=record.name, task_type=record.task_type, version=record.version),
+        verification=strength.model_dump(mode="json") if strength else None,
+    )
 
 
-def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+def usage_demos(best: Best, validation: list[Example]) -> list[UsageDemo]:
+    """The maker's calls that passed, with their questions: how the user model calls the tool.
+
+    A call that failed (the maker miscopied the question's data; the tool was
+    verified through its ``solve`` entry) would teach the user model a wrong call.
+    """
+    call_passed = [c["passed"] for c in cases_of(best["report"], "call")]
+    return [
+        UsageDemo(question=ex["input"], call=call, answer=ex["target"])
+        for i, (ex, call) in enumerate(zip(validation, best["calls"], strict=False))
+        if i >= len(call_passed) or call_passed[i]
+    ]
+
+
+def wrap(state: State, runtime: Runtime[Context]) -> WrapUpdate:
     """Build the tool record (signature, docstring, usage demos, report) and store it.
 
     This is the only node that writes to the repository, and it runs only
     after verification passed (and, with ``require_approval``, after a person
     approved it in the ``review`` node, see :mod:`latm.nodes.approval`).
     """
+    making = state.get("making")
+    best = making["best"] if making else None
+    if making is None or best is None:
+        return WrapUpdate(error=STALE_THREAD)
     ctx = get_context(runtime)
     repo = get_repository(runtime, ctx)
-    code, entry = state.get("code") or "", state.get("entry") or ""
+    entry = best["entry"] or ""
     task_type = tool_identity(state.get("task_type"), entry, list(state.get("examples") or []))
-    make_id = state.get("make_id")
-    if make_id and (done := repo.made_by(task_type, make_id)) is not None:
+    if (done := repo.made_by(task_type, making["make_id"])) is not None:
         # a run resumed after a crash that came after the write: its tool is stored
         emit(runtime, "wrap", "stored", tool=task_type, version=done.version, resumed=True)
         return _stored(done)
-    report = state.get("report") or []
-    direct = bool(state.get("direct"))
-    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
     version = repo.next_version(task_type)
-    if ctx.require_approval and not state.get("reviewed"):
-        # e.g. a thread an older LATM paused inside wrap, resumed after an upgrade
-        return {
-            "error": f"tool {task_type!r} was not reviewed (require_approval is on). "
+    if ctx.require_approval and not making["reviewed"]:
+        # e.g. a review skipped by hand (update_state as the review node)
+        return WrapUpdate(
+            error=f"tool {task_type!r} was not reviewed (require_approval is on). "
             "Nothing was stored: send the request again."
-        }
-    edited = state.get("reviewed") == "edited"  # by a person, in the review node
-    if edited:
-        maker = f"{maker}, edited by a reviewer"
+        )
     try:
-        signature, docstring = function_info(code, entry)
+        record = tool_record(state, ctx, task_type=task_type, version=version)
     except ReplyError as exc:
-        return {"error": f"cannot wrap the verified tool: {exc}"}
-    _, validation = split_examples(state, ctx)
-    # a call that failed (the maker miscopied the question's data; the tool was
-    # verified through its solve entry) would teach the user model a wrong call
-    call_passed = [c["passed"] for c in report if c.get("check", "call") == "call"]
-    demos = [
-        UsageDemo(question=ex["input"], call=call, answer=ex["target"])
-        for i, (ex, call) in enumerate(zip(validation, state.get("calls") or [], strict=False))
-        if i >= len(call_passed) or call_passed[i]
-    ]
-    # a reviewer's edit replaces the weighed code: its strength is not measured
-    strength = None if edited else verification_strength(state)
-    record = ToolRecord(
-        name=entry,
-        task_type=task_type,
-        description=describe(docstring, task_type),
-        signature=signature,
-        docstring=docstring,
-        code=code,
-        demos=demos,
-        maker_model=maker,
-        verification=report,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        version=version,
-        direct_entry=DIRECT_ENTRY if direct and ctx.direct_entry else None,
-        make_id=make_id,
-        strength=strength,
-    )
+        return WrapUpdate(error=f"cannot wrap the verified tool: {exc}")
     try:
         record = repo.put(record)  # one atomic write
     except Exception as exc:  # the store is gone or refuses the write
-        return {"error": f"cannot store the tool {task_type!r}: {type(exc).__name__}: {exc}"}
+        return WrapUpdate(error=f"cannot store the tool {task_type!r}: {type(exc).__name__}: {exc}")
     emit(
         runtime,
         "wrap",
@@ -122,6 +111,40 @@ def wrap(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         level=record.strength.level if record.strength else None,
     )
     return _stored(record)
+
+
+def tool_record(state: State, ctx: Context, *, task_type: str, version: int) -> ToolRecord:
+    """The record of the run's accepted tool, to be stored as ``version`` (pure).
+
+    Raises:
+        ReplyError: The accepted code holds no usable tool function.
+    """
+    making = state.get("making")
+    best = making["best"] if making else None
+    if making is None or best is None:
+        raise ReplyError(STALE_THREAD)
+    code, entry = best["code"] or "", best["entry"] or ""
+    signature, docstring = function_info(code, entry)
+    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
+    edited = making["reviewed"] == "edited"  # by a person, in the review node
+    _, validation = split_examples(state, ctx)
+    return ToolRecord(
+        name=entry,
+        task_type=task_type,
+        description=describe(docstring, task_type),
+        signature=signature,
+        docstring=docstring,
+        code=code,
+        demos=usage_demos(best, validation),
+        maker_model=f"{maker}, edited by a reviewer" if edited else maker,
+        verification=best["report"],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        version=version,
+        direct_entry=DIRECT_ENTRY if best["direct"] and ctx.direct_entry else None,
+        make_id=making["make_id"],
+        # a reviewer's edit replaces the weighed code: its strength is not measured
+        strength=None if edited else verification_strength(state),
+    )
 
 
 def verification_strength(state: State) -> VerificationStrength | None:

@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
@@ -31,7 +31,7 @@ from latm.tracing import NodeFunctions
 
 log = logging.getLogger(__name__)
 
-Node = TypeVar("Node", bound=Callable[..., dict[str, Any]])
+Node = TypeVar("Node", bound=Callable[..., Any])  # nodes return their own TypedDict updates
 
 
 def holds_lease(node: Node) -> Node:
@@ -49,7 +49,7 @@ def holds_lease(node: Node) -> Node:
     def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         lease = state.get("lease")
         try:
-            update = node(state, runtime)
+            update: dict[str, Any] = node(state, runtime)
         except GraphBubbleUp:  # an interrupt (the review) or a parent command: still held
             raise
         except BaseException:
@@ -86,7 +86,7 @@ def _release_quietly(runtime: Runtime[Context], lease: dict[str, Any]) -> None:
         log.warning("could not release the lease on %s: %s", lease.get("key"), exc)
 
 
-def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[[Node], Node]:
+def store_errors(reset: Callable[[], Mapping[str, Any]] | None = None) -> Callable[[Node], Node]:
     """Wrap a node so that a failing store ends the run with a clear ``error``.
 
     Args:
@@ -97,7 +97,8 @@ def store_errors(reset: Callable[[], dict[str, Any]] | None = None) -> Callable[
         @functools.wraps(node)
         def run(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             try:
-                return node(state, runtime)
+                update: dict[str, Any] = node(state, runtime)
+                return update
             except RepositoryError as exc:
                 runtime.stream_writer(
                     {"node": node.__name__, "event": "store_error", "error": str(exc)}
@@ -144,6 +145,7 @@ def waiting_node(node: Node) -> NodeFunctions[State, dict[str, Any]]:
 
     @functools.wraps(node)
     def run(state: State) -> dict[str, Any]:
-        return node(state, get_runtime(Context))
+        update: dict[str, Any] = node(state, get_runtime(Context))
+        return update
 
     return NodeFunctions(run, on_own_threads(node), name=node.__name__)

@@ -436,7 +436,7 @@ def test_runs_on_one_thread_start_fresh(store, make_context):
     assert first["usage"]["maker"]["calls"] == 1
     assert second["cache_hit"] is True and second["answer"] == EXAMPLES[50]["target"]
     assert "maker" not in second["usage"] and second["usage"]["user"]["calls"] == 1
-    assert app.get_state(config).values["maker_messages"] == []
+    assert app.get_state(config).values["making"] is None  # no maker conversation left
 
 
 def test_graph_embeds_as_a_node_of_a_parent_graph(store, make_context):

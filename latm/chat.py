@@ -12,6 +12,7 @@ a thread turn after turn, and as a node of a parent graph whose state is
 from __future__ import annotations
 
 import functools
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
@@ -86,6 +87,14 @@ def reply(update: Mapping[str, Any]) -> AIMessage | None:
     return None
 
 
+def answered(update: Mapping[str, Any], asked: str, new_task: bool) -> Mapping[str, Any]:
+    """A chat turn's node update: the task it answered (when new) and the AI message, if final."""
+    extra: dict[str, Any] = {"task": asked} if new_task else {}
+    if (message := reply(update)) is not None:
+        extra["messages"] = [message]
+    return {**update, **extra} if extra else update
+
+
 def chat_turn(node: Node) -> Node:
     """Wrap a node for chat turns: the last human message is the task, the answer a message.
 
@@ -93,19 +102,26 @@ def chat_turn(node: Node) -> Node:
     runs as it is. In one, the node sees the message's text as ``task`` (written
     to the state by the first node, the dispatcher), and a node update that ends
     the run (an ``answer`` or an ``error``) also appends the AI message that says it.
+    ``node`` may return its update, or a generator of I/O steps that returns it (a
+    node body driven by someone else); the wrapper returns the same kind.
     """
 
     @functools.wraps(node)
-    def run(state: Mapping[str, Any], runtime: Runtime[Context]) -> Mapping[str, Any]:
+    def run(state: Mapping[str, Any], runtime: Runtime[Context]) -> Any:
         asked = question(state)
         if asked is None:
-            plain: Mapping[str, Any] = node(state, runtime)
-            return plain
+            return node(state, runtime)
         new_task = state.get("task") != asked
-        update: Mapping[str, Any] = node({**state, "task": asked} if new_task else state, runtime)
-        extra: dict[str, Any] = {"task": asked} if new_task else {}
-        if (message := reply(update)) is not None:
-            extra["messages"] = [message]
-        return {**update, **extra} if extra else update
+        result: Any = node({**state, "task": asked} if new_task else state, runtime)
+        if isinstance(result, Generator):
+            return _answered_steps(result, asked, new_task)
+        return answered(result, asked, new_task)
 
     return cast(Node, run)
+
+
+def _answered_steps(
+    steps: Generator[Any, Any, Mapping[str, Any]], asked: str, new_task: bool
+) -> Generator[Any, Any, Mapping[str, Any]]:
+    update = yield from steps
+    return answered(update, asked, new_task)

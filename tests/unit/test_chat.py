@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 
-from latm.chat import question, reply
+from latm.chat import chat_turn, question, reply
 from latm.graph.builder import build_graph, graph
 
 from .scripted import SORT_CODE, bbh, maker_reply, scripted, user_reply
@@ -141,3 +141,35 @@ def test_the_answer_message_ends_the_messages_stream(store, make_context):
     assert meta["langgraph_node"] == "use"
     # the models' own tokens came before it, each naming its role
     assert {m.get("latm_role") for _, m in streamed[:-1]} == {"maker", "user"}
+
+
+def test_chat_turn_wraps_a_node_body_of_steps_as_well_as_a_plain_node():
+    """A body that yields its I/O steps gets the same chat handling once it is driven."""
+
+    def use_steps(state: Any, runtime: Any) -> Any:
+        got = yield ("io", state["task"])  # a step; the driver sends its result back
+        return {"answer": got.upper()}
+
+    def use(state: Any, runtime: Any) -> Any:
+        return {"answer": state["task"].upper()}
+
+    state = {"task": "old", "messages": [HumanMessage("sort b a")]}
+    plain = chat_turn(use)(state, None)
+    steps = chat_turn(use_steps)(state, None)
+    assert steps.__class__.__name__ == "generator" and chat_turn(use_steps).__name__ == "use_steps"
+    assert next(steps) == ("io", "sort b a")
+    try:
+        steps.send("sort b a")
+    except StopIteration as done:
+        driven = done.value
+    assert (
+        driven
+        == plain
+        == {
+            "answer": "SORT B A",
+            "task": "sort b a",
+            "messages": [AIMessage("SORT B A")],
+        }
+    )
+    # outside a chat turn both run as they are
+    assert chat_turn(use)({"task": "x"}, None) == {"answer": "X"}

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from latm.data import __file__ as _data_init
-from latm.local.server import free_port
+from latm.local.smoke import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK_TYPE = "word_sorting"

@@ -27,7 +27,7 @@ from latm.data import load_task, paper_split
 from latm.graph.context import Context
 from latm.graph.state import State
 from latm.local.paths import LocalPaths
-from latm.local.server import HOST, default_threads, free_port, server_env
+from latm.local.smoke import HOST, default_threads, free_port, server_env
 from latm.local.spec import MAKER_MODEL
 from latm.nodes.propose import first_prompt
 from latm.prompts.maker import MAKER_SYSTEM

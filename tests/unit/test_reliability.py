@@ -410,9 +410,9 @@ def test_the_readme_documents_the_request_timeout_retries_and_deadline() -> None
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme.split("### Settings", 1)[1].split("\n## ", 1)[0]
     for name in (
-        "LATM_REQUEST_TIMEOUT",
+        "LATM_REQUEST_TIMEOUT_S",
         "LATM_MAX_RETRIES",
-        "LATM_RUN_DEADLINE",
+        "LATM_RUN_DEADLINE_S",
         "LATM_MAX_REQUEST_CHARS",
         "LATM_MAX_EXAMPLE_CHARS",
         "LATM_MAX_REPLY_CHARS",

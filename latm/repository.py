@@ -41,9 +41,6 @@ from langgraph.store.base import BaseStore, PutOp
 from langgraph.store.sqlite import SqliteStore
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-# compat: latm.server opens its store with these until it goes through latm.backends
-from latm.backends import default_store_path as default_store_path
-from latm.backends import open_local_store as open_local_store
 from latm.graph.state import CaseReport
 
 log = logging.getLogger(__name__)

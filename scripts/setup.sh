@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install LATM into ./.venv with what it needs on a fresh Debian/Ubuntu machine.
-#   --dev               also the test and lint tools, and PostgreSQL + pgvector for the tests
+#   --dev               also the test and lint tools, PostgreSQL + pgvector and Chromium for the tests
 #   --no-local-models   skip the key-less local default (llama.cpp + Qwen2.5-Coder weights)
 # System packages (sandbox tiers, the llama.cpp build) are installed with apt-get when run
 # as root; otherwise the script says what is missing.
@@ -33,6 +33,11 @@ if [ -f .ci/sandbox-setup.sh ]; then bash .ci/sandbox-setup.sh; fi
 if [ "$dev" = 1 ] && [ "$(id -u)" = 0 ] && [ -f .ci/postgres-setup.sh ]; then
   phase "PostgreSQL + pgvector for the tests"
   bash .ci/postgres-setup.sh
+fi
+if [ "$dev" = 1 ] && [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+  # the LangServe playground test drives Debian's Chromium (nothing downloads a browser)
+  phase "Chromium for the playground test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then "$python" -m venv .venv; fi
 phase "Python packages into .venv (pip prints each one)"

@@ -18,9 +18,9 @@ def register(subparsers: Any) -> None:
         help="serve the graph over HTTP (LangServe)",
         description="Serve LATM as a stateless REST API with LangServe: POST /latm/invoke, "
         "/latm/batch and /latm/stream (progress events, then the output), a playground at "
-        "/latm/playground/ and GET /healthz. Tools are kept in the local repository "
-        "(--store). For threads, human approval and LangGraph Studio run 'langgraph dev' "
-        "in the repository instead.",
+        "/latm/playground/ and GET /healthz. Tools are kept in LATM_DATABASE_URL's database, "
+        "else the local repository (--store). For threads, human approval and LangGraph "
+        "Studio run 'langgraph dev' in the repository instead.",
     )
     parser.add_argument(
         "--langserve",
@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Build the app and run uvicorn until interrupted."""
     # lazy: `latm --help` loads no graph, store or model code
-    from latm.backends import default_store_path
+    from latm.auth import API_KEYS_ENV, load_api_keys
+    from latm.backends import backend_for
     from latm.cli import run as cli_run
 
     if not args.langserve:
@@ -70,12 +71,20 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError(
             f"the server needs the 'server' extra: pip install 'latm[server]' ({exc})"
         ) from exc
-    except ValueError as exc:  # e.g. human approval asked of a stateless server
+    except ValueError as exc:  # human approval asked of a stateless server, a dead database
         raise UserError(str(exc)) from exc
+    backend = backend_for(ctx)  # opened (once per process) by create_app
+    # create_app read LATM_API_KEYS already (a malformed value stopped it)
+    tenants = sorted(set(load_api_keys().values()))
+    where = (
+        f"one namespace per API key's tenant ({', '.join(map(repr, tenants))})"
+        if tenants
+        else f"namespace {ctx.namespace!r} (no {API_KEYS_ENV}: every caller shares it)"
+    )
     err_console.print(
         f"[bold]LATM[/] LangServe at http://{args.host}:{args.port}/latm "
         f"(playground: /latm/playground/, health: /healthz); "
-        f"tools in {ctx.store_path or default_store_path()}, namespace {ctx.namespace!r}"
+        f"tools in {backend.kind} {backend.where}, {where}"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

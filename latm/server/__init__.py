@@ -1,62 +1,76 @@
 """LATM behind LangServe: a FastAPI app exposing the graph as a REST runnable.
 
 ``create_app(ctx)`` mounts the compiled graph at ``/latm`` with LangServe's
-``add_routes`` (``invoke``, ``batch``, ``stream``, ``stream_log``,
-``stream_events``, schemas and a playground) and adds ``/healthz``. Clients use
+``add_routes`` (``invoke``, ``batch``, ``stream``, ``stream_log``, schemas, the
+config-in-URL routes and a playground) and adds ``/healthz``. Clients use
 ``langserve.RemoteRunnable("http://127.0.0.1:8000/latm")``.
 
-It is a **stateless** adapter: LangServe drops ``thread_id`` and injects no
-store, so the graph is compiled here with the local SQLite repository
-(``ctx.store_path``) and no checkpointer; human approval, which needs to pause
-and resume a thread, is not available through it (use the LangGraph server).
-Every run gets the server's context (its environment and ``latm serve``
-options) with two things of the request's own:
+It is a **stateless** adapter: the graph is compiled with the store of the
+context's backend (``LATM_DATABASE_URL``, else the local SQLite file, see
+:func:`latm.backends.backend_for`) and no checkpointer, so threads and human
+approval (which pauses and resumes a thread) are not available through it (use
+the LangGraph server). Every run gets the server's context (its environment and
+``latm serve`` options) with two things of the request's own:
 
 * its **tenant**: with API keys in ``LATM_API_KEYS`` (``tenant:key`` pairs, as
   for the LangGraph server, see :mod:`latm.auth`) a request must present one
   (``x-api-key`` or ``Authorization: Bearer``) and its tools live in its key's
   namespace; without keys every client shares the server's namespace, which the
   app logs at start-up;
-* its **run settings** in ``config.configurable`` (``max_attempts``,
-  ``exec_timeout_s``, ... within the server's bounds); any other setting (a
-  model endpoint, the executor, the namespace, ...) is refused with HTTP 403,
-  a bad value with 422, both with a readable ``message``.
+* its **run settings** in ``config.configurable``: exactly those the config
+  schema lists (``max_attempts``, ``exec_timeout_s``, ... within the server's
+  bounds). Nothing else there is ignored: a thread, checkpoint or approval key
+  is refused with HTTP 422 (stateless), a deployment or identity setting (a
+  model endpoint, the executor, the namespace, ...) with 403, an unknown key or
+  a bad value with 422, each with a ``message`` naming the key. The config of
+  the playground's ``/latm/c/{config}/...`` routes is checked the same way.
 
-A request whose input does not fit the input schema is answered
-with HTTP 422 and a readable ``message``; a well-formed request that LATM cannot
-serve (no fitting tool, a tool that fails, ...) is answered with HTTP 200 and
-``error`` set in the output, as the graph answers everywhere.
+The input schema is :class:`~latm.server.schema.ServedInput` (no nullable
+field, so the playground's form renders). A request whose input does not fit it
+is answered with HTTP 422 and a readable ``message``; a well-formed request that
+LATM cannot serve (no fitting tool, a tool that fails, ...) is answered with
+HTTP 200 and ``error`` set in the output, as the graph answers everywhere.
 
 ``stream`` sends each node's progress event as it happens (``{"event": {...}}``,
-the events the CLI shows) and then the output (``{"output": {...}}``).
+the events the CLI shows) and then the output as the last chunk; every chunk,
+and ``invoke``'s output, fits the one output schema
+(:func:`~latm.server.schema.output_model`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from langserve.server import EndpointName
 
 from latm.auth import load_api_keys, presented_key, tenant_for_key
+from latm.backends import BackendError, backend_for
 from latm.graph.builder import LATMGraph, build_graph
-from latm.graph.context import RUN, Context, RunSettings, SettingsError
-from latm.graph.state import InputState, OutputState
-from latm.repository import open_local_store
+from latm.graph.context import RUN, Context, RunSettings, SettingsError, check_keys
+from latm.graph.state import OutputState
+from latm.server.schema import ServedInput, graph_input, output_model
 
 log = logging.getLogger("latm.server")
 
 TENANT_KEY = "latm_tenant"
 """The configurable key through which the app hands a request's tenant to the graph."""
 
-RUN_FIELDS = [f for f in dataclasses.fields(RunSettings) if f.metadata.get("kind") == RUN]
+RUN_FIELDS = [
+    f
+    for f in dataclasses.fields(RunSettings)
+    if f.metadata.get("kind") == RUN and f.name != "require_approval"
+]
+"""The run settings a LangServe client may send (human approval needs threads: not here)."""
 
 PATH = "/latm"
 """Where the graph's routes are mounted."""
@@ -71,39 +85,62 @@ ENDPOINTS: tuple[EndpointName, ...] = (
     "input_schema",
     "output_schema",
     "config_schema",
+    "config_hashes",
     "playground",
 )
-"""LangServe endpoints served (``stream_events`` is left out)."""
+"""LangServe endpoints served (``stream_events`` is left out). ``config_hashes``
+serves the routes under ``/latm/c/{config}/`` that the playground calls once its
+configuration form is edited; their configuration is checked as a body's is."""
 
 
-class ServedGraph(Runnable[InputState, dict[str, Any]]):
+def setting_annotation(f: dataclasses.Field[Any], upper: float | None) -> Any:
+    """The config schema's type of a run setting: its choices, or its type and range."""
+    choices = f.metadata.get("choices")
+    if choices:
+        return Literal[tuple(choices)]
+    like = f.metadata["type"]
+    extra = {"minimum": f.metadata.get("lower"), "maximum": None if upper is None else like(upper)}
+    extra = {k: v for k, v in extra.items() if v is not None and like is not bool}
+    return Annotated[like, Field(json_schema_extra=extra)] if extra else like
+
+
+class ServedGraph(Runnable[Any, dict[str, Any]]):
     """The compiled graph with a fixed context, as LangServe serves it.
 
     ``invoke``/``batch`` return the graph's output; ``stream`` yields the
-    progress events, then the output (see the module's doc). The input and
-    output schemas are the graph's.
+    progress events, then the output (see the module's doc). Its input schema is
+    :class:`~latm.server.schema.ServedInput` (the graph's input without nullable
+    fields), its output schema the graph's output plus ``event`` (see
+    :func:`~latm.server.schema.output_model`), which every stream chunk fits.
     """
 
     def __init__(self, graph: LATMGraph, ctx: Context) -> None:
         """Serve ``graph``, running every request with ``ctx``."""
         self.graph, self.ctx = graph, ctx
         self.name = graph.name
+        self._output = output_model(graph.get_output_schema())
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        """The graph's input schema (LangServe validates requests with it)."""
-        return self.graph.get_input_schema(config)
+        """The input schema LangServe validates requests with (and the playground shows)."""
+        return ServedInput
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        """The graph's output schema."""
-        return self.graph.get_output_schema(config)
+        """The output of ``invoke``, and of each ``stream`` chunk."""
+        return self._output
 
     @property
     def config_specs(self) -> list[ConfigurableFieldSpec]:
-        """The run settings a client may send in ``config.configurable``."""
+        """The run settings a client may send in ``config.configurable``: all it may send.
+
+        Each with its type (its choices as an enum), the deployment's value as
+        default, and its range as the schema's ``minimum``/``maximum`` (checked
+        by :meth:`Context.with_client_settings`, which names the bound).
+        """
+        bounds = self.ctx.bounds()
         return [
             ConfigurableFieldSpec(
                 id=f.name,
-                annotation=f.metadata["type"],
+                annotation=setting_annotation(f, bounds.get(f.name)),
                 name=f.name,
                 description=f.metadata["description"],
                 default=getattr(self.ctx, f.name),
@@ -119,60 +156,123 @@ class ServedGraph(Runnable[InputState, dict[str, Any]]):
         are not passed on (a client may not pick a thread or checkpoint).
 
         Raises:
-            SettingsError: The configurable holds a setting a run may not choose.
+            SettingsError: The configurable holds anything but the run settings
+                of :attr:`config_specs` (and the app's tenant).
         """
         rest: dict[str, Any] = dict(config or {})
         configurable = dict(rest.pop("configurable", None) or {})
         tenant = configurable.pop(TENANT_KEY, None) or self.ctx.namespace
-        sent = {k: v for k, v in configurable.items() if k in {f.name for f in RUN_FIELDS}}
-        ctx = dataclasses.replace(self.ctx, namespace=tenant).with_client_settings(sent)
+        check_configurable(configurable)
+        ctx = dataclasses.replace(self.ctx, namespace=tenant).with_client_settings(configurable)
         return cast(RunnableConfig, rest), ctx
 
+    def _run(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        graph_config, ctx = self.run_args(config)
+        out = self.graph.invoke(graph_input(input), graph_config, context=ctx)
+        return {k: v for k, v in out.items() if k in OUTPUT_KEYS}
+
+    async def _arun(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        graph_config, ctx = self.run_args(config)
+        out = await self.graph.ainvoke(graph_input(input), graph_config, context=ctx)
+        return {k: v for k, v in out.items() if k in OUTPUT_KEYS}
+
     def invoke(
-        self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Run the graph once and return its output."""
-        config, ctx = self.run_args(config)
-        return dict(self.graph.invoke(input, config, context=ctx))
+        return self._call_with_config(self._run, input, config)
 
     async def ainvoke(
-        self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Run the graph once and return its output."""
-        config, ctx = self.run_args(config)
-        return dict(await self.graph.ainvoke(input, config, context=ctx))
+        return await self._acall_with_config(self._arun, input, config)
+
+    def _chunks(
+        self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Iterator[dict[str, Any]]:
+        # the run's output (tracers, stream_log's final_output) is the last chunk: events
+        # do not add up (+), so LangChain keeps the last one
+        graph_config, ctx = self.run_args(config)
+        output: dict[str, Any] = {}
+        modes: Any = ["custom", "values"]
+        mode: str
+        chunk: Any
+        for value in inputs:
+            stream = self.graph.stream(
+                graph_input(value), graph_config, context=ctx, stream_mode=modes
+            )
+            for mode, chunk in stream:
+                if mode == "custom":
+                    yield {"event": chunk}
+                else:
+                    output = {k: v for k, v in chunk.items() if k in OUTPUT_KEYS}
+        yield output
+
+    async def _achunks(
+        self,
+        inputs: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[dict[str, Any]]:
+        graph_config, ctx = self.run_args(config)
+        output: dict[str, Any] = {}
+        modes: Any = ["custom", "values"]
+        mode: str
+        chunk: Any
+        async for value in inputs:
+            stream = self.graph.astream(
+                graph_input(value), graph_config, context=ctx, stream_mode=modes
+            )
+            async for mode, chunk in stream:
+                if mode == "custom":
+                    yield {"event": chunk}
+                else:
+                    output = {k: v for k, v in chunk.items() if k in OUTPUT_KEYS}
+        yield output
 
     def stream(
-        self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[dict[str, Any]]:
-        """Yield ``{"event": ...}`` per progress event, then ``{"output": ...}``."""
-        config, ctx = self.run_args(config)
-        output: dict[str, Any] = {}
-        modes: Any = ["custom", "values"]
-        mode: str
-        chunk: Any
-        for mode, chunk in self.graph.stream(input, config, context=ctx, stream_mode=modes):
-            if mode == "custom":
-                yield {"event": chunk}
-            else:
-                output = {k: v for k, v in chunk.items() if k in OUTPUT_KEYS}
-        yield {"output": output}
+        """Yield ``{"event": ...}`` per progress event, then the output (one chunk)."""
+        yield from self._transform_stream_with_config(iter([input]), self._chunks, config)
 
     async def astream(
-        self, input: InputState, config: RunnableConfig | None = None, **kwargs: Any
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield ``{"event": ...}`` per progress event, then ``{"output": ...}``."""
-        config, ctx = self.run_args(config)
-        output: dict[str, Any] = {}
-        modes: Any = ["custom", "values"]
-        mode: str
-        chunk: Any
-        async for mode, chunk in self.graph.astream(input, config, context=ctx, stream_mode=modes):
-            if mode == "custom":
-                yield {"event": chunk}
-            else:
-                output = {k: v for k, v in chunk.items() if k in OUTPUT_KEYS}
-        yield {"output": output}
+        """Yield ``{"event": ...}`` per progress event, then the output (one chunk)."""
+
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(one(), self._achunks, config):
+            yield chunk
+
+
+STATELESS = ("thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "require_approval")
+"""Configurable keys of LangGraph's threads and approval, which a stateless app refuses."""
+
+
+def check_configurable(configurable: Mapping[str, Any]) -> None:
+    """Refuse, naming it, a configurable key the app does not honour.
+
+    Raises:
+        SettingsError: A thread, checkpoint or approval key (LangServe keeps no
+            state), a deployment or identity setting (``forbidden``), or an
+            unknown key.
+    """
+    for key in configurable:
+        if key in STATELESS:
+            raise SettingsError(
+                f"{key!r} is not honoured: LangServe runs are stateless (no threads, "
+                "checkpoints or human approval); use the LangGraph server "
+                "('langgraph dev') for them"
+            )
+    check_keys(configurable)
 
 
 def describe_errors(errors: Any) -> str:
@@ -191,21 +291,53 @@ def describe_errors(errors: Any) -> str:
 
 
 def compile_for_langserve(ctx: Context) -> LATMGraph:
-    """The graph as LangServe runs it: with the local SQLite repository and no checkpointer."""
+    """The graph as LangServe runs it: with the context's backend's store, no checkpointer.
+
+    The store is the one ``LATM_DATABASE_URL`` names (:func:`latm.backends.backend_for`):
+    PostgreSQL, or the local SQLite file (``ctx.store_path``) when it is empty.
+
+    Raises:
+        ValueError: The context asks for human approval (LangServe is stateless),
+            or its database cannot be opened.
+    """
     if ctx.require_approval:
         raise ValueError(
             "human approval (LATM_REQUIRE_APPROVAL) needs threads that pause and resume; "
             "LangServe is stateless: use the LangGraph server ('langgraph dev') for approval"
         )
-    return build_graph(store=open_local_store(ctx.store_path))
+    try:
+        store = backend_for(ctx).store
+    except BackendError as exc:
+        raise ValueError(f"cannot open the tool repository: {exc}") from exc
+    return build_graph(store=store)
 
 
-def client_configs(body: Any) -> list[Mapping[str, Any]]:
-    """The ``config`` objects of a LangServe request body (one, or one per batch input)."""
-    if not isinstance(body, Mapping):
-        return []
-    config = body.get("config")
-    configs = config if isinstance(config, list) else [config]
+def client_configs(body: Any, config_hash: str | None = None) -> list[Mapping[str, Any]]:
+    """The ``config`` objects a LangServe request sends.
+
+    Args:
+        body: The request's JSON body: its ``config`` (one, or one per batch input).
+        config_hash: The ``{config_hash}`` of a ``/latm/c/{config_hash}/...`` route
+            (LangServe's compressed JSON), if any.
+
+    Raises:
+        SettingsError: The config hash cannot be read.
+    """
+    configs: list[Any] = []
+    if config_hash:
+        from langserve.lzstring import LZString
+
+        try:
+            configs.append(
+                json.loads(
+                    cast(Any, LZString).decompressFromEncodedURIComponent(config_hash) or "null"
+                )
+            )
+        except Exception:  # hostile text: any failure of the decoder is a bad request
+            raise SettingsError("the config in the URL cannot be read") from None
+    if isinstance(body, Mapping):
+        config = body.get("config")
+        configs.extend(config if isinstance(config, list) else [config])
     return [c for c in configs if isinstance(c, Mapping)]
 
 
@@ -269,7 +401,7 @@ def create_app(ctx: Context | None = None, *, api_keys: Mapping[str, str] | None
             headers=exc.headers,
         )
 
-    input_title = graph.input_schema.__name__
+    input_title = ServedInput.model_config.get("title")
 
     @app.exception_handler(ValidationError)
     async def invalid_batch_input(request: Request, exc: ValidationError) -> JSONResponse:
@@ -298,8 +430,10 @@ def create_app(ctx: Context | None = None, *, api_keys: Mapping[str, str] | None
         except ValueError:
             body = None
         try:
-            for sent in client_configs(body):
-                ctx.with_client_settings(sent.get("configurable") or {})
+            for sent in client_configs(body, request.path_params.get("config_hash")):
+                configurable = sent.get("configurable") or {}
+                check_configurable(configurable)
+                ctx.with_client_settings(configurable)
         except SettingsError as exc:
             raise HTTPException(403 if exc.forbidden else 422, f"configurable: {exc}") from None
         configurable = dict(config.get("configurable") or {})

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from latm.cli import main
 from latm.graph import Context
 from latm.graph.context import paper_context
+from latm.graph.state import OutputState
 from latm.server import create_app, describe_errors
 
 from .scripted import SORT_CODE, bbh, maker_reply, scripted
@@ -43,6 +46,24 @@ def test_serve_runs_uvicorn_on_loopback_with_the_app(monkeypatch, endpoints, tmp
     health = TestClient(seen["app"]).get("/healthz")
     assert health.json() == {"ok": True, "graph": "LATM", "namespace": "team"}
     assert store.exists()  # the graph is compiled with this SQLite repository
+
+
+def test_serve_names_the_tenants_when_api_keys_decide_the_namespace(
+    monkeypatch, endpoints, tmp_path, capsys
+):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    store = str(tmp_path / "served.sqlite")
+    assert main(["--store", store, "serve", "--langserve"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "namespace 'default' (no LATM_API_KEYS: every caller shares it)" in err
+
+    monkeypatch.setenv("LATM_API_KEYS", f"alice:{'a' * 32},bob:{'b' * 32}")
+    assert main(["--store", store, "serve", "--langserve"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "one namespace per API key's tenant ('alice', 'bob')" in err
+    assert "'default'" not in err
 
 
 def test_serve_refuses_human_approval(monkeypatch, endpoints, capsys):
@@ -167,3 +188,133 @@ def test_langserve_applies_run_settings_within_bounds(tmp_path):
     out = client.post("/latm/invoke", json=make_request(max_attempts=1)).json()["output"]
     assert out["error"].startswith("could not make a verified tool in 1 attempt(s)")
     assert len(maker.received) == 1  # the deployment default (3) would have asked three times
+
+
+# --- the playground's schemas, the stream's schema, configurable keys, the backend ------
+
+
+def schema_types(node: Any) -> list[Any]:
+    """Every ``type`` in a JSON schema, nested ones included."""
+    if isinstance(node, dict):
+        return [node.get("type"), *(t for v in node.values() for t in schema_types(v))]
+    if isinstance(node, list):
+        return [t for v in node for t in schema_types(v)]
+    return []
+
+
+def test_input_schema_has_no_nullable_field_and_reads_null_as_empty():
+    from latm.server.schema import ServedInput, graph_input
+
+    assert "null" not in schema_types(ServedInput.model_json_schema())
+    assert graph_input({"task": "sort: b a", "task_type": None}) == {
+        "task": "sort: b a",
+        "make": False,
+    }
+    examples = [{"input": "q", "target": "a"}, {"input": "r", "target": "b", "rationale": "why"}]
+    assert graph_input({"examples": examples, "task_type": "t", "make": True}) == {
+        "task": "",
+        "make": True,
+        "examples": examples,
+        "task_type": "t",
+    }
+
+
+def test_every_stream_chunk_fits_the_output_schema_the_output_last(tmp_path):
+    qs = [e["input"] for e in EXAMPLES[3:6]]
+    ctx = paper_context(
+        maker_llm=scripted([maker_reply(SORT_CODE, qs)]),
+        user_llm=scripted([]),
+        store_path=str(tmp_path / "t.sqlite"),
+    )
+    from latm.server import ServedGraph, compile_for_langserve
+
+    served = ServedGraph(compile_for_langserve(ctx), ctx)
+    model = served.get_output_schema()
+    request = {"examples": EXAMPLES[:6], "task_type": "word_sorting"}
+    chunks = list(served.stream(request))
+
+    assert len(chunks) > 3 and all(set(c) == {"event"} for c in chunks[:-1])
+    for chunk in chunks:
+        model.model_validate(chunk, strict=False)
+        assert set(chunk) <= set(model.model_fields)
+    assert set(chunks[-1]) == set(OutputState.__annotations__)
+    with pytest.raises(ValidationError):  # the check can fail
+        model.model_validate({"event": {"node": "use"}})
+    assert chunks[-1]["tool"]["version"] == 1 and chunks[-1]["error"] is None
+
+
+@pytest.mark.parametrize("key", ["thread_id", "checkpoint_ns", "require_approval"])
+def test_thread_and_approval_keys_are_refused_on_every_route(tmp_path, key):
+    from langserve.lzstring import LZString
+
+    maker = scripted([])
+    client = served(tmp_path, maker)
+    config = {"configurable": {key: True if key == "require_approval" else "t1"}}
+    hashed = LZString.compressToEncodedURIComponent(json.dumps(config))
+    ask = {"task": "sort: b a"}
+    for endpoint, body in [
+        ("/latm/invoke", {"input": ask, "config": config}),
+        ("/latm/stream", {"input": ask, "config": config}),
+        ("/latm/stream_log", {"input": ask, "config": config}),
+        ("/latm/batch", {"inputs": [ask], "config": [config]}),
+        (f"/latm/c/{hashed}/invoke", {"input": ask}),
+        (f"/latm/c/{hashed}/stream_log", {"input": ask}),
+    ]:
+        reply = client.post(endpoint, json=body)
+        assert reply.status_code == 422, (endpoint, reply.text)
+        assert f"configurable: {key!r} is not honoured" in reply.json()["message"], endpoint
+    assert maker.received == []
+
+
+def test_config_schema_lists_exactly_the_settings_a_run_may_send(tmp_path):
+    from latm.server import RUN_FIELDS
+
+    schema = served(tmp_path, scripted([])).get("/latm/config_schema").json()
+    fields = schema["$defs"]["Configurable"]["properties"]
+    assert set(fields) == {f.name for f in RUN_FIELDS} and "max_attempts" in fields
+    assert "require_approval" not in fields and "thread_id" not in fields
+    assert "null" not in schema_types(schema)
+    # types, choices and ranges as the deployment has them (paper_context: the defaults)
+    assert fields["max_attempts"] | {"description": ""} == {
+        "default": 3,
+        "description": "",
+        "minimum": 1,
+        "maximum": 10,
+        "title": "max_attempts",
+        "type": "integer",
+    }
+    assert fields["dispatch"]["enum"] == ["embedding", "llm"]
+    assert fields["direct_entry"]["type"] == "boolean" and "maximum" not in fields["direct_entry"]
+
+
+def test_an_unreadable_config_in_the_url_is_a_client_error(tmp_path):
+    reply = served(tmp_path, scripted([])).post(
+        "/latm/c/%E2%98%83not-lz/invoke", json={"input": {"task": "x"}}
+    )
+    assert 400 <= reply.status_code < 500, reply.text
+
+
+def test_the_app_stores_tools_where_the_database_url_says(tmp_path):
+    qs = [e["input"] for e in EXAMPLES[3:6]]
+    url_file = tmp_path / "from-url.sqlite"
+    ctx = paper_context(
+        maker_llm=scripted([maker_reply(SORT_CODE, qs)]),
+        user_llm=scripted([]),
+        store_path=str(tmp_path / "store-path.sqlite"),
+        database_url=f"sqlite:///{url_file}",
+    )
+    reply = TestClient(create_app(ctx)).post("/latm/invoke", json=make_request())
+    assert reply.json()["output"]["error"] is None, reply.text
+
+    from latm.backends import open_local_store
+    from latm.repository import ToolRepository
+
+    assert ToolRepository(open_local_store(str(url_file))).get("word_sorting") is not None
+    assert not (tmp_path / "store-path.sqlite").exists()
+
+
+def test_serve_says_why_when_the_database_cannot_be_used(monkeypatch, endpoints, capsys):
+    monkeypatch.setenv("LATM_DATABASE_URL", "mysql://db.invalid/tools")
+    assert main(["serve", "--langserve"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the tool repository" in err and "unsupported database URL" in err

@@ -15,7 +15,7 @@ raised there, so its ``try``/``except`` reads as in plain code)::
 LangGraph server), or, for a step with no async form, runs the sync function on
 LATM's I/O threads (:func:`latm.aio.offload`), never on the event loop. Helpers
 compose with ``yield from``. :func:`twin` makes the pair LangGraph's ``add_node``
-takes: a runnable with both paths and no span of its own.
+takes: :class:`~latm.tracing.NodeFunctions`, both paths and no span of its own.
 """
 
 from __future__ import annotations
@@ -24,18 +24,16 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
-from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.runtime import Runtime, get_runtime
 
 from latm.aio import offload
 from latm.deadline import acall_within, call_within
 from latm.graph.context import Context
 from latm.sandbox import ExecLimits, ExecResult, Executor
+from latm.tracing import NodeFunctions
 
 T = TypeVar("T")
 R = TypeVar("R")
-In = TypeVar("In")
-Out = TypeVar("Out")
 
 
 @dataclass(frozen=True)
@@ -171,33 +169,7 @@ def async_node(body: NodeSteps[R]) -> Callable[[Any, Runtime[Context]], Awaitabl
     return node
 
 
-class Twin(Runnable[In, Out], Generic[In, Out]):
-    """A node given as a sync function and its async twin, with no span of its own.
-
-    LangGraph's ``add_node`` takes one callable (or runnable); a ``RunnableLambda``
-    pairs a sync function with an async one but opens a span of its own inside the
-    node's. This runnable calls the function under the node's own span: its
-    config, runtime and callbacks stay the node's.
-    """
-
-    def __init__(
-        self, func: Callable[[In], Out], afunc: Callable[[In], Awaitable[Out]], *, name: str
-    ) -> None:
-        """Pair ``func`` and ``afunc`` under the node ``name``."""
-        self.func = func
-        self.afunc = afunc
-        self.name = name
-
-    def invoke(self, input: In, config: RunnableConfig | None = None, **kwargs: Any) -> Out:
-        """Call the sync function."""
-        return self.func(input)
-
-    async def ainvoke(self, input: In, config: RunnableConfig | None = None, **kwargs: Any) -> Out:
-        """Await the async function."""
-        return await self.afunc(input)
-
-
-def twin(body: NodeSteps[R], name: str | None = None) -> Twin[Any, R]:
+def twin(body: NodeSteps[R], name: str | None = None) -> NodeFunctions[Any, R]:
     """``body`` for ``add_node``: ``invoke`` drives it synchronously, ``ainvoke`` awaited.
 
     ``body`` returns its steps (a wrapper may also return a plain update, which
@@ -213,4 +185,4 @@ def twin(body: NodeSteps[R], name: str | None = None) -> Twin[Any, R]:
         steps: Any = body(state, get_runtime(Context))
         return await adrive(steps) if isinstance(steps, Generator) else cast(R, steps)
 
-    return Twin(func, afunc, name=name or node_name(body))
+    return NodeFunctions(func, afunc, name=name or node_name(body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
@@ -9,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
+from latm.chat import chat_turn
 from latm.effects import twin
 from latm.graph.context import Context, RunSettings
 from latm.graph.state import InputState, OutputState, State
@@ -21,6 +23,7 @@ from latm.nodes.use import use_steps
 from latm.nodes.verify import passed, verify_steps
 from latm.nodes.wrap import wrap_steps
 from latm.nodes.wrappers import holds_lease, store_errors
+from latm.tracing import TAG, node_metadata
 
 
 def to_propose(state: State, runtime: Runtime[Context]) -> list[Send]:
@@ -63,6 +66,10 @@ def route_wrap(state: State) -> str:
     return "stored" if (state.get("task") or "").strip() else "made"
 
 
+def _add_node(builder: StateGraph[Any, Any, Any, Any], name: str, node: Any) -> None:
+    builder.add_node(name, node, metadata=node_metadata(name))
+
+
 LATMGraph = CompiledStateGraph[State, Context, InputState, OutputState]
 
 
@@ -89,16 +96,19 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     # - holds_lease: renews the run's tool-making lease, or releases it when the
     #   node ends the making (stores a tool or fails). GUARD (below) releases it
     #   when the run ends any other way;
+    # - chat_turn: the last human message is the task, the answer an AI message;
     # - twin: each node is written once as steps (latm.effects); sync runs (invoke,
     #   stream) drive them on the calling thread, async runs (ainvoke, a LangGraph
     #   server) await their async twins (models, store, leases) on the event loop
-    #   and run the sandbox on LATM's I/O threads.
-    builder.add_node("dispatcher", twin(store_errors(reset=fresh_run)(dispatcher_steps)))
-    builder.add_node("propose", twin(holds_lease(propose_steps)))
-    builder.add_node("verify", twin(holds_lease(verify_steps)))
-    builder.add_node("review", twin(holds_lease(store_errors()(review_steps))))
-    builder.add_node("wrap", twin(holds_lease(store_errors()(wrap_steps))))
-    builder.add_node("use", twin(use_steps))
+    #   and run the sandbox on LATM's I/O threads; one span per node;
+    # - node_metadata: each node's span names it (and its model's role) for tracers.
+    add = functools.partial(_add_node, builder)
+    add("dispatcher", twin(chat_turn(store_errors(reset=fresh_run)(dispatcher_steps))))
+    add("propose", twin(holds_lease(propose_steps)))
+    add("verify", twin(chat_turn(holds_lease(verify_steps))))
+    add("review", twin(chat_turn(holds_lease(store_errors()(review_steps)))))
+    add("wrap", twin(chat_turn(holds_lease(store_errors()(wrap_steps)))))
+    add("use", twin(chat_turn(use_steps)))
 
     #  START ─► dispatcher ──hit─────────────────────────────────────► use ─► END
     #               ├──stop──► END                                stored ▲
@@ -127,7 +137,7 @@ def build_graph(**compile_kwargs: Any) -> LATMGraph:
     builder.add_edge("use", END)
     compile_kwargs.setdefault("name", "LATM")
     # the lease guard releases a tool-making lease when the run ends, however it ends
-    return builder.compile(**compile_kwargs).with_config(callbacks=[GUARD])
+    return builder.compile(**compile_kwargs).with_config(callbacks=[GUARD], tags=[TAG])
 
 
 graph = build_graph()

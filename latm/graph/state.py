@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import Field
 from typing_extensions import TypedDict
 
+from latm.chat import ChatState
+
 Role = Literal["maker", "user"]
 
 
@@ -292,7 +294,7 @@ def run_usage(spent: Mapping[str, TokenUsage] | None = None) -> dict[str, TokenU
     return {role: (spent or {}).get(role) for role in ROLES}
 
 
-class InputState(TypedDict, total=False):
+class InputState(ChatState, total=False):
     """What a caller sends.
 
     Attributes:
@@ -334,7 +336,7 @@ class InputState(TypedDict, total=False):
     ]
 
 
-class OutputState(TypedDict, total=False):
+class OutputState(ChatState, total=False):
     """What a caller gets back.
 
     Attributes:

@@ -31,6 +31,7 @@ from latm.prompts import DISPATCH_SYSTEM, DISPATCH_USER
 from latm.repository import TASK_TYPE, TASK_TYPE_RULE, ToolRecord, ToolRepository
 from latm.routing import Decision, Scored, decide, route_embedder, route_index
 from latm.sandbox import SandboxUnavailableError
+from latm.tracing import call_config
 from latm.usage import retired_steps, usable_steps
 
 
@@ -296,7 +297,10 @@ def _ask_model(
         SystemMessage(DISPATCH_SYSTEM),
         HumanMessage(DISPATCH_USER.format(task=task, tools=tools)),
     ]
-    ask = io(invoke_structured, ainvoke_structured, ctx, "user", messages, DispatchChoice)
+    config = call_config("user", "dispatcher")
+    ask = io(
+        invoke_structured, ainvoke_structured, ctx, "user", messages, DispatchChoice, config=config
+    )
     try:
         choice, usage = yield within(deadline_at, "the dispatcher's model call", ask)
     except DeadlineExceeded as exc:

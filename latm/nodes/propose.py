@@ -20,6 +20,7 @@ that parses the question avoids: the portfolio covers both.)
 from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from latm.codeparse import Proposal, ReplyError, attach_direct_entry, parse_proposal
@@ -63,6 +64,7 @@ from latm.prompts import (
     RETRY_SOLVE,
     WRITE_INSTRUCTIONS,
 )
+from latm.tracing import call_config
 
 MAX_FAILURES_SHOWN = 5
 
@@ -230,10 +232,12 @@ def ask_maker(
     index: int,
     attempt: int,
     deadline_at: float | None,
+    config: RunnableConfig | None = None,
 ) -> Steps[tuple[list[tuple[str, str]], str, dict[str, TokenUsage], str | None]]:
     """Send the user turns ``steps`` to the maker, one reply each (the I/O of ``propose``).
 
     As steps (:mod:`latm.effects`): each maker call is awaited on async paths.
+    ``config`` tags each call for tracers (:func:`latm.tracing.call_config`).
 
     Returns:
         The prompt as ``(role, text)`` pairs (earlier messages and the turns sent),
@@ -247,7 +251,16 @@ def ask_maker(
     for step, ask in enumerate(steps):
         messages.append(HumanMessage(ask))
         seed = attempt * 1000 + index * 10 + step if index else None
-        call = io(invoke, ainvoke, ctx, "maker", list(messages), temperature=temperature, seed=seed)
+        call = io(
+            invoke,
+            ainvoke,
+            ctx,
+            "maker",
+            list(messages),
+            temperature=temperature,
+            seed=seed,
+            config=config,
+        )
         try:
             reply, used = yield within(deadline_at, "a maker call", call)
         except (ModelError, DeadlineExceeded) as exc:
@@ -307,8 +320,17 @@ def propose_steps(state: State, runtime: Runtime[Context]) -> Steps[ProposeUpdat
         candidate=index,
         n_candidates=ctx.n_candidates,
     )
+    traced = call_config(
+        "maker", "propose", task_type=state.get("task_type"), candidate=index, attempt=attempt
+    )
     prompt, text, usage, error = yield from ask_maker(
-        ctx, messages, steps, index=index, attempt=attempt, deadline_at=state.get("deadline_at")
+        ctx,
+        messages,
+        steps,
+        index=index,
+        attempt=attempt,
+        deadline_at=state.get("deadline_at"),
+        config=traced,
     )
     if error is not None:
         candidate = _candidate(index, prompt, error=error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from latm.answers import normalize_answer
@@ -23,6 +24,7 @@ from latm.nodes.record import record_use_steps
 from latm.prompts import USE_CALL, USE_SYSTEM, USE_USER
 from latm.repository import ToolRecord
 from latm.sandbox import Executor, SandboxUnavailableError
+from latm.tracing import call_config
 
 
 def call_prompt(record: ToolRecord, task: str) -> list[BaseMessage]:
@@ -79,7 +81,10 @@ def use_steps(state: State, runtime: Runtime[Context]) -> Steps[UseUpdate]:
             )
         emit(runtime, "use", "fallback", reason=result.error)
     try:
-        reply, usage = yield io(invoke, ainvoke, ctx, "user", call_prompt(record, task))
+        config = use_call_config(state, record)
+        reply, usage = yield io(
+            invoke, ainvoke, ctx, "user", call_prompt(record, task), config=config
+        )
     except ModelError as exc:
         return UseUpdate(error=str(exc))
     try:
@@ -98,6 +103,17 @@ def use_steps(state: State, runtime: Runtime[Context]) -> Steps[UseUpdate]:
     answer = normalize_answer(result.value, task)
     emit(runtime, "use", "answer", answer=answer, path="llm")
     return UseUpdate(usage=usage, answer=answer, path="llm")
+
+
+def use_call_config(state: State, record: ToolRecord) -> RunnableConfig:
+    """The tags and metadata of the user model's call of ``record`` (see :mod:`latm.tracing`)."""
+    return call_config(
+        "user",
+        "use",
+        task_type=record.task_type,
+        tool_version=record.version,
+        cache_hit=bool(state.get("cache_hit")),
+    )
 
 
 use = sync_node(use_steps)

@@ -162,6 +162,13 @@ def fake(fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
     fake_openai.reset()
 
 
+def _here(spec: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A graph entry of ``langgraph.json`` with its path made absolute (into this checkout)."""
+    if isinstance(spec, str):
+        return str(ROOT / spec.removeprefix("./"))
+    return {**spec, "path": str(ROOT / spec["path"].removeprefix("./"))}
+
+
 @pytest.fixture(scope="session")
 def langgraph_server(
     fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
@@ -178,9 +185,7 @@ def langgraph_server(
     work = tmp_path_factory.mktemp("langgraph-dev")
     config = json.loads((ROOT / "langgraph.json").read_text())
     config["dependencies"] = [str(ROOT)]
-    config["graphs"] = {
-        name: str(ROOT / spec.removeprefix("./")) for name, spec in config["graphs"].items()
-    }
+    config["graphs"] = {name: _here(spec) for name, spec in config["graphs"].items()}
     config["store"] = {
         "index": {
             "embed": f"{Path(__file__).parent / 'hash_embed.py'}:embed",

@@ -87,7 +87,9 @@ def test_miss_makes_a_tool_in_one_attempt_and_answers(store, make_context):
         "path",
         "verification",
         "routing",
+        "messages",
     }
+    assert out["messages"] == []  # the chat entry is unused by a task request
     assert out["path"] == "llm"
 
 

@@ -53,7 +53,7 @@ from latm.backends import open_backend
 from latm.data import TASKS, load_task
 from latm.graph.builder import build_graph
 from latm.graph.context import Context
-from latm.graph.state import CaseReport, InputState
+from latm.graph.state import CaseReport, InputState, passed_cases
 from latm.local import USER_MODEL, LocalPaths, ensure_local_endpoints, is_installed
 from latm.nodes.dispatcher import dispatcher, fresh_run
 from latm.nodes.wrappers import store_errors
@@ -140,27 +140,7 @@ def bench_record(task: str) -> ToolRecord:
     examples = load_task(task)
     call_cases = examples[5:8]
     direct_cases = examples[3:10]
-    verification: list[CaseReport] = [
-        CaseReport(
-            input=e["input"],
-            expected=e["target"],
-            got=e["target"],
-            error=None,
-            passed=True,
-            check="call",
-        )
-        for e in call_cases
-    ] + [
-        CaseReport(
-            input=e["input"],
-            expected=e["target"],
-            got=e["target"],
-            error=None,
-            passed=True,
-            check="direct",
-        )
-        for e in direct_cases
-    ]
+    verification = passed_cases(call_cases, "call") + passed_cases(direct_cases, "direct")
     return ToolRecord(
         name="solve",
         task_type=task,

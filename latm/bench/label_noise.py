@@ -42,7 +42,7 @@ from latm.data import TASKS as BENCH_TASKS
 from latm.data import load_task, paper_split
 from latm.graph import Context, InputState
 from latm.graph.builder import build_graph
-from latm.graph.state import CaseReport
+from latm.graph.state import passed_cases
 from latm.repository import ToolRepository
 
 DIRECTIONS = ("left", "right", "forward", "backward")
@@ -216,17 +216,7 @@ def bench_split_table(threshold: float = 0.01) -> list[str]:
         demos, validation = split["demos"], split["validation"]
         labelled = demos + validation
         for how, checked in (("solve", labelled), ("calls", validation)):
-            report = [
-                CaseReport(
-                    input=e["input"],
-                    expected=e["target"],
-                    got=e["target"],
-                    error=None,
-                    passed=True,
-                    check="direct",
-                )
-                for e in checked
-            ]
+            report = passed_cases(checked, "direct")
             cells = []
             for k in (3, 9):
                 found = evidence.evidence(

@@ -238,6 +238,15 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
+def percentile_ms(latencies: list[float], p: float) -> float:
+    """The ``p``-th percentile of ``latencies`` (seconds) in ms, nearest rank; NaN if empty."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank] * 1000
+
+
 @dataclass
 class Phase:
     """The outcome of one phase of requests."""
@@ -251,11 +260,7 @@ class Phase:
 
     def percentile(self, p: float) -> float:
         """The ``p``-th latency percentile in ms (nearest rank)."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-        return ordered[rank] * 1000
+        return percentile_ms(self.latencies, p)
 
     def row(self) -> str:
         """One line of the report."""

@@ -45,6 +45,7 @@ from latm.bench.load import (
     TASK_TYPE,
     FakeChat,
     examples,
+    percentile_ms,
     start_server,
     stop_server,
 )
@@ -82,11 +83,7 @@ class Result:
 
     def percentile(self, p: float) -> float:
         """The ``p``-th latency percentile in ms (nearest rank); NaN without runs."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-        return ordered[rank] * 1000
+        return percentile_ms(self.latencies, p)
 
 
 @dataclass

@@ -8,7 +8,7 @@ Python 3.11.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import Field
@@ -79,6 +79,17 @@ def check_kind(case: CaseReport) -> str:
 def cases_of(report: list[CaseReport], kind: str) -> list[CaseReport]:
     """The cases of ``report`` that checked ``kind`` (``call`` or ``direct``)."""
     return [c for c in report if check_kind(c) == kind]
+
+
+def passed_cases(examples: Sequence[Example], kind: str) -> list[CaseReport]:
+    """A report of ``examples`` all passed by a ``kind`` check (``call`` or ``direct``)."""
+    return [
+        CaseReport(
+            input=e["input"], expected=e["target"], got=e["target"], error=None, passed=True,
+            check=kind,
+        )
+        for e in examples
+    ]  # fmt: skip
 
 
 class RouteInfo(TypedDict, total=False):

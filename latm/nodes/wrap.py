@@ -132,7 +132,7 @@ def tool_record(state: State, ctx: Context, *, task_type: str, version: int) -> 
         raise ReplyError(STALE_THREAD)
     code, entry = best["code"] or "", best["entry"] or ""
     signature, docstring = function_info(code, entry)
-    maker = ctx.maker_model if ctx.maker_llm is None else type(ctx.maker_llm).__name__
+    maker = ctx.model("maker").label
     edited = making["reviewed"] == "edited"  # by a person, in the review node
     _, validation = split_examples(state, ctx)
     return ToolRecord(
